@@ -102,8 +102,13 @@ def run(args) -> dict:
                 mark = "*" if listing.newest is ck else " "
                 state = "complete" if ck.complete else f"INCOMPLETE: {ck.reason}"
                 print(f"{mark} {ck.uri}  step={ck.step}  {ck.size} bytes  {state}")
-            if listing.newest is None:
-                print("no complete checkpoint", file=sys.stderr)
+        if listing.newest is None:  # same reason text as export/release would give
+            from registry.checkpoints import newest_complete
+            try:
+                newest_complete(_client(), model.checkpoints)
+            except ReleaseError as exc:
+                out.update(error=str(exc), _exit=exc.exit_code)
+                print(f"tfs-release checkpoints: {exc}", file=sys.stderr)
         return out
     if c == "stage":
         from registry.staging import stage

@@ -6,7 +6,7 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from registry.s3 import S3Uri, get_bytes, list_folders, list_objects
+from registry.s3 import S3Uri, get_bytes, list_folders, list_objects, s3_errors
 
 STAGING = "_staging/"
 REPORTS = "_reports/"
@@ -70,8 +70,15 @@ def scan(client, serving: S3Uri) -> State:
         manifests=_numbers(client, b, p + MANIFESTS, ".json"),
         claims=_numbers(client, b, p + CLAIMS),
         tombstones=_numbers(client, b, p + TOMBSTONES, ".json"),
-        folders={int(f) for f in list_folders(client, b, p) if is_version(f)},
+        folders={int(f) for f in list_folders(client, b, p)
+                 if is_version(f) and _has_objects(client, b, f"{p}{f}/")},
     )
+
+
+def _has_objects(client, bucket: str, prefix: str) -> bool:
+    """Some servers (SeaweedFS) keep empty folders after their objects are deleted."""
+    with s3_errors(bucket, prefix):
+        return client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1).get("KeyCount", 0) > 0
 
 
 def read_json(client, bucket: str, key: str) -> dict | None:

@@ -1,0 +1,42 @@
+# Stable entry points (DESIGN.md): make demo, make test, make services, make services-down.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PY_WORKER = $$(bin/venv worker)/bin/python
+export PYTHONPATH := $(CURDIR)
+
+help:
+	@echo "make demo           the main job: checkpoint in -> version published (starts services)"
+	@echo "make test           the test suite (real SeaweedFS, real Docker engine)"
+	@echo "make services       start SeaweedFS + Docker engine, write .run/services.env"
+	@echo "make services-down  stop what make services started"
+	@echo "make venvs          build both pinned venvs (cached outside the clone)"
+	@echo "make bench          benchmarks (print ratios against a baseline run alongside)"
+	@echo "make lock           re-resolve requirements*.in into the exact pins"
+
+venvs:
+	@bin/venv worker >/dev/null
+	@bin/venv airflow >/dev/null
+
+services: venvs
+	@$(PY_WORKER) services.py up
+
+services-down:
+	@$(PY_WORKER) services.py down
+
+demo: services
+	@source .run/services.env && $(PY_WORKER) demo/registry_demo.py
+
+test: venvs
+	@$(PY_WORKER) -m pytest $(PYTEST_ARGS)
+
+bench: services
+	@source .run/services.env && $(PY_WORKER) bench/transfer.py
+
+lock:
+	@for pair in "requirements-worker.in requirements-worker.txt" "requirements.in requirements.txt"; do \
+	  set -- $$pair; d=$$(mktemp -d); python3 -m venv $$d && $$d/bin/pip install -q -U pip && \
+	  $$d/bin/pip install -q -r $$1 && \
+	  { head -2 $$2; $$d/bin/pip freeze --all | grep -vE '^(pip|setuptools|wheel)=='; } > $$2.new && \
+	  mv $$2.new $$2; rm -rf $$d; done
+
+.PHONY: help venvs services services-down demo test bench lock
