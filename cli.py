@@ -40,6 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("checkpoints", "list checkpoints, mark the newest complete one")
     p.add_argument("model")
 
+    p = cmd("export", "export the newest complete (or the given) checkpoint and stage it; prints the staging uri")
+    p.add_argument("model")
+    p.add_argument("--checkpoint", help="s3://.../ckpt-N (default: the newest complete one)")
+    p.add_argument("--run-id")
+    p.add_argument("--keep-dir", help="also keep a local copy of the SavedModel and reference answers here")
+
     p = cmd("stage", "stage a local SavedModel folder as a candidate; prints its staging uri")
     p.add_argument("model")
     p.add_argument("--dir", required=True, help="folder containing saved_model.pb")
@@ -109,6 +115,13 @@ def run(args) -> dict:
             except ReleaseError as exc:
                 out.update(error=str(exc), _exit=exc.exit_code)
                 print(f"tfs-release checkpoints: {exc}", file=sys.stderr)
+        return out
+    if c == "export":
+        from exporters.export import export_candidate
+        out = export_candidate(_client(), model, checkpoint_uri=args.checkpoint, run_id=args.run_id,
+                               keep_dir=args.keep_dir)
+        if not args.json:
+            print(out["candidate"])
         return out
     if c == "stage":
         from registry.staging import stage
@@ -185,9 +198,10 @@ def main(argv: list[str] | None = None) -> int:
     args.config = getattr(args, "config", None) or os.environ.get("TFS_RELEASE_CONFIG", "config/models.yaml")
     args.json = getattr(args, "json", False)
     verbose = getattr(args, "verbose", False)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("botocore", "boto3", "s3transfer", "urllib3"):
+    for noisy in ("botocore", "boto3", "s3transfer", "urllib3", "absl", "tensorflow", "h5py"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         out = run(args)

@@ -2,3 +2,5 @@
 
 Imports neither Airflow nor TensorFlow, so the CLI, DAG tasks and the sync sidecar can all use it.
 """
+
+__version__ = "0.1.0"
