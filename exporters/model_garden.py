@@ -87,8 +87,9 @@ def restore(module, checkpoint_path: str, *, experiment: str) -> dict:
     return {"variables": n}
 
 
-def export(module, params, export_dir: str, input_types: dict[str, str]) -> None:
-    """Write the SavedModel straight into ``export_dir``: one signature per input type."""
+def export(module, params, export_dir: str, input_types: dict[str, str]) -> dict:
+    """Write the SavedModel straight into ``export_dir``: one signature per input type.
+    Returns {signature name: the concrete function it was saved from} (for in-process answers)."""
     from official.vision.serving import export_saved_model_lib
     by_type: dict[str, str] = {}
     for sig, typ in input_types.items():
@@ -103,21 +104,21 @@ def export(module, params, export_dir: str, input_types: dict[str, str]) -> None
         checkpoint_path=None,  # restored (and checked) above; None here means "keep those weights"
         export_dir=export_dir, export_module=module, function_keys=by_type)
     log.info("exported SavedModel with signatures %s in %.1fs", sorted(input_types), time.monotonic() - t0)
+    return module.get_inference_signatures(by_type)  # the same traced functions: no new trace
 
 
-def describe_signatures(loaded) -> dict:
-    """{name: {method, inputs: {key: {dtype, shape}}, outputs: {key: {dtype, shape}}}} of a
-    SavedModel loaded with tf.saved_model.load (shapes with -1 for unknown dimensions)."""
+def _spec(s) -> dict:
+    return {"dtype": s.dtype.name, "shape": [-1 if d is None else d for d in s.shape.as_list()]}
+
+
+def describe_signatures(functions: dict) -> dict:
+    """{name: {method, inputs: {key: {dtype, shape}}, outputs: {key: {dtype, shape}}}} with -1
+    for unknown dimensions, from concrete functions or a loaded SavedModel's ``signatures``."""
     out = {}
-    for name, fn in loaded.signatures.items():
-        _, kwargs = fn.structured_input_signature
-        outs = fn.structured_outputs
-        out[name] = {
-            "method": "tensorflow/serving/predict",
-            "inputs": {k: {"dtype": s.dtype.name, "shape": [-1 if d is None else d for d in s.shape.as_list()]}
-                       for k, s in kwargs.items()},
-            "outputs": {k: {"dtype": s.dtype.name,
-                            "shape": [-1 if d is None else d for d in s.shape.as_list()]}
-                        for k, s in outs.items()},
-        }
+    for name, fn in functions.items():
+        args, kwargs = fn.structured_input_signature
+        inputs = dict(kwargs) or {(a.name or INPUT_KEY): a for a in args}
+        out[name] = {"method": "tensorflow/serving/predict",
+                     "inputs": {k: _spec(s) for k, s in inputs.items()},
+                     "outputs": {k: _spec(s) for k, s in fn.structured_outputs.items()}}
     return out
