@@ -13,7 +13,10 @@ help:
 	@echo "make bench          benchmarks (print ratios against a baseline run alongside)"
 	@echo "make lock           re-resolve requirements*.in into the exact pins"
 
-venvs:
+system-deps:
+	@bin/system-deps
+
+venvs: system-deps
 	@bin/venv worker >/dev/null
 	@bin/venv airflow >/dev/null
 
@@ -39,4 +42,4 @@ lock:
 	  { head -2 $$2; $$d/bin/pip freeze --all | grep -vE '^(pip|setuptools|wheel)=='; } > $$2.new && \
 	  mv $$2.new $$2; rm -rf $$d; done
 
-.PHONY: help venvs services services-down demo test bench lock
+.PHONY: help system-deps venvs services services-down demo test bench lock

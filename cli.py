@@ -46,6 +46,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-id")
     p.add_argument("--keep-dir", help="also keep a local copy of the SavedModel and reference answers here")
 
+    p = cmd("validate", "validate a staged candidate in a temporary TF Serving; exit 1 on a failed verdict")
+    p.add_argument("model")
+    p.add_argument("--candidate", required=True, help="s3://.../_staging/<run>/")
+    p.add_argument("--launcher", choices=["docker", "process"], default="docker")
+    p.add_argument("--image", help="serving image for the docker launcher (default: config "
+                                   "'serving_image', else tensorflow/serving)")
+    p.add_argument("--deadline", type=float, help="seconds to wait for AVAILABLE (default 180)")
+    p.add_argument("--report-dir", help="also keep the report here")
+
     p = cmd("stage", "stage a local SavedModel folder as a candidate; prints its staging uri")
     p.add_argument("model")
     p.add_argument("--dir", required=True, help="folder containing saved_model.pb")
@@ -123,6 +132,19 @@ def run(args) -> dict:
         if not args.json:
             print(out["candidate"])
         return out
+    if c == "validate":
+        from validation.validate import validate_candidate
+        v = validate_candidate(_client(), model, args.candidate, launcher=args.launcher, image=args.image,
+                               deadline_s=args.deadline or model.extra.get("validation_deadline_s", 180),
+                               tolerance=model.extra.get("tolerance", 1e-3),
+                               latency_budget_ms=model.extra.get("latency_budget_ms"),
+                               report_dir=args.report_dir)
+        if not args.json:
+            print(f"{'PASSED' if v['passed'] else 'FAILED'}: report {v['report']}")
+        if not v["passed"]:
+            print(f"tfs-release validate: {v['reason']}", file=sys.stderr)
+            v["_exit"] = 1
+        return v
     if c == "stage":
         from registry.staging import stage
         uri = stage(_client(), model.serving, args.dir, run_id=args.run_id)
@@ -212,6 +234,11 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except BaseException as exc:  # SIGTERM during validation unwinds here after cleanup
+        if type(exc).__name__ == "Terminated":
+            print(f"tfs-release {args.command}: terminated (SIGTERM); cleaned up", file=sys.stderr)
+            return 143
+        raise
     code = out.pop("_exit", 0) if isinstance(out, dict) else 0
     if args.json:
         print(json.dumps(out, default=str))

@@ -22,7 +22,7 @@ KNOWN_KEYS = {
     "task", "checkpoints", "serving", "golden", "experiment", "params_override", "input_types",
     "input_size", "batch_size", "schedule", "keep", "output_normalized_coordinates",
     "class_dtype", "labels", "latency_budget_ms", "conn_id", "owner", "tags", "launcher",
-    "tolerance", "alerts",
+    "tolerance", "alerts", "serving_image", "validation_deadline_s",
 }
 
 

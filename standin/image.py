@@ -1,0 +1,170 @@
+"""Build the stand-in serving image locally, from nothing (no image registry is reachable here).
+
+Two layers, each cached by a hash of its recipe, rebuilt only when that changes:
+- base ``tfs-release/standin-base:<hash>``: a debootstrap'd Debian (the host's own mirror and
+  package-manager config, its CA certificates and pip configuration copied in, so the chroot
+  reaches the same package mirrors; no host is named here) with a venv holding TensorFlow and
+  tensorflow-serving-api at the worker env's pins; imported with ``docker import``;
+- ``tfs-release/standin:<hash>``: ``docker/standin.Dockerfile`` FROM that base, adding the
+  stand-in's code; the entrypoint mirrors the ``tensorflow/serving`` image's.
+
+    python -m standin.image          # prints the tag, building what is missing
+"""
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DOCKERFILE = os.path.join(ROOT, "docker", "standin.Dockerfile")
+BASE_REPO, REPO = "tfs-release/standin-base", "tfs-release/standin"
+PACKAGES = ["tensorflow==2.20.0", "tensorflow-serving-api==2.20.0", "pillow"]
+SUITE = "bookworm"
+
+
+def _hash(*parts: bytes) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p + b"\0")
+    return h.hexdigest()[:12]
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read()
+
+
+def base_tag() -> str:
+    constraints = _read(os.path.join(ROOT, "requirements-worker.txt"))
+    return f"{BASE_REPO}:{_hash(_read(__file__), constraints, ' '.join(PACKAGES).encode(), SUITE.encode())}"
+
+
+def image_tag() -> str:
+    code = sorted(glob.glob(os.path.join(ROOT, "standin", "*.py")) +
+                  glob.glob(os.path.join(ROOT, "standin", "tensorflow_model_server")))
+    return f"{REPO}:{_hash(base_tag().encode(), _read(DOCKERFILE), *[_read(p) for p in code])}"
+
+
+def _docker(*args, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(["docker", *args], check=True, **kw)
+
+
+def _exists(tag: str) -> bool:
+    return subprocess.run(["docker", "image", "inspect", tag], capture_output=True).returncode == 0
+
+
+def host_mirror() -> str:
+    """The Debian mirror this host's apt uses (deb822 or one-line format)."""
+    for path in sorted(glob.glob("/etc/apt/sources.list.d/*.sources")):
+        for line in open(path):
+            if line.startswith("URIs:") and "security" not in line:
+                return line.split()[1]
+    for path in ["/etc/apt/sources.list", *sorted(glob.glob("/etc/apt/sources.list.d/*.list"))]:
+        if os.path.exists(path):
+            for line in open(path):
+                parts = line.split()
+                if parts[:1] == ["deb"] and "security" not in line:
+                    return next(p for p in parts[1:] if "://" in p)
+    raise RuntimeError("cannot find this host's Debian mirror in /etc/apt: the stand-in base image "
+                       "is debootstrapped from it")
+
+
+def _copy_host_config(rootfs: str) -> None:
+    """What apt and pip on this host need to reach their mirrors, copied into the chroot."""
+    for src in ["/etc/resolv.conf", "/etc/pip.conf", *glob.glob("/etc/apt/sources.list*"),
+                *glob.glob("/etc/apt/sources.list.d/*"), *glob.glob("/etc/apt/apt.conf.d/*"),
+                *glob.glob("/etc/apt/trusted.gpg.d/*"), *glob.glob("/usr/share/keyrings/*"),
+                *glob.glob("/usr/local/share/ca-certificates/*"), *glob.glob("/etc/xdg/pip/*")]:
+        if os.path.isfile(src):
+            dst = rootfs + src
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            shutil.copy2(src, dst)
+    # sources.list.d was just copied: drop a one-line sources.list that would duplicate it
+    if glob.glob(rootfs + "/etc/apt/sources.list.d/*.sources") and not os.path.exists("/etc/apt/sources.list"):
+        try:
+            os.unlink(rootfs + "/etc/apt/sources.list")
+        except FileNotFoundError:
+            pass
+
+
+def _chroot(rootfs: str, script: str) -> None:
+    env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root",
+           "LANG": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive", "PIP_CERT": "/etc/ssl/certs/ca-certificates.crt",
+           "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_DEFAULT_TIMEOUT": "180"}
+    subprocess.run(["chroot", rootfs, "/bin/sh", "-ec", script], check=True, env=env)
+
+
+def build_base(tag: str, log=sys.stderr) -> None:
+    debootstrap = shutil.which("debootstrap") or "/usr/sbin/debootstrap"
+    if not os.path.exists(debootstrap):
+        raise RuntimeError("debootstrap is not installed (apt-get install debootstrap, or run bin/system-deps)")
+    t0 = time.monotonic()
+    work = tempfile.mkdtemp(prefix="standin-base-", dir=os.environ.get("TMPDIR", "/var/tmp"))
+    rootfs = os.path.join(work, "rootfs")
+    mounts = []
+    try:
+        print(f"standin image: debootstrap {SUITE} (minbase) into {rootfs}", file=log, flush=True)
+        subprocess.run([debootstrap, "--variant=minbase", "--include=python3,python3-venv,ca-certificates",
+                        SUITE, rootfs, host_mirror()], check=True, stdout=subprocess.DEVNULL)
+        _copy_host_config(rootfs)
+        shutil.copy(os.path.join(ROOT, "requirements-worker.txt"), rootfs + "/tmp/constraints.txt")
+        # reuse this host's pip cache (the worker venv downloaded the same wheels)
+        cache = os.path.expanduser("~/.cache/pip")
+        os.makedirs(cache, exist_ok=True)
+        os.makedirs(rootfs + "/root/.cache/pip", exist_ok=True)
+        for src, dst, extra in ((None, "/proc", ["-t", "proc", "proc"]), (cache, "/root/.cache/pip", ["--bind", cache])):
+            subprocess.run(["mount", *extra, rootfs + dst], check=True)
+            mounts.append(rootfs + dst)
+        print("standin image: python venv with " + " ".join(PACKAGES), file=log, flush=True)
+        _chroot(rootfs, f"""
+update-ca-certificates >/dev/null 2>&1 || true
+python3 -m venv /opt/venv
+/opt/venv/bin/pip install -q --upgrade pip
+grep -vE '^(#|$)' /tmp/constraints.txt > /tmp/c.txt
+/opt/venv/bin/pip install -q -c /tmp/c.txt {' '.join(PACKAGES)}
+rm -rf /opt/venv/lib/python3*/site-packages/tensorflow/include /tmp/constraints.txt /tmp/c.txt
+apt-get clean; rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin
+""")
+    finally:
+        for m in reversed(mounts):
+            subprocess.run(["umount", "-l", m], check=False)
+    try:
+        print(f"standin image: docker import -> {tag}", file=log, flush=True)
+        tar = subprocess.Popen(["tar", "-C", rootfs, "--exclude=./proc/*", "--exclude=./root/.cache/*",
+                                "-c", "."], stdout=subprocess.PIPE)
+        subprocess.run(["docker", "import", "--change", "ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                        "--change", "ENV LANG=C.UTF-8", "-", tag], stdin=tar.stdout, check=True,
+                       stdout=subprocess.DEVNULL)
+        tar.stdout.close()
+        if tar.wait() != 0:
+            raise RuntimeError("tar of the stand-in rootfs failed")
+    finally:
+        subprocess.run(["rm", "-rf", "--one-file-system", work], check=False)
+    print(f"standin image: base built in {time.monotonic() - t0:.0f}s", file=log, flush=True)
+
+
+def ensure_image(log=sys.stderr) -> str:
+    """The stand-in image's tag, building the base and/or the code layer when missing."""
+    base, tag = base_tag(), image_tag()
+    if _exists(tag):
+        return tag
+    if not _exists(base):
+        build_base(base, log=log)
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="standin-ctx-") as ctx:
+        shutil.copytree(os.path.join(ROOT, "standin"), os.path.join(ctx, "standin"),
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "README.md"))
+        _docker("build", "-q", "--build-arg", f"BASE={base}", "-f", DOCKERFILE, "-t", tag, ctx,
+                stdout=subprocess.DEVNULL)
+    print(f"standin image: {tag} built in {time.monotonic() - t0:.0f}s", file=log, flush=True)
+    return tag
+
+
+if __name__ == "__main__":
+    print(ensure_image())

@@ -1,0 +1,136 @@
+"""Talking to a TF Serving (or the stand-in): REST and gRPC clients with one small interface.
+
+    status() -> [{"version", "state", "error"}]; metadata() -> signatures in contracts' normal form;
+    predict(signature, input_type, x) -> {output: np.ndarray}
+"""
+from __future__ import annotations
+
+import base64
+import json
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+
+from validation.contracts import INPUT_KEY, signatures_from_grpc_metadata, signatures_from_rest_metadata
+
+
+class ServingError(Exception):
+    """The server answered with an error (message is the server's)."""
+
+
+class RestClient:
+    def __init__(self, host: str, port: int, model: str, *, timeout: float = 60):
+        self.base = f"http://{host}:{port}/v1/models/{model}"
+        self.model, self.timeout = model, timeout
+
+    def _call(self, url: str, body: dict | None = None) -> dict:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(url, data=data, method="POST" if body is not None else "GET",
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as r:
+                return json.loads(r.read())
+        except urllib.error.HTTPError as exc:
+            text = exc.read().decode("utf-8", "replace")
+            try:
+                msg = json.loads(text).get("error", text)
+            except ValueError:
+                msg = text
+            raise ServingError(f"REST {exc.code}: {msg}") from None
+
+    def status(self) -> list[dict]:
+        out = self._call(self.base)
+        return [{"version": int(v.get("version", 0)), "state": v.get("state"),
+                 "error": (v.get("status") or {}).get("error_message", "")}
+                for v in out.get("model_version_status", [])]
+
+    def metadata(self) -> dict:
+        return signatures_from_rest_metadata(self._call(self.base + "/metadata"))
+
+    def predict(self, signature: str, input_type: str, x: np.ndarray) -> dict:
+        if x.dtype == object:
+            value = [{"b64": base64.b64encode(v).decode()} for v in x]
+        else:
+            value = x.tolist()
+        out = self._call(self.base + ":predict", {"signature_name": signature, "inputs": {INPUT_KEY: value}})
+        outputs = out.get("outputs")
+        if not isinstance(outputs, dict):  # TF Serving unwraps a single output
+            outputs = {"output_0": outputs}
+        return {k: np.asarray(v) for k, v in outputs.items()}
+
+
+class GrpcClient:
+    def __init__(self, host: str, port: int, model: str, *, timeout: float = 60):
+        import grpc
+        from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+        self.channel = grpc.insecure_channel(f"{host}:{port}", options=[
+            ("grpc.max_receive_message_length", 256 * 1024 * 1024),
+            ("grpc.max_send_message_length", 256 * 1024 * 1024)])
+        self.predictions = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
+        self.models = model_service_pb2_grpc.ModelServiceStub(self.channel)
+        self.model, self.timeout = model, timeout
+
+    def close(self):
+        self.channel.close()
+
+    def _rpc(self, fn, req):
+        import grpc
+        try:
+            return fn(req, timeout=self.timeout)
+        except grpc.RpcError as exc:
+            raise ServingError(f"gRPC {exc.code().name}: {exc.details()}") from None
+
+    def status(self) -> list[dict]:
+        from tensorflow_serving.apis import get_model_status_pb2
+        req = get_model_status_pb2.GetModelStatusRequest()
+        req.model_spec.name = self.model
+        resp = self._rpc(self.models.GetModelStatus, req)
+        return [{"version": int(v.version), "state": get_model_status_pb2.ModelVersionStatus.State.Name(v.state),
+                 "error": v.status.error_message} for v in resp.model_version_status]
+
+    def metadata(self) -> dict:
+        from tensorflow_serving.apis import get_model_metadata_pb2
+        req = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+        req.model_spec.name = self.model
+        return signatures_from_grpc_metadata(self._rpc(self.predictions.GetModelMetadata, req))
+
+    def predict(self, signature: str, input_type: str, x: np.ndarray) -> dict:
+        import tensorflow as tf
+        from tensorflow_serving.apis import predict_pb2
+        req = predict_pb2.PredictRequest()
+        req.model_spec.name = self.model
+        req.model_spec.signature_name = signature
+        if x.dtype == object:
+            req.inputs[INPUT_KEY].CopyFrom(tf.make_tensor_proto(list(x), dtype=tf.string, shape=x.shape))
+        else:
+            req.inputs[INPUT_KEY].CopyFrom(tf.make_tensor_proto(x))
+        resp = self._rpc(self.predictions.Predict, req)
+        return {k: tf.make_ndarray(v) for k, v in resp.outputs.items()}
+
+
+def wait_available(client, *, deadline_s: float, alive=lambda: None, poll: float = 0.5) -> dict:
+    """Poll until a version is AVAILABLE. ``alive()`` raises when the server died.
+    Raises TimeoutError, or ServingError when the version ended with a load error."""
+    deadline = time.monotonic() + deadline_s
+    last = "no answer yet"
+    while time.monotonic() < deadline:
+        alive()
+        try:
+            versions = client.status()
+            avail = [v for v in versions if v["state"] == "AVAILABLE"]
+            if avail:
+                return avail[0]
+            failed = [v for v in versions if v["state"] == "END" and v["error"]]
+            if failed:
+                raise ServingError(f"version {failed[0]['version']} failed to load: {failed[0]['error']}")
+            last = ", ".join(f"version {v['version']} {v['state']}" for v in versions) or "no versions"
+        except ServingError as exc:
+            if "failed to load" in str(exc):
+                raise
+            last = str(exc)
+        except (OSError, urllib.error.URLError) as exc:
+            last = f"{type(exc).__name__}: {exc}"
+        time.sleep(poll)
+    raise TimeoutError(f"model not AVAILABLE within {deadline_s:.0f}s (last: {last})")

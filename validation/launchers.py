@@ -1,0 +1,230 @@
+"""Where a temporary TF Serving runs: a Docker container (default) or a local process.
+
+Both take a local ``model_base_path`` (``<dir>/<model>/<N>/``), start a server on 127.0.0.1 and
+hand back a ``Server`` (ports, logs, stop). Stopping is idempotent and runs on every path; the
+docker launcher also sweeps containers an earlier, killed validator left behind (by label).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+from registry.errors import BadInput, ReleaseError
+
+log = logging.getLogger(__name__)
+LABEL = "tfs-release.role"
+ROLE = "validation"
+
+
+class LauncherError(BadInput):
+    """The serving environment cannot be used (no engine, no image, no executable)."""
+
+
+class ServerDied(ReleaseError):
+    exit_code = 1
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    host: str
+    rest_port: int
+    grpc_port: int
+    model: str
+    kind: str
+    describe: str
+    _stop: object = field(repr=False, default=None)
+    _logs: object = field(repr=False, default=None)
+    _alive: object = field(repr=False, default=None)
+
+    def logs(self, tail: int = 80) -> str:
+        try:
+            return self._logs(tail) if self._logs else ""
+        except Exception as exc:  # noqa: BLE001 - logs are best effort on a dying server
+            return f"(logs unavailable: {exc})"
+
+    def alive(self) -> None:
+        """Raise ServerDied (with its logs) when the server is gone."""
+        if self._alive:
+            self._alive()
+
+    def stop(self) -> None:
+        if self._stop:
+            stop, self._stop = self._stop, None
+            stop()
+
+
+class DockerLauncher:
+    name = "docker"
+
+    def __init__(self, image: str, *, run_id: str, mem_limit: str = "2g", cpus: float = 2.0,
+                 pids_limit: int = 512, pull: bool = False):
+        self.image, self.run_id = image, run_id
+        self.mem_limit, self.cpus, self.pids_limit, self.pull = mem_limit, cpus, pids_limit, pull
+        self._client = None
+
+    @property
+    def client(self):
+        if self._client is None:
+            import docker
+            try:
+                self._client = docker.from_env(timeout=60)
+                self._client.ping()
+            except Exception as exc:  # noqa: BLE001 - any failure here means: no engine
+                self._client = None
+                raise LauncherError(f"the Docker engine is not reachable ({type(exc).__name__}: "
+                                    f"{str(exc)[:200]}): start it (make services) or set DOCKER_HOST, "
+                                    "or use --launcher process.") from None
+        return self._client
+
+    def sweep(self) -> list[str]:
+        """Remove validation containers whose validator is gone (killed mid-run)."""
+        removed = []
+        for c in self.client.containers.list(all=True, filters={"label": f"{LABEL}={ROLE}"}):
+            labels = c.labels or {}
+            host, pid = labels.get("tfs-release.host"), labels.get("tfs-release.pid", "0")
+            mine_alive = host == socket.gethostname() and pid.isdigit() and _pid_alive(int(pid))
+            if mine_alive and c.status in ("running", "created", "restarting"):
+                continue  # another validation on this machine is using it
+            c.remove(force=True)
+            removed.append(c.name)
+        if removed:
+            log.info("swept %d leftover validation container(s): %s", len(removed), ", ".join(removed))
+        return removed
+
+    def start(self, base_path: str, model: str) -> Server:
+        import docker
+        self.sweep()
+        try:
+            self.client.images.get(self.image)
+        except docker.errors.ImageNotFound:
+            if not self.pull:
+                raise LauncherError(f"serving image {self.image!r} is not on this Docker engine: pull or "
+                                    "build it first (no registry is reachable here; the stand-in image is "
+                                    "built by `python -m standin.image`).") from None
+            self.client.images.pull(self.image)
+        labels = {LABEL: ROLE, "tfs-release.model": model, "tfs-release.run": self.run_id[:60],
+                  "tfs-release.host": socket.gethostname(), "tfs-release.pid": str(os.getpid())}
+        t0 = time.monotonic()
+        container = self.client.containers.create(
+            self.image, detach=True, init=True, labels=labels,
+            environment={"MODEL_NAME": model, "MODEL_BASE_PATH": "/models"},
+            volumes={os.path.abspath(os.path.join(base_path, model)): {"bind": f"/models/{model}", "mode": "ro"}},
+            ports={"8500/tcp": ("127.0.0.1", None), "8501/tcp": ("127.0.0.1", None)},
+            mem_limit=self.mem_limit, nano_cpus=int(self.cpus * 1e9), pids_limit=self.pids_limit,
+            cap_drop=["ALL"], security_opt=["no-new-privileges"], privileged=False,
+            name=f"tfsr-validate-{model}-{os.getpid()}-{int(time.time() * 1000) % 10**8}")
+        try:
+            container.start()
+            container.reload()
+            ports = container.attrs["NetworkSettings"]["Ports"]
+            rest, grpc_port = int(ports["8501/tcp"][0]["HostPort"]), int(ports["8500/tcp"][0]["HostPort"])
+        except Exception:
+            container.remove(force=True)
+            raise
+        log.info("started container %s (%s) for %s in %.1fs: REST 127.0.0.1:%d gRPC 127.0.0.1:%d",
+                 container.name, self.image, model, time.monotonic() - t0, rest, grpc_port)
+
+        def logs(tail):
+            return container.logs(tail=tail).decode("utf-8", "replace")
+
+        def alive():
+            container.reload()
+            if container.status in ("exited", "dead"):
+                raise ServerDied(f"the serving container exited (code {container.attrs['State'].get('ExitCode')}); "
+                                 f"last log lines:\n{logs(40)}")
+
+        def stop():
+            try:
+                container.remove(force=True)
+                log.info("removed container %s", container.name)
+            except docker.errors.NotFound:
+                pass
+
+        return Server("127.0.0.1", rest, grpc_port, model, "docker", f"{self.image} ({container.name})",
+                      _stop=stop, _logs=logs, _alive=alive)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+class ProcessLauncher:
+    """A tensorflow_model_server-compatible executable as a subprocess: the real binary when it
+    is on PATH, else the stand-in (``python -m standin.server``)."""
+    name = "process"
+
+    def __init__(self, executable: str | None = None, *, log_dir: str | None = None):
+        self.executable = executable or shutil.which("tensorflow_model_server")
+        self.log_dir = log_dir
+
+    def command(self) -> tuple[list[str], str]:
+        if self.executable:
+            return [self.executable], f"tensorflow_model_server ({self.executable})"
+        return [sys.executable, "-m", "standin.server"], "the TF-Serving stand-in (python -m standin.server)"
+
+    def start(self, base_path: str, model: str) -> Server:
+        import tempfile
+        cmd, what = self.command()
+        rest, grpc_port = free_port(), free_port()
+        args = cmd + [f"--port={grpc_port}", f"--rest_api_port={rest}", f"--model_name={model}",
+                      f"--model_base_path={os.path.abspath(os.path.join(base_path, model))}"]
+        if not self.executable:
+            args.append("--host=127.0.0.1")
+        logf = tempfile.NamedTemporaryFile(prefix=f"tfsr-serving-{model}-", suffix=".log", delete=False,
+                                           dir=self.log_dir)
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        proc = subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+        log.info("started %s for %s: pid %d, REST 127.0.0.1:%d gRPC 127.0.0.1:%d", what, model, proc.pid,
+                 rest, grpc_port)
+
+        def logs(tail):
+            with open(logf.name, errors="replace") as fh:
+                return "".join(fh.readlines()[-tail:])
+
+        def alive():
+            if proc.poll() is not None:
+                raise ServerDied(f"the serving process exited with {proc.returncode}; last log lines:\n{logs(40)}")
+
+        def stop():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+            logf.close()
+            os.unlink(logf.name)
+
+        return Server("127.0.0.1", rest, grpc_port, model, "process", what, _stop=stop, _logs=logs, _alive=alive)
+
+
+def make(name: str, *, image: str | None, run_id: str, **kw):
+    if name == "docker":
+        if not image:
+            raise LauncherError("the docker launcher needs a serving image (config 'serving_image' or "
+                                "--image; tensorflow/serving in production)")
+        return DockerLauncher(image, run_id=run_id, **kw)
+    if name == "process":
+        return ProcessLauncher()
+    raise LauncherError(f"unknown launcher {name!r}: use docker or process")

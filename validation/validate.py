@@ -1,0 +1,218 @@
+"""`tfs-release validate`: a staged candidate -> verdict + report, the way production will see it.
+
+1. static: the SavedModel's signatures against the task's contract (no server needed);
+2. served: a temporary TF Serving (docker launcher by default, or a process) on the candidate,
+   AVAILABLE within a deadline, metadata (REST and gRPC) against the contract, every golden image
+   over REST and gRPC for every signature;
+3. golden: parity with the exporter's in-process answers, per-image expectations, a
+   great-expectations suite over all outputs;
+4. latency p50/p95 per protocol (optional budget);
+5. the server is removed on every path; the report goes to s3://<serving>/<model>/_reports/<run>/.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+from exporters import golden as golden_mod
+from exporters.reference import load_reference, model_input
+from registry.config import ModelConfig
+from registry.layout import REPORTS, SAVED_MODEL
+from registry.s3 import S3Uri
+from registry.staging import read_candidate
+from registry.transfer import RemoteFile, download_files, download_prefix, upload_dir
+from registry.s3 import local_path_for
+from validation import contracts, expectations, launchers
+
+log = logging.getLogger(__name__)
+DEFAULT_IMAGE = "tensorflow/serving:2.19.0"
+
+
+def _check(name: str, passed: bool, detail: str, **numbers) -> dict:
+    return {"name": name, "passed": bool(passed), "detail": detail, "numbers": numbers}
+
+
+def _percentiles(ms: list[float]) -> dict:
+    if not ms:
+        return {"n": 0}
+    return {"p50": float(np.percentile(ms, 50)), "p95": float(np.percentile(ms, 95)), "n": len(ms)}
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: unwind (removing the server), then exit."""
+
+
+def _on_sigterm():
+    """SIGTERM (Airflow killing the task) unwinds like an exception, so `finally` removes the server."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise Terminated("terminated by SIGTERM")
+    return signal.signal(signal.SIGTERM, handler)
+
+
+def download_candidate(client, cand: S3Uri, body: dict, dest_models: str, model: str, dest_ref: str) -> str:
+    sm_dir = os.path.join(dest_models, model, "1")
+    files = [RemoteFile(key=cand.prefix + SAVED_MODEL + f["path"], dest=local_path_for(sm_dir, f["path"]),
+                        size=f["size"], sha256=f["sha256"]) for f in body["files"]]
+    download_files(client, cand.bucket, files)
+    download_prefix(client, cand.bucket, cand.prefix + "reference/", dest_ref)
+    return sm_dir
+
+
+def serve_and_check(server, model: ModelConfig, contract, golden, reference, *, deadline_s: float,
+                    tolerance: float, latency_budget_ms: float | None):
+    """Everything that needs the running server. Returns (checks, answers, rest_answers, numbers)."""
+    from validation.clients import GrpcClient, RestClient, wait_available
+    checks, answers, first = [], [], {}
+    first_sig = next(iter(model.input_types))
+    rest = RestClient(server.host, server.rest_port, model.name)
+    t0 = time.monotonic()
+    version = wait_available(rest, deadline_s=deadline_s, alive=server.alive)
+    up = time.monotonic() - t0
+    checks.append(_check("served: version AVAILABLE", True, f"version {version['version']} AVAILABLE after {up:.1f}s",
+                         seconds=round(up, 2)))
+    grpc = GrpcClient(server.host, server.grpc_port, model.name)
+    try:
+        for proto, cl in (("REST", rest), ("gRPC", grpc)):
+            problems = contract.check(cl.metadata(), where=f"served metadata ({proto})")
+            checks.append(_check(f"contract: served metadata over {proto}", not problems,
+                                 "; ".join(problems) or "matches the contract"))
+        latency = {}
+        for sig, typ in model.input_types.items():
+            for proto, cl in (("REST", rest), ("gRPC", grpc)):
+                ms, worst, bad = [], 0.0, []
+                for g in golden.images:
+                    x = model_input(typ, g)
+                    t = time.perf_counter()
+                    out = cl.predict(sig, typ, x)
+                    ms.append((time.perf_counter() - t) * 1000)
+                    answers.append((g.name, f"{proto}:{sig}", out))
+                    if proto == "REST" and sig == first_sig:
+                        first[g.name] = out
+                    p = expectations.parity(out, reference[sig][g.name], atol=tolerance)
+                    worst = max(worst, p["numbers"]["max_abs_diff"])
+                    if not p["passed"]:
+                        bad.append(f"{g.name}: {p['detail']}")
+                checks.append(_check(f"parity: {proto} {sig} vs exporter", not bad,
+                                     "; ".join(bad[:4]) + (f" (+{len(bad) - 4} more)" if len(bad) > 4 else "")
+                                     if bad else f"all {len(golden.images)} answers within {tolerance} "
+                                                 f"(max diff {worst:.3g})",
+                                     max_abs_diff=worst, images=len(golden.images), failed=len(bad)))
+                latency[f"{proto} {sig}"] = _percentiles(ms)
+        if latency_budget_ms:
+            over = {k: v["p95"] for k, v in latency.items() if v.get("p95", 0) > latency_budget_ms}
+            checks.append(_check("latency: p95 within budget", not over,
+                                 f"p95 over {latency_budget_ms} ms: {over}" if over else
+                                 f"every p95 <= {latency_budget_ms} ms", budget_ms=latency_budget_ms))
+    finally:
+        grpc.close()
+    return checks, answers, first, {"seconds_to_available": up, "latency_ms": latency}
+
+
+def golden_checks(model: ModelConfig, golden, first: dict) -> tuple[list[dict], list[dict]]:
+    """Per-image expectations on the first signature's REST answers; report pictures."""
+    from validation import report
+    checks, pictures = [], []
+    for g in golden.images:
+        out = first.get(g.name)
+        if model.task == "detection":
+            r = expectations.detection(out, g.expect)
+            pics = [("expected (green) / predicted (orange)",
+                     report.detection_picture(g.image, g.expect, out, golden.classes, g.expect["min_score"]))]
+        elif model.task == "segmentation":
+            r = expectations.segmentation(out, g.expect, g.mask)
+            pics = [("image", report.image_picture(g.image)), ("expected mask", report.mask_picture(g.image, g.mask)),
+                    ("predicted mask", report.mask_picture(g.image, expectations.predicted_mask(out, g.mask.shape)))]
+        else:
+            r = expectations.classification(out, g.expect)
+            pics = [(f"label {golden.classes.get(g.expect['label'])}", report.image_picture(g.image))]
+        checks.append(_check(f"golden: {g.name}", r["passed"], r["detail"], **r["numbers"]))
+        pictures.append({"image": g.name, "passed": r["passed"], "detail": r["detail"], "pictures": pics})
+    return checks, pictures
+
+
+def validate_candidate(client, model: ModelConfig, candidate_uri: str, *, launcher: str = "docker",
+                       image: str | None = None, deadline_s: float = 180, tolerance: float = 1e-3,
+                       latency_budget_ms: float | None = None, report_dir: str | None = None) -> dict:
+    model.require("task", "golden")
+    t_start = time.monotonic()
+    cand, body = read_candidate(client, candidate_uri)
+    run = body.get("run_id") or cand.prefix.rstrip("/").rsplit("/", 1)[-1]
+    golden = golden_mod.load(model.golden, task=model.task)
+    input_types = body.get("input_types") or model.input_types
+    model = ModelConfig(**{**model.__dict__, "input_types": input_types})
+    contract = contracts.Contract.for_model(model.task, input_types,
+                                            class_dtype=model.extra.get("class_dtype", "int32"))
+    chosen = launchers.make(launcher, image=image or model.extra.get("serving_image") or DEFAULT_IMAGE, run_id=run)
+    work = tempfile.mkdtemp(prefix=f"tfsr-validate-{model.name}-")
+    out_dir = report_dir or os.path.join(work, "report")
+    checks, pictures, numbers, server_desc = [], [], {}, ""
+    previous = _on_sigterm()
+    server = None
+    try:
+        sm_dir = download_candidate(client, cand, body, os.path.join(work, "models"), model.name,
+                                    os.path.join(work, "reference"))
+        reference = load_reference(os.path.join(work, "reference"))
+        problems = contract.check(contracts.signatures_from_saved_model(sm_dir), where="SavedModel")
+        checks.append(_check("contract: SavedModel signatures", not problems, "; ".join(problems) or "matches the contract"))
+        if not problems:
+            try:
+                server = chosen.start(os.path.join(work, "models"), model.name)
+                server_desc = server.describe
+                served, answers, first, numbers = serve_and_check(
+                    server, model, contract, golden, reference, deadline_s=deadline_s, tolerance=tolerance,
+                    latency_budget_ms=latency_budget_ms)
+                checks += served
+                gchecks, pictures = golden_checks(model, golden, first)
+                checks += gchecks
+                from validation import gx_suite
+                checks += gx_suite.run(model.task, answers, labels=set(golden.classes),
+                                       image_sizes={g.name: g.image.shape[:2] for g in golden.images},
+                                       docs_dir=os.path.join(out_dir, "gx"))
+            except TimeoutError as exc:
+                checks.append(_check("served: version AVAILABLE", False,
+                                     f"{exc}; server logs: {server.logs(30) if server else ''}"[-1500:]))
+            except launchers.ServerDied as exc:
+                checks.append(_check("served: server running", False, str(exc)[-1500:]))
+            except Exception as exc:  # noqa: BLE001 - serving errors become a failed check with logs
+                from validation.clients import ServingError
+                if not isinstance(exc, ServingError):
+                    raise
+                checks.append(_check("served: model loads and answers", False,
+                                     f"{exc}; server logs: {server.logs(30) if server else ''}"[-1500:]))
+    finally:
+        if server is not None:
+            server.stop()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    failed = [c for c in checks if not c["passed"]]
+    report_uri = f"s3://{model.serving.bucket}/{model.serving.prefix}{REPORTS}{run}/"
+    verdict = {
+        "model": model.name, "run_id": run, "candidate": candidate_uri, "passed": not failed,
+        "reason": (f"{len(failed)} check(s) failed: " + "; ".join(f"{c['name']}: {c['detail']}" for c in failed[:3]))[:2000]
+        if failed else None,
+        "checkpoint": (body.get("source_checkpoint") or {}).get("uri"), "launcher": launcher,
+        "server": server_desc, "checks": checks, "report": report_uri + "index.html",
+        "seconds": round(time.monotonic() - t_start, 2), **numbers,
+    }
+    try:
+        from validation import report
+        report.write(out_dir, verdict, pictures, gx_docs=os.path.join(out_dir, "gx") if pictures else None)
+        upload_dir(client, out_dir, model.serving.bucket, f"{model.serving.prefix}{REPORTS}{run}/")
+        verdict["report_url"] = client.generate_presigned_url(
+            "get_object", Params={"Bucket": model.serving.bucket,
+                                  "Key": f"{model.serving.prefix}{REPORTS}{run}/index.html"}, ExpiresIn=7 * 86400)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    log.info("validation of %s %s: %s (%d checks, %d failed) in %.1fs; report %s", model.name, run,
+             "PASSED" if verdict["passed"] else "FAILED", len(checks), len(failed), verdict["seconds"], verdict["report"])
+    return verdict
