@@ -24,7 +24,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCKERFILE = os.path.join(ROOT, "docker", "standin.Dockerfile")
 BASE_REPO, REPO = "tfs-release/standin-base", "tfs-release/standin"
-PACKAGES = ["tensorflow==2.20.0", "tensorflow-serving-api==2.20.0", "pillow"]
+# tensorflow-text: TF Serving's binary links TF Text's ops, so the stand-in serves them too
+PACKAGES = ["tensorflow==2.20.0", "tensorflow-serving-api==2.20.0", "tensorflow-text==2.20.1", "pillow"]
 SUITE = "bookworm"
 
 

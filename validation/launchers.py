@@ -20,6 +20,8 @@ from registry.errors import BadInput, ReleaseError
 
 log = logging.getLogger(__name__)
 LABEL = "tfs-release.role"
+# a temporary server validates one fixed version: a failed load is final, not retried a minute later
+SERVER_ARGS = ["--max_num_load_retries=0", "--file_system_poll_wait_seconds=1"]
 ROLE = "validation"
 
 
@@ -119,7 +121,7 @@ class DockerLauncher:
                   "tfs-release.host": socket.gethostname(), "tfs-release.pid": str(os.getpid())}
         t0 = time.monotonic()
         container = self.client.containers.create(
-            self.image, detach=True, init=True, labels=labels,
+            self.image, command=SERVER_ARGS, detach=True, init=True, labels=labels,
             environment={"MODEL_NAME": model, "MODEL_BASE_PATH": "/models"},
             volumes={os.path.abspath(os.path.join(base_path, model)): {"bind": f"/models/{model}", "mode": "ro"}},
             ports={"8500/tcp": ("127.0.0.1", None), "8501/tcp": ("127.0.0.1", None)},
@@ -186,7 +188,7 @@ class ProcessLauncher:
         cmd, what = self.command()
         rest, grpc_port = free_port(), free_port()
         args = cmd + [f"--port={grpc_port}", f"--rest_api_port={rest}", f"--model_name={model}",
-                      f"--model_base_path={os.path.abspath(os.path.join(base_path, model))}"]
+                      f"--model_base_path={os.path.abspath(os.path.join(base_path, model))}", *SERVER_ARGS]
         if not self.executable:
             args.append("--host=127.0.0.1")
         logf = tempfile.NamedTemporaryFile(prefix=f"tfsr-serving-{model}-", suffix=".log", delete=False,

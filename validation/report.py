@@ -50,12 +50,18 @@ def detection_picture(image: np.ndarray, expect: dict, outputs: dict | None, lab
 
 
 def mask_picture(image: np.ndarray, mask: np.ndarray) -> str:
+    """Class ids in solid palette colours over the dimmed image (same colour = same class)."""
     from PIL import Image
-    colour = PALETTE[np.clip(mask, 0, len(PALETTE) - 1)]
-    blend = (0.45 * image + 0.55 * colour).astype(np.uint8)
-    blend[mask == 0] = image[mask == 0]
+    out = (image * 0.35).astype(np.uint8)
+    fg = mask > 0
+    out[fg] = PALETTE[np.clip(mask[fg], 1, len(PALETTE) - 1)]
     scale = max(1, 192 // max(image.shape[:2]))
-    return _png(Image.fromarray(blend).resize((image.shape[1] * scale, image.shape[0] * scale), Image.NEAREST))
+    return _png(Image.fromarray(out).resize((image.shape[1] * scale, image.shape[0] * scale), Image.NEAREST))
+
+
+def class_legend(labels: dict) -> str:
+    return "".join(f"{html.escape(str(name))}<span style='background:rgb{tuple(int(v) for v in PALETTE[c % len(PALETTE)])}'>"
+                   "</span>" for c, name in sorted(labels.items()) if c > 0)
 
 
 def image_picture(image: np.ndarray) -> str:
@@ -71,7 +77,7 @@ vertical-align:top;font-size:13px}th{background:#f4f4f4}tr.failed td{background:
 .legend span{display:inline-block;width:12px;height:12px;margin:0 4px 0 10px;vertical-align:middle}"""
 
 
-def write(out_dir: str, verdict: dict, pictures: list[dict], *, gx_docs: str | None) -> dict:
+def write(out_dir: str, verdict: dict, pictures: list[dict], *, gx_docs: str | None, legend: str = "") -> dict:
     """Write verdict.json and index.html into out_dir; returns their paths."""
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "verdict.json"), "w") as fh:
@@ -105,7 +111,7 @@ def write(out_dir: str, verdict: dict, pictures: list[dict], *, gx_docs: str | N
 <h2>Checks{' (failed first)' if failed else ''}</h2>
 <table><tr><th></th><th>check</th><th>detail</th><th>numbers</th></tr>{rows}</table>
 <h2>Golden images</h2><p class="legend">expected<span style="background:#00c800"></span>
-predicted<span style="background:#ff8c00"></span></p><div class="grid">{cards}</div>
+predicted<span style="background:#ff8c00"></span> {legend}</p><div class="grid">{cards}</div>
 <h2>Latency (golden requests)</h2><table><tr><th>protocol / signature</th><th>p50 ms</th><th>p95 ms</th><th>n</th></tr>{lat_rows}</table>
 {'<p><a href="gx/index.html">great-expectations Data Docs</a></p>' if gx_docs else ''}
 </body></html>"""

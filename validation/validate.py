@@ -182,7 +182,7 @@ def validate_candidate(client, model: ModelConfig, candidate_uri: str, *, launch
                 checks.append(_check("served: version AVAILABLE", False,
                                      f"{exc}; server logs: {server.logs(30) if server else ''}"[-1500:]))
             except launchers.ServerDied as exc:
-                checks.append(_check("served: server running", False, str(exc)[-1500:]))
+                checks.append(_check("served: model loads and answers", False, str(exc)[-1500:]))
             except Exception as exc:  # noqa: BLE001 - serving errors become a failed check with logs
                 from validation.clients import ServingError
                 if not isinstance(exc, ServingError):
@@ -206,7 +206,9 @@ def validate_candidate(client, model: ModelConfig, candidate_uri: str, *, launch
     }
     try:
         from validation import report
-        report.write(out_dir, verdict, pictures, gx_docs=os.path.join(out_dir, "gx") if pictures else None)
+        legend = report.class_legend(golden.classes) if model.task == "segmentation" else ""
+        report.write(out_dir, verdict, pictures, gx_docs=os.path.join(out_dir, "gx") if pictures else None,
+                     legend=legend)
         upload_dir(client, out_dir, model.serving.bucket, f"{model.serving.prefix}{REPORTS}{run}/")
         verdict["report_url"] = client.generate_presigned_url(
             "get_object", Params={"Bucket": model.serving.bucket,

@@ -1,0 +1,77 @@
+"""gRPC API of the TF-Serving stand-in, with tensorflow-serving-api's generated stubs:
+PredictionService.Predict / GetModelMetadata and ModelService.GetModelStatus. Other methods
+(Classify, Regress, MultiInference, HandleReloadConfigRequest) answer UNIMPLEMENTED."""
+from __future__ import annotations
+
+import logging
+from concurrent import futures
+
+import grpc
+from tensorflow_serving.apis import (model_service_pb2_grpc, prediction_service_pb2_grpc)
+
+from .core import Core
+from .errors import INVALID_ARGUMENT, ServingError
+
+log = logging.getLogger("standin")
+
+
+def _timeout_ms(context) -> int | None:
+    remaining = context.time_remaining()
+    if remaining is None or remaining > 10 ** 7:
+        return None
+    return max(1, int(remaining * 1000))
+
+
+class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+    def __init__(self, core: Core):
+        self.core = core
+
+    def Predict(self, request, context):
+        try:
+            servable = self.core.servable_for_spec(request.model_spec)
+            try:
+                return servable.predict_proto(request, _timeout_ms(context))
+            finally:
+                servable.release()
+        except ServingError as err:
+            context.abort(err.grpc_code, err.message)
+
+    def GetModelMetadata(self, request, context):
+        try:
+            if not request.HasField("model_spec"):
+                raise ServingError(INVALID_ARGUMENT, "Missing ModelSpec")
+            return self.core.model_metadata(request.model_spec, list(request.metadata_field))
+        except ServingError as err:
+            context.abort(err.grpc_code, err.message)
+
+
+class ModelService(model_service_pb2_grpc.ModelServiceServicer):
+    def __init__(self, core: Core):
+        self.core = core
+
+    def GetModelStatus(self, request, context):
+        try:
+            if not request.HasField("model_spec"):
+                raise ServingError(INVALID_ARGUMENT, "Missing ModelSpec")
+            spec = request.model_spec
+            version = spec.version.value if spec.WhichOneof("version_choice") == "version" else None
+            return self.core.model_status(spec.name, version)
+        except ServingError as err:
+            context.abort(err.grpc_code, err.message)
+
+
+def make_server(core: Core, host: str, port: int, max_threads: int) -> tuple[grpc.Server, int]:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max(1, max_threads), thread_name_prefix="grpc"),
+                         options=[("grpc.max_receive_message_length", 2 ** 31 - 1),
+                                  ("grpc.max_send_message_length", 2 ** 31 - 1),
+                                  ("grpc.so_reuseport", 0)])
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(core), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(core), server)
+    addr = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        bound = server.add_insecure_port(addr)
+    except RuntimeError:
+        bound = 0
+    if not bound:
+        raise OSError(f"cannot bind the gRPC port {addr}")
+    return server, bound
