@@ -316,11 +316,13 @@ def write_golden_set(out_dir: str, kind: str, count: int, seed: int,
   """Writes ``count`` PNG images (+ masks) and ``golden.json``; returns its path.
 
   Layout: ``NNNN.png`` (RGB); segmentation also ``NNNN.mask.png`` (8-bit,
-  class id per pixel). ``golden.json``: ``{"kind", "seed", "size",
-  "classes": {id: name}, "images": [...]}`` where each image entry has
-  ``file`` and, per kind, ``label``/``label_name`` (classification), ``mask``
+  class id per pixel). ``golden.json`` follows the golden-set schema of
+  exporters/golden.py: ``{"schema": 1, "task", "classes": {id: name},
+  "images": [...]}`` (+ ``seed``, ``size``) where each image entry has
+  ``file`` and, per task, ``label`` (classification), ``mask``
   (segmentation) or ``boxes`` [[ymin,xmin,ymax,xmax], ...] and ``classes``
-  (detection, ids 1..3).
+  (detection, ids 1..3). The label map holds the ids a model may answer:
+  detection has no background class, segmentation has class 0.
   """
   from PIL import Image  # pillow; only needed for writing files
 
@@ -351,9 +353,11 @@ def write_golden_set(out_dir: str, kind: str, count: int, seed: int,
     entries.append(entry)
   if kind == 'classification':
     classes = dict(enumerate(CLASSIFICATION_LABELS))
-  else:
+  elif kind == 'segmentation':
     classes = {0: 'background', **DETECTION_CLASSES}
-  doc = {'kind': kind, 'seed': seed, 'size': [size, size],
+  else:
+    classes = dict(DETECTION_CLASSES)
+  doc = {'schema': 1, 'task': kind, 'seed': seed, 'size': [size, size],
          'box_format': 'ymin,xmin,ymax,xmax pixels, max edges exclusive',
          'classes': {str(k): v for k, v in classes.items()},
          'images': entries}

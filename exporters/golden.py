@@ -101,7 +101,10 @@ def _reader(source: str):
 
     def read_local(name):
         from registry.s3 import local_path_for
-        path = local_path_for(source, name)
+        try:
+            path = local_path_for(source, name)
+        except BadInput as exc:
+            raise GoldenError(f"golden set {source}: {exc}") from None
         try:
             with open(path, "rb") as fh:
                 return fh.read()

@@ -61,7 +61,7 @@ def reference_answers(functions: dict, golden: GoldenSet, input_types: dict[str,
             x = model_input(typ, g)
             tensor = tf.constant(x.tolist() if x.dtype == object else x,
                                  dtype=tf.string if x.dtype == object else tf.uint8)
-            outs = {k: v.numpy() for k, v in fn(tensor).items()}
+            outs = {k: v.numpy() for k, v in fn(**{INPUT_KEY: tensor}).items()}
             stem = _safe_stem(g.name)
             np.savez(os.path.join(out_dir, sig, stem + ".npz"), **outs)
             entries[g.name] = stem + ".npz"
