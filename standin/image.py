@@ -27,6 +27,7 @@ BASE_REPO, REPO = "tfs-release/standin-base", "tfs-release/standin"
 # tensorflow-text: TF Serving's binary links TF Text's ops, so the stand-in serves them too
 PACKAGES = ["tensorflow==2.20.0", "tensorflow-serving-api==2.20.0", "tensorflow-text==2.20.1", "pillow"]
 SUITE = "bookworm"
+BASE_RECIPE = "1"  # bump when build_base() changes what goes into the base image
 
 
 def _hash(*parts: bytes) -> str:
@@ -43,7 +44,7 @@ def _read(path: str) -> bytes:
 
 def base_tag() -> str:
     constraints = _read(os.path.join(ROOT, "requirements-worker.txt"))
-    return f"{BASE_REPO}:{_hash(_read(__file__), constraints, ' '.join(PACKAGES).encode(), SUITE.encode())}"
+    return f"{BASE_REPO}:{_hash(BASE_RECIPE.encode(), constraints, ' '.join(PACKAGES).encode(), SUITE.encode())}"
 
 
 def image_tag() -> str:
@@ -164,7 +165,18 @@ def ensure_image(log=sys.stderr) -> str:
         _docker("build", "-q", "--build-arg", f"BASE={base}", "-f", DOCKERFILE, "-t", tag, ctx,
                 stdout=subprocess.DEVNULL)
     print(f"standin image: {tag} built in {time.monotonic() - t0:.0f}s", file=log, flush=True)
+    prune(keep=(base, tag))
     return tag
+
+
+def prune(keep: tuple[str, ...]) -> None:
+    """Remove older builds of the stand-in images (each is ~2 GB)."""
+    for repo in (REPO, BASE_REPO):
+        out = subprocess.run(["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", repo],
+                             capture_output=True, text=True).stdout.split()
+        for old in out:
+            if old not in keep:
+                subprocess.run(["docker", "rmi", old], capture_output=True)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,11 @@ log = logging.getLogger(__name__)
 DEFAULT_IMAGE = "tensorflow/serving:2.19.0"
 
 
+def _clip(text: str, head: int = 400, tail: int = 1400) -> str:
+    """Long server errors: keep the start (what happened) and the end (the last log lines)."""
+    return text if len(text) <= head + tail else f"{text[:head]} [...] {text[-tail:]}"
+
+
 def _check(name: str, passed: bool, detail: str, **numbers) -> dict:
     return {"name": name, "passed": bool(passed), "detail": detail, "numbers": numbers}
 
@@ -180,15 +185,15 @@ def validate_candidate(client, model: ModelConfig, candidate_uri: str, *, launch
                                        docs_dir=os.path.join(out_dir, "gx"))
             except TimeoutError as exc:
                 checks.append(_check("served: version AVAILABLE", False,
-                                     f"{exc}; server logs: {server.logs(30) if server else ''}"[-1500:]))
+                                     _clip(f"{exc}; server logs: {server.logs(30) if server else ''}")))
             except launchers.ServerDied as exc:
-                checks.append(_check("served: model loads and answers", False, str(exc)[-1500:]))
+                checks.append(_check("served: model loads and answers", False, _clip(str(exc))))
             except Exception as exc:  # noqa: BLE001 - serving errors become a failed check with logs
                 from validation.clients import ServingError
                 if not isinstance(exc, ServingError):
                     raise
                 checks.append(_check("served: model loads and answers", False,
-                                     f"{exc}; server logs: {server.logs(30) if server else ''}"[-1500:]))
+                                     _clip(f"{exc}; server logs: {server.logs(30) if server else ''}")))
     finally:
         if server is not None:
             server.stop()

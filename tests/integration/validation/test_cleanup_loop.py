@@ -1,0 +1,76 @@
+"""30 validations mixing passes, failures, timeouts and validators SIGKILLed mid-run: no
+container is left behind (the next run sweeps what a killed one left)."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from registry.s3 import S3Uri
+from tests.conftest import ROOT
+
+from . import candidates
+from .conftest import GOLDEN_CLS
+
+pytestmark = [pytest.mark.slow, pytest.mark.docker]
+LABEL = {"label": "tfs-release.role=validation"}
+
+
+def test_thirty_mixed_runs_leave_no_container(cls_env, s3, tmp_path, standin_image, docker_engine):
+    serving = S3Uri(cls_env.serving, f"{cls_env.name}/")
+    good_sm = candidates.save(candidates.classifier_module(), str(tmp_path / "good"))
+    good = candidates.stage_candidate(s3, serving, good_sm, GOLDEN_CLS, str(tmp_path))
+    broken_sm = candidates.corrupt_variables(candidates.save(candidates.classifier_module(), str(tmp_path / "broken")))
+    broken = candidates.stage_candidate(s3, serving, broken_sm, GOLDEN_CLS, str(tmp_path), reference=False)
+    base = [sys.executable, "-m", "cli", "validate", cls_env.name, "--image", standin_image,
+            "--config", cls_env.config]
+    env = {**os.environ, **cls_env.env, "PYTHONPATH": ROOT}
+    plan = ["pass", "timeout", "kill", "broken", "pass", "kill"] * 5   # 30 runs, ends on a kill...
+    plan.append("pass")                                                 # ...so one more run sweeps it
+    codes, killed_left = {}, 0
+    for i, kind in enumerate(plan):
+        args = base + ["--candidate", broken if kind == "broken" else good]
+        if kind == "timeout":
+            args += ["--deadline", "0.5"]
+        p = subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if kind == "kill":
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and p.poll() is None:
+                mine = docker_engine.containers.list(all=True, filters={"label": f"tfs-release.pid={p.pid}"})
+                if mine:
+                    break
+                time.sleep(0.2)
+            p.send_signal(signal.SIGKILL)
+            p.wait()
+            left = docker_engine.containers.list(all=True, filters={"label": f"tfs-release.pid={p.pid}"})
+            killed_left += len(left)
+            continue
+        _, err = p.communicate(timeout=600)
+        codes.setdefault(kind, set()).add(p.returncode)
+        # whatever a killed run left behind is gone once the next run has started and finished
+        assert docker_engine.containers.list(all=True, filters=LABEL) == [], f"run {i} ({kind}) left containers"
+    assert codes == {"pass": {0}, "timeout": {1}, "broken": {1}}, codes
+    assert killed_left >= 5, "the SIGKILLs should have landed while containers were running"
+    assert docker_engine.containers.list(all=True, filters=LABEL) == []
+
+
+def test_sigterm_of_the_validator_removes_its_container(cls_env, s3, tmp_path, standin_image, docker_engine):
+    """What Airflow does to a task it stops: SIGTERM. The validator unwinds and removes the server."""
+    serving = S3Uri(cls_env.serving, f"{cls_env.name}/")
+    sm = candidates.save(candidates.classifier_module(), str(tmp_path / "good"))
+    cand = candidates.stage_candidate(s3, serving, sm, GOLDEN_CLS, str(tmp_path))
+    p = subprocess.Popen([sys.executable, "-m", "cli", "validate", cls_env.name, "--image", standin_image,
+                          "--candidate", cand, "--config", cls_env.config],
+                         env={**os.environ, **cls_env.env, "PYTHONPATH": ROOT}, cwd=ROOT,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not docker_engine.containers.list(
+            all=True, filters={"label": f"tfs-release.pid={p.pid}"}):
+        time.sleep(0.2)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 143, err[-2000:]
+    assert "terminated (SIGTERM); cleaned up" in err
+    assert docker_engine.containers.list(all=True, filters={"label": f"tfs-release.pid={p.pid}"}) == []
