@@ -32,8 +32,10 @@ demo: services
 test: venvs
 	@$(PY_WORKER) -m pytest $(PYTEST_ARGS)
 
-bench: services
-	@source .run/services.env && $(PY_WORKER) bench/transfer.py
+bench: venvs
+	@$(PY_WORKER) bench/transfer.py
+	@$(PY_WORKER) bench/export.py
+	@$(PY_WORKER) bench/validate.py
 
 lock:
 	@for pair in "requirements-worker.in requirements-worker.txt" "requirements.in requirements.txt"; do \

@@ -2,9 +2,13 @@
 
 Download: a thread pool of ranged GETs (``PART`` bytes each) streamed in ``CHUNK`` pieces straight
 into a preallocated ``<file>.partial`` with ``os.pwrite`` (never a whole part in memory), each GET
-pinned to the object's ETag with If-Match. Finished parts are appended to ``<file>.partial.parts``
-so a killed download resumes where it stopped. A file is renamed into place only after its size
-(and its MD5 when the ETag is a plain MD5, and its sha256 when one is expected) matched.
+pinned to the object's ETag with If-Match. Finished parts of a multi-part file are appended to
+``<file>.partial.parts`` so a killed download resumes where it stopped (a single-part file just
+starts over). A file is renamed into place only after its size (and its MD5 when the ETag is a
+plain MD5, and its sha256 when one is expected) matched. The digests are computed while the file
+downloads, by a small pool that reads back each run of finished parts in order, so verifying
+overlaps the transfer instead of re-reading every file after it; only the digests that are
+checked are computed.
 
 Upload: files are hashed (sha256, kept as object metadata ``sha256`` and returned for manifests)
 by a small pool while s3transfer's manager uploads the hashed ones with large parts.
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import mimetypes
 import os
 import re
 import threading
@@ -32,6 +37,7 @@ MB = 1024 * 1024
 PART = 8 * MB
 CHUNK = 1 * MB
 WORKERS = 8
+HASHERS = 2  # threads digesting finished parts while the rest downloads
 _PLAIN_MD5 = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -73,7 +79,11 @@ def sha256_file(path: str, *, md5: bool = False) -> tuple[str, str | None]:
 
 
 class _FileState:
-    """Bookkeeping of one file being downloaded (shared by its part workers)."""
+    """Bookkeeping of one file being downloaded (shared by its part workers and its hasher).
+
+    The file's digests are computed while it downloads: a hasher reads back (from the page cache)
+    the contiguous run of finished parts after the last one it hashed, so when the last part lands
+    only the parts still in flight are left to hash, and the file is verified and renamed."""
 
     def __init__(self, rf: RemoteFile):
         self.rf = rf
@@ -82,17 +92,29 @@ class _FileState:
         self.lock = threading.Lock()
         n = max(1, -(-rf.size // PART))
         self.ranges = [(i * PART, min(rf.size, (i + 1) * PART) - 1) for i in range(n)]
-        done = self._read_done()
-        self.todo = [i for i in range(n) if i not in done] if rf.size else []
+        # a single-part file restarts from scratch anyway: no resume log for it (most small files)
+        self.logged = n > 1
+        done = self._read_done() if self.logged else set()
+        if not rf.size:
+            done = {0}
+        self.done = set(done)
+        self.todo = [i for i in range(n) if i not in done]
         self.remaining = len(self.todo)
+        self.want_md5 = bool(rf.etag and _PLAIN_MD5.match(rf.etag))
+        self.md5 = hashlib.md5() if self.want_md5 else None
+        self.sha = hashlib.sha256() if rf.sha256 else None
+        self.next_hash = 0      # parts [0, next_hash) are in the digests
+        self.hashing = False    # a hasher task is running (at most one per file)
         os.makedirs(os.path.dirname(rf.dest), exist_ok=True)
         flags = os.O_RDWR | os.O_CREAT
         self.fd = os.open(self.partial, flags, 0o644)
-        if not done:
+        if not done or not self.logged:
             os.ftruncate(self.fd, rf.size)
-            with open(self.parts_log, "w") as fh:
-                fh.write(f"etag {rf.etag}\n")
-        self.log_fh = open(self.parts_log, "a")
+            if self.logged:
+                with open(self.parts_log, "w") as fh:
+                    fh.write(f"etag {rf.etag}\n")
+        self.log_fh = open(self.parts_log, "a") if self.logged else None
+        self.closed = False
 
     def _read_done(self) -> set[int]:
         try:
@@ -105,19 +127,63 @@ class _FileState:
             return set()  # a different object version, or no partial file: start over
         return {int(x) for x in lines[1:] if x.isdigit()}
 
-    def part_done(self, i: int) -> bool:
+    def start_hasher(self) -> bool:
+        """True when the caller must run the hasher now (the next part to hash is there)."""
         with self.lock:
-            self.log_fh.write(f"{i}\n")
-            self.log_fh.flush()
+            if self.hashing or self.next_hash not in self.done:
+                return False
+            self.hashing = True
+            return True
+
+    def part_done(self, i: int) -> bool:
+        """Record part i; True when the caller must run the hasher."""
+        with self.lock:
+            if self.log_fh:
+                self.log_fh.write(f"{i}\n")
+                self.log_fh.flush()
+            self.done.add(i)
             self.remaining -= 1
-            return self.remaining == 0
+            if self.hashing or i != self.next_hash:
+                return False  # the running hasher picks it up, or an earlier part is missing
+            self.hashing = True
+            return True
+
+    def hash_available(self) -> bool:
+        """Digest every finished part in order; True once the whole file is digested (exactly once,
+        to the one running hasher)."""
+        buf = bytearray(CHUNK) if (self.md5 or self.sha) else None
+        while True:
+            with self.lock:
+                i = self.next_hash
+                if i >= len(self.ranges) or i not in self.done:
+                    self.hashing = False
+                    return i >= len(self.ranges)
+            if buf is not None:
+                start, end = self.ranges[i]
+                off = start
+                view = memoryview(buf)
+                while off <= end:
+                    n = os.preadv(self.fd, [view[:min(CHUNK, end + 1 - off)]], off)
+                    if n <= 0:
+                        raise IntegrityError(f"{self.partial}: short read at {off} while verifying")
+                    if self.md5:
+                        self.md5.update(view[:n])
+                    if self.sha:
+                        self.sha.update(view[:n])
+                    off += n
+            with self.lock:
+                self.next_hash = i + 1
 
     def close(self):
+        if self.closed:
+            return
+        self.closed = True
         try:
             os.close(self.fd)
         except OSError:
             pass
-        self.log_fh.close()
+        if self.log_fh:
+            self.log_fh.close()
 
 
 def _get_range(client, bucket: str, st: _FileState, i: int) -> None:
@@ -154,27 +220,39 @@ def _get_range(client, bucket: str, st: _FileState, i: int) -> None:
                              f"{start}-{end}; the object is shorter than listed. Run again.")
 
 
+def _discard(st: _FileState) -> None:
+    for p in (st.partial, st.parts_log):
+        try:
+            os.unlink(p)
+        except FileNotFoundError:
+            pass
+
+
+def _hash_then_maybe_finalize(bucket: str, st: _FileState) -> None:
+    if st.hash_available():
+        _finalize(bucket, st)
+
+
 def _finalize(bucket: str, st: _FileState) -> None:
+    """Every part is there and digested: check size and digests, then rename into place."""
     rf = st.rf
     st.close()
     size = os.path.getsize(st.partial)
     if size != rf.size:
         raise IntegrityError(f"s3://{bucket}/{rf.key}: downloaded {size} bytes, expected {rf.size}")
-    want_md5 = bool(rf.etag and _PLAIN_MD5.match(rf.etag))
-    if want_md5 or rf.sha256:
-        sha, md5 = sha256_file(st.partial, md5=want_md5)
-        if want_md5 and md5 != rf.etag:
-            os.unlink(st.partial)
-            os.unlink(st.parts_log)
-            raise IntegrityError(f"s3://{bucket}/{rf.key}: MD5 {md5} does not match ETag {rf.etag}; "
-                                 "the download was corrupted. Run again.")
-        if rf.sha256 and sha != rf.sha256:
-            os.unlink(st.partial)
-            os.unlink(st.parts_log)
-            raise IntegrityError(f"s3://{bucket}/{rf.key}: sha256 {sha} does not match the manifest's "
-                                 f"{rf.sha256}: the stored object is corrupt. Run `tfs-release verify`.")
+    if st.md5 and st.md5.hexdigest() != rf.etag:
+        _discard(st)
+        raise IntegrityError(f"s3://{bucket}/{rf.key}: MD5 {st.md5.hexdigest()} does not match ETag "
+                             f"{rf.etag}; the download was corrupted. Run again.")
+    if st.sha and st.sha.hexdigest() != rf.sha256:
+        _discard(st)
+        raise IntegrityError(f"s3://{bucket}/{rf.key}: sha256 {st.sha.hexdigest()} does not match the "
+                             f"manifest's {rf.sha256}: the stored object is corrupt. Run `tfs-release verify`.")
     os.replace(st.partial, rf.dest)
-    os.unlink(st.parts_log)
+    try:
+        os.unlink(st.parts_log)
+    except FileNotFoundError:
+        pass
 
 
 def _already_there(rf: RemoteFile) -> bool:
@@ -195,16 +273,16 @@ def download_files(client, bucket: str, files: list[RemoteFile], *, workers: int
             stats.skipped += 1
             continue
         states.append(_FileState(rf))
-    fin_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="verify")
+    fin_pool = ThreadPoolExecutor(max_workers=HASHERS, thread_name_prefix="verify")
     finals: list[Future] = []
     try:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="get") as pool:
             futures = []
             for st in states:
-                if not st.todo:  # empty file, or every part already there
-                    finals.append(fin_pool.submit(_finalize, bucket, st))
+                if st.start_hasher():  # resumed parts, or an empty file: digest them meanwhile
+                    finals.append(fin_pool.submit(_hash_then_maybe_finalize, bucket, st))
                 for i in st.todo:
-                    futures.append(pool.submit(_part_then_maybe_finalize, client, bucket, st, i,
+                    futures.append(pool.submit(_part_then_maybe_hash, client, bucket, st, i,
                                                fin_pool, finals))
             done, pending = wait(futures, return_when=FIRST_EXCEPTION)
             for f in pending:
@@ -216,18 +294,17 @@ def download_files(client, bucket: str, files: list[RemoteFile], *, workers: int
     finally:
         fin_pool.shutdown(wait=True, cancel_futures=True)
         for st in states:
-            if not st.log_fh.closed:
-                st.close()
+            st.close()
     stats.files = len(states)
     stats.bytes = sum(st.rf.size for st in states)
     stats.seconds = time.monotonic() - t0
     return stats
 
 
-def _part_then_maybe_finalize(client, bucket, st, i, fin_pool, finals):
+def _part_then_maybe_hash(client, bucket, st, i, fin_pool, finals):
     _get_range(client, bucket, st, i)
     if st.part_done(i):
-        finals.append(fin_pool.submit(_finalize, bucket, st))
+        finals.append(fin_pool.submit(_hash_then_maybe_finalize, bucket, st))
 
 
 def download_prefix(client, bucket: str, prefix: str, dest_dir: str, *, workers: int = WORKERS,
@@ -282,7 +359,11 @@ def upload_dir(client, local_dir: str, bucket: str, prefix: str) -> list[dict]:
         with lock:
             results[rel] = {"path": rel, "size": size, "sha256": sha}
         key = prefix + check_key(rel)
-        fut = tm.upload(path, bucket, key, extra_args={"Metadata": {"sha256": sha}})
+        extra = {"Metadata": {"sha256": sha}}
+        ctype = mimetypes.guess_type(rel)[0]
+        if ctype:
+            extra["ContentType"] = ctype
+        fut = tm.upload(path, bucket, key, extra_args=extra)
         with lock:
             uploads.append((key, fut))
 
