@@ -27,7 +27,7 @@ services-down:
 	@$(PY_WORKER) services.py down
 
 demo: services
-	@source .run/services.env && $(PY_WORKER) demo/registry_demo.py
+	@source .run/services.env && $(PY_WORKER) demo/run_demo.py
 
 test: venvs
 	@$(PY_WORKER) -m pytest $(PYTEST_ARGS)

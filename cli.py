@@ -55,6 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--deadline", type=float, help="seconds to wait for AVAILABLE (default 180)")
     p.add_argument("--report-dir", help="also keep the report here")
 
+    p = cmd("release", "all steps without Airflow: checkpoint -> export -> validate -> publish")
+    p.add_argument("model")
+    p.add_argument("--checkpoint", help="s3://.../ckpt-N (default: the newest complete one)")
+    p.add_argument("--force", action="store_true", help="release even if this checkpoint is already published")
+    p.add_argument("--dry-run", action="store_true", help="export and validate, but do not publish")
+    p.add_argument("--launcher", choices=["docker", "process"], default="docker")
+    p.add_argument("--image", help="serving image for the docker launcher")
+
     p = cmd("stage", "stage a local SavedModel folder as a candidate; prints its staging uri")
     p.add_argument("model")
     p.add_argument("--dir", required=True, help="folder containing saved_model.pb")
@@ -145,6 +153,11 @@ def run(args) -> dict:
             print(f"tfs-release validate: {v['reason']}", file=sys.stderr)
             v["_exit"] = 1
         return v
+    if c == "release":
+        out = release(args, model)
+        if not args.json:
+            print(out["summary"])
+        return out
     if c == "stage":
         from registry.staging import stage
         uri = stage(_client(), model.serving, args.dir, run_id=args.run_id)
@@ -214,6 +227,37 @@ def run(args) -> dict:
     raise AssertionError(c)
 
 
+def release(args, model) -> dict:
+    """checkpoint -> (skip if already published) -> export -> validate -> publish."""
+    from registry import checkpoints
+    from registry.versions import published_from
+    client = _client()
+    model.require("checkpoints")
+    ck, _ = checkpoints.resolve(client, model.checkpoints, args.checkpoint)
+    done = published_from(client, model.serving, ck.uri, ck.files)
+    if done is not None and not args.force:
+        return {"skipped": True, "version": done, "checkpoint": ck.uri,
+                "summary": f"nothing new: {ck.uri} is already published as version {done} (--force to release again)"}
+    from exporters.export import export_candidate
+    from validation.validate import validate_candidate
+    exported = export_candidate(client, model, checkpoint_uri=ck.uri)
+    verdict = validate_candidate(client, model, exported["candidate"], launcher=args.launcher, image=args.image,
+                                 deadline_s=model.extra.get("validation_deadline_s", 180),
+                                 tolerance=model.extra.get("tolerance", 1e-3),
+                                 latency_budget_ms=model.extra.get("latency_budget_ms"))
+    out = {"skipped": False, "checkpoint": ck.uri, "candidate": exported["candidate"], "passed": verdict["passed"],
+           "report": verdict["report"], "report_url": verdict.get("report_url"), "reason": verdict["reason"]}
+    if not verdict["passed"]:
+        print(f"tfs-release release: validation failed: {verdict['reason']}", file=sys.stderr)
+        return {**out, "_exit": 1, "summary": f"FAILED validation, nothing published; report {verdict['report']}"}
+    if args.dry_run:
+        return {**out, "summary": f"validated (dry run, not published); report {verdict['report']}"}
+    from registry.publish import publish
+    pub = publish(client, model.serving, model.name, exported["candidate"])
+    return {**out, "version": pub.version,
+            "summary": f"published {model.name} version {pub.version} from {ck.uri}; report {verdict['report']}"}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -221,9 +265,12 @@ def main(argv: list[str] | None = None) -> int:
     args.json = getattr(args, "json", False)
     verbose = getattr(args, "verbose", False)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # great-expectations' progress bars
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("botocore", "boto3", "s3transfer", "urllib3", "absl", "tensorflow", "h5py"):
+    for noisy in ("botocore", "boto3", "s3transfer", "urllib3", "absl", "tensorflow", "h5py",
+                  "great_expectations"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         out = run(args)

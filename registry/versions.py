@@ -168,3 +168,17 @@ def retention(client, serving: S3Uri, keep: int) -> list[int]:
         removed.append(n)
         log.info("retention removed version %d (keeping %d)", n, keep)
     return removed
+
+
+def published_from(client, serving: S3Uri, checkpoint_uri: str, files: list[dict]) -> int | None:
+    """The committed version exported from exactly this checkpoint (same uri, same file ETags),
+    or None. Rollbacks don't count: they copy an older export."""
+    want = {f["key"]: f.get("etag") for f in files}
+    for n, m in sorted(load_manifests(client, serving).items(), reverse=True):
+        src = m.get("source_checkpoint") or {}
+        if m.get("rollback_of") or src.get("uri") != checkpoint_uri:
+            continue
+        have = {f["key"]: f.get("etag") for f in src.get("files") or []}
+        if have == want:
+            return n
+    return None
