@@ -60,9 +60,10 @@ def restore(module, checkpoint_path: str, *, experiment: str) -> dict:
     try:
         status = ckpt.read(checkpoint_path)
         status.assert_existing_objects_matched().expect_partial()
-    except (tf.errors.DataLossError, tf.errors.OutOfRangeError) as exc:
-        raise CheckpointError(f"checkpoint {checkpoint_path} is truncated or corrupt "
-                              f"({exc.message.splitlines()[0][:200]}): re-upload it, or export another one.") from None
+    except (tf.errors.DataLossError, tf.errors.OutOfRangeError, IndexError) as exc:
+        first = (getattr(exc, "message", None) or str(exc)).splitlines()[0][:200]
+        raise CheckpointError(f"checkpoint {checkpoint_path} is truncated or corrupt ({first}): re-upload "
+                              "it, or export another one.") from None
     except tf.errors.NotFoundError as exc:
         raise CheckpointError(f"checkpoint {checkpoint_path} is incomplete ({exc.message.splitlines()[0][:200]}).") from None
     except ValueError as exc:

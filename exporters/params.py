@@ -46,9 +46,10 @@ def experiment_params(experiment: str, override_file: str | None):
 
     try:
         params = exp_factory.get_exp_config(experiment)
-    except (KeyError, AssertionError, ValueError):
-        known = sorted(k for k in exp_factory._REGISTERED_CONFIGS if "retinanet" in k or "seg" in k  # noqa: SLF001
-                       or "resnet" in k or "maskrcnn" in k)[:30]
+    except (LookupError, AssertionError, ValueError):
+        registered = getattr(exp_factory, "_REGISTERED_CONFIGS", {})
+        known = sorted(k for k in registered if isinstance(k, str) and any(
+            w in k for w in ("retinanet", "seg_", "resnet", "maskrcnn")))[:30]
         raise ConfigError(f"unknown Model Garden experiment {experiment!r}: use a registered one, e.g. "
                           f"{', '.join(known)}.") from None
     if override_file:
