@@ -92,11 +92,9 @@ class ModelManager:
     # ------------------------------------------------------------------------------- polling
     def _aspired_version(self) -> int | None:
         if not os.path.exists(self.base_path):
-            msg = (f"Could not find base path {self.base_path} for servable {self.name} "
-                   f"with error NOT_FOUND: {self.base_path} not found")
-            if msg != self._last_warning:
-                log.error("[stand-in] File system storage path source: %s", msg)
-                self._last_warning = msg
+            self._warn_once(logging.ERROR, f"File system storage path source: Could not find base path "
+                            f"{self.base_path} for servable {self.name} with error NOT_FOUND: "
+                            f"{self.base_path} not found")
             return None
         try:
             versions = parse_versions(os.listdir(self.base_path))
@@ -104,14 +102,17 @@ class ModelManager:
             log.error("[stand-in] Cannot list %s: %s", self.base_path, exc)
             return None
         if not versions:
-            msg = (f"No versions of servable {self.name} found under base path {self.base_path}. "
-                   f"Did you forget to name your leaf directory as a number (eg. '/1/')?")
-            if msg != self._last_warning:
-                log.warning("[stand-in] %s", msg)
-                self._last_warning = msg
+            self._warn_once(logging.WARNING, f"No versions of servable {self.name} found under base path "
+                            f"{self.base_path}. Did you forget to name your leaf directory as a number (eg. '/1/')?")
             return None
         self._last_warning = None
         return max(versions)
+
+    def _warn_once(self, level: int, msg: str) -> None:
+        """Polling repeats every second: say a problem once, until it changes."""
+        if msg != self._last_warning:
+            log.log(level, "[stand-in] %s", msg)
+            self._last_warning = msg
 
     def poll_once(self, stop: threading.Event | None = None) -> None:
         latest = self._aspired_version()

@@ -133,7 +133,7 @@ class DockerLauncher:
             container.reload()
             ports = container.attrs["NetworkSettings"]["Ports"]
             rest, grpc_port = int(ports["8501/tcp"][0]["HostPort"]), int(ports["8500/tcp"][0]["HostPort"])
-        except Exception:
+        except BaseException:  # also SIGTERM (Terminated) arriving mid-start: never leave it behind
             container.remove(force=True)
             raise
         log.info("started container %s (%s) for %s in %.1fs: REST 127.0.0.1:%d gRPC 127.0.0.1:%d",

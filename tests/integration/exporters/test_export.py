@@ -10,7 +10,7 @@ import yaml
 
 from tests.conftest import ROOT
 
-from .conftest import KINDS, copy_golden, staged_keys
+from tests.integration.conftest import copy_golden, staged_keys, upload_checkpoints
 
 TOLERANCE = 1e-4  # same machine: answers are bit-identical or differ ~1e-7 (oneDNN); boxes in pixels
 
@@ -84,29 +84,29 @@ def test_missing_index(export_env, model_env, s3):
 
 def test_checkpoint_of_another_architecture(export_env, model_env, s3, trained):
     # the segmenter's checkpoints where the classifier's should be (training wrote no params.yaml)
-    from .conftest import upload_checkpoints
     name = export_env("classification", upload=False)
     upload_checkpoints(s3, model_env.training, f"{name}/checkpoints/", trained("segmentation"), skip=("params.yaml",))
     err = _bad(model_env, s3, name)
     assert "does not restore every model variable" in err or "does not fit experiment" in err
 
 
-def test_checkpoint_with_other_num_classes(export_env, model_env, s3, tmp_path):
+def _classifier_override(tmp_path, num_classes: int) -> str:
+    """The demo classifier's params override with another num_classes."""
     override = yaml.safe_load(open(os.path.join(ROOT, "config", "shapes-classifier.params.yaml")))
-    override["task"]["model"]["num_classes"] = 5
-    path = tmp_path / "five.yaml"
+    override["task"]["model"]["num_classes"] = num_classes
+    path = tmp_path / f"classes-{num_classes}.yaml"
     path.write_text(yaml.safe_dump(override))
-    name = export_env("classification", skip=("params.yaml",), params_override=str(path))
+    return str(path)
+
+
+def test_checkpoint_with_other_num_classes(export_env, model_env, s3, tmp_path):
+    name = export_env("classification", skip=("params.yaml",), params_override=_classifier_override(tmp_path, 5))
     err = _bad(model_env, s3, name)
     assert "does not fit experiment" in err and "shape" in err
 
 
 def test_params_yaml_contradicting_config(export_env, model_env, s3, tmp_path):
-    override = yaml.safe_load(open(os.path.join(ROOT, "config", "shapes-classifier.params.yaml")))
-    override["task"]["model"]["num_classes"] = 7
-    path = tmp_path / "seven.yaml"
-    path.write_text(yaml.safe_dump(override))
-    name = export_env("classification", params_override=str(path))
+    name = export_env("classification", params_override=_classifier_override(tmp_path, 7))
     err = _bad(model_env, s3, name)
     assert "contradicts config/models.yaml" in err and "task.model.num_classes" in err
 

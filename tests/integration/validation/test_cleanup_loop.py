@@ -18,10 +18,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.docker]
 LABEL = {"label": "tfs-release.role=validation"}
 
 
-def test_thirty_mixed_runs_leave_no_container(cls_env, s3, tmp_path, standin_image, docker_engine):
+def test_thirty_mixed_runs_leave_no_container(export_env, model_env, s3, tmp_path, standin_image, docker_engine):
+    cls_env = model_env
+    cls_env.name = export_env("classification")   # a trained demo classifier: its runs really pass
     serving = S3Uri(cls_env.serving, f"{cls_env.name}/")
-    good_sm = candidates.save(candidates.classifier_module(), str(tmp_path / "good"))
-    good = candidates.stage_candidate(s3, serving, good_sm, GOLDEN_CLS, str(tmp_path))
+    good = cls_env.cli("export", cls_env.name, check=0, timeout=900).stdout.strip()
     broken_sm = candidates.corrupt_variables(candidates.save(candidates.classifier_module(), str(tmp_path / "broken")))
     broken = candidates.stage_candidate(s3, serving, broken_sm, GOLDEN_CLS, str(tmp_path), reference=False)
     base = [sys.executable, "-m", "cli", "validate", cls_env.name, "--image", standin_image,

@@ -8,7 +8,6 @@ import sys
 import pytest
 
 from tests.conftest import ROOT
-from tests.integration.exporters.conftest import KINDS, export_env  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 

@@ -1,4 +1,4 @@
-"""Real Model Garden exports from checkpoints the demo trainer wrote (cached by demo/checkpoint_cache.py),
+"""Shared by the integration tests: real Model Garden exports from checkpoints the demo trainer wrote (cached by demo/checkpoint_cache.py),
 uploaded to SeaweedFS the way a training job would."""
 from __future__ import annotations
 
