@@ -25,6 +25,8 @@ def _common() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                    help="print one JSON object on stdout")
     p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS)
+    p.add_argument("--result", default=argparse.SUPPRESS, metavar="FILE",
+                   help="also write the JSON result object to FILE (step commands in DAG tasks)")
     return p
 
 
@@ -263,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.config = getattr(args, "config", None) or os.environ.get("TFS_RELEASE_CONFIG", "config/models.yaml")
     args.json = getattr(args, "json", False)
+    result_file = getattr(args, "result", None)
     verbose = getattr(args, "verbose", False)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("TQDM_DISABLE", "1")  # great-expectations' progress bars
@@ -276,8 +279,10 @@ def main(argv: list[str] | None = None) -> int:
         out = run(args)
     except ReleaseError as exc:
         print(f"tfs-release {args.command}: {exc}", file=sys.stderr)
+        err = {"error": str(exc), "type": type(exc).__name__, "exit_code": exc.exit_code}
         if args.json:
-            print(json.dumps({"error": str(exc), "type": type(exc).__name__}))
+            print(json.dumps(err))
+        _write_result(result_file, err)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
@@ -289,7 +294,16 @@ def main(argv: list[str] | None = None) -> int:
     code = out.pop("_exit", 0) if isinstance(out, dict) else 0
     if args.json:
         print(json.dumps(out, default=str))
+    _write_result(result_file, {**out, "exit_code": code})
     return code
+
+
+def _write_result(path: str | None, obj: dict) -> None:
+    if path:
+        tmp = f"{path}.tmp"
+        with open(tmp, "w") as fh:
+            json.dump(obj, fh, default=str)
+        os.replace(tmp, path)
 
 
 if __name__ == "__main__":
