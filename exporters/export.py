@@ -65,6 +65,8 @@ def export_candidate(client, model: ModelConfig, *, checkpoint_uri: str | None =
         ckpt_prefix, params_file = download_checkpoint(client, ck, listing.params_key, os.path.join(work, "ckpt"))
         from exporters import model_garden, params as params_mod, reference
         params, params_source = params_mod.resolve(model.experiment, model.params_override, params_file)
+        params_mod.apply_output_options(params, normalized_boxes=bool(model.extra.get("output_normalized_coordinates")),
+                                        class_dtype=model.extra.get("class_dtype", "int32"))
         module, kind = model_garden.build_module(params, task=model.task, input_size=model.input_size,
                                                  batch_size=model.batch_size,
                                                  first_input_type=next(iter(model.input_types.values())))

@@ -105,3 +105,19 @@ def digest(params) -> str:
     """sha256 of the canonical JSON of the params: equal params, equal digest."""
     canon = json.dumps(params.as_dict(), sort_keys=True, default=str, separators=(",", ":"))
     return "sha256:" + hashlib.sha256(canon.encode()).hexdigest()
+
+
+def apply_output_options(params, *, normalized_boxes: bool, class_dtype: str) -> None:
+    """Detection output options from config/models.yaml onto Model Garden's export_config:
+    ``output_normalized_coordinates`` (boxes in [0, 1] instead of pixels) and ``class_dtype``
+    (int32, or float32 for clients written against the TF Object Detection API)."""
+    if class_dtype not in ("int32", "float32"):
+        raise ConfigError(f"class_dtype must be int32 or float32, got {class_dtype!r}")
+    export_config = getattr(params.task, "export_config", None)
+    if export_config is None or not hasattr(export_config, "output_normalized_coordinates"):
+        if normalized_boxes or class_dtype != "int32":
+            raise ConfigError("output_normalized_coordinates / class_dtype apply to detection models only")
+        return
+    params.override({"task": {"export_config": {
+        "output_normalized_coordinates": normalized_boxes,
+        "cast_detection_classes_to_float": class_dtype == "float32"}}}, is_strict=True)

@@ -123,12 +123,21 @@ def serve_and_check(server, model: ModelConfig, contract, golden, reference, *, 
     return checks, answers, first, {"seconds_to_available": up, "latency_ms": latency}
 
 
+def in_pixels(outputs: dict, image_shape, normalized: bool) -> dict:
+    """Detection boxes in pixels (the golden set's unit), whatever the export's option."""
+    if not normalized or "detection_boxes" not in outputs:
+        return outputs
+    h, w = image_shape[:2]
+    return {**outputs, "detection_boxes": np.asarray(outputs["detection_boxes"], dtype=np.float64) * [h, w, h, w]}
+
+
 def golden_checks(model: ModelConfig, golden, first: dict) -> tuple[list[dict], list[dict]]:
     """Per-image expectations on the first signature's REST answers; report pictures."""
     from validation import report
     checks, pictures = [], []
+    normalized = bool(model.extra.get("output_normalized_coordinates"))
     for g in golden.images:
-        out = first.get(g.name)
+        out = in_pixels(first.get(g.name), g.image.shape, normalized)
         if model.task == "detection":
             r = expectations.detection(out, g.expect)
             pics = [("expected (green) / predicted (orange)",
@@ -180,6 +189,9 @@ def validate_candidate(client, model: ModelConfig, candidate_uri: str, *, launch
                 gchecks, pictures = golden_checks(model, golden, first)
                 checks += gchecks
                 from validation import gx_suite
+                normalized = bool(model.extra.get("output_normalized_coordinates"))
+                shapes = {g.name: g.image.shape for g in golden.images}
+                answers = [(n, s, in_pixels(o, shapes[n], normalized)) for n, s, o in answers]
                 checks += gx_suite.run(model.task, answers, labels=set(golden.classes),
                                        image_sizes={g.name: g.image.shape[:2] for g in golden.images},
                                        docs_dir=os.path.join(out_dir, "gx"))

@@ -57,3 +57,15 @@ tf.train.Checkpoint(model=model).write({str(tmp_path / 'random' / 'ckpt-1')!r})
     assert "golden: " in v["reason"]                                                # ...but answers wrongly
     p = model_env.cli("publish", name, "--candidate", cand)
     assert p.returncode == 2 and "failed validation" in p.stderr
+
+
+def test_detection_output_options(export_env, model_env):
+    """output_normalized_coordinates and class_dtype float32 reach the export, the contract and the
+    golden checks (boxes are compared in pixels whatever the export's unit)."""
+    name = export_env("detection", output_normalized_coordinates=True, class_dtype="float32")
+    out = json.loads(model_env.cli("export", name, "--json", check=0, timeout=900).stdout)
+    outputs = out["signatures"]["serving_default"]["outputs"]
+    assert outputs["detection_classes"]["dtype"] == "float32"
+    p = model_env.cli("validate", name, "--candidate", out["candidate"], "--launcher", "process", "--json", timeout=900)
+    v = json.loads(p.stdout)
+    assert p.returncode == 0 and v["passed"], [(c["name"], c["detail"]) for c in v["checks"] if not c["passed"]]
