@@ -1,0 +1,175 @@
+"""Release DAGs: one per model in config/models.yaml, DAG id ``release__<model>``.
+
+    newest_checkpoint -> is_new (short-circuit) -> export -> validate -> publish (Asset event)
+
+Light steps (finding the checkpoint, publishing) call ``registry/`` here with an S3 client from the
+model's Airflow connection (``conn_id`` in the config, default ``aws_default``). Export and
+validation run as the worker-env step command (``bin/tfs-release``, TensorFlow) with the same
+connection's settings in its environment. Parsing this file imports no TensorFlow and touches no
+object storage: it reads the config only.
+
+Environment: ``TFS_RELEASE_CONFIG`` (default ``<repo>/config/models.yaml``),
+``TFS_RELEASE_STEP_COMMAND`` (default ``<repo>/bin/tfs-release``).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+for _path in (ROOT, os.path.join(ROOT, "plugins")):  # registry/ and plugins/ wherever Airflow runs
+    if _path not in sys.path:
+        sys.path.append(_path)
+
+from airflow.sdk import Asset, Param, dag, task  # noqa: E402
+
+from registry import config as config_mod  # noqa: E402
+from tfs_release_airflow.step_command import StepFailed, run_step  # noqa: E402
+
+log = logging.getLogger("tfs_release.model_release")  # __name__ is mangled by Airflow
+
+CONFIG = os.environ.get("TFS_RELEASE_CONFIG") or os.path.join(ROOT, "config", "models.yaml")
+START = _dt.datetime(2025, 1, 1, tzinfo=_dt.timezone.utc)
+LAUNCHERS = ["docker", "process"]
+
+
+def step_command() -> str:
+    return os.environ.get("TFS_RELEASE_STEP_COMMAND") or os.path.join(ROOT, "bin", "tfs-release")
+
+
+def asset_for(model: config_mod.ModelConfig) -> Asset:
+    uri = f"s3://{model.serving.bucket}/{model.serving.prefix.rstrip('/')}"
+    return Asset(uri=uri, name=f"serving__{model.name}")
+
+
+def params_for(model: config_mod.ModelConfig) -> dict[str, Param]:
+    return {
+        "checkpoint": Param(
+            None, type=["null", "string"], pattern=r"^s3://[a-z0-9][a-z0-9.-]*/\S+$",
+            title="Checkpoint", description=f"s3://.../ckpt-N to release instead of the newest complete "
+                                            f"checkpoint under {model.checkpoints} (empty: the newest)"),
+        "force": Param(False, type="boolean", title="Force",
+                       description="release even if this checkpoint is already published"),
+        "dry_run": Param(False, type="boolean", title="Dry run",
+                         description="export and validate, but do not publish"),
+        "launcher": Param(model.extra.get("launcher", "docker"), type="string", enum=LAUNCHERS,
+                          title="Serving launcher",
+                          description="where the temporary TF Serving runs during validation"),
+    }
+
+
+def doc_for(model: config_mod.ModelConfig) -> str:
+    return f"""### Release `{model.name}` ({model.task})
+
+Newest complete checkpoint under `{model.checkpoints}` → skip when already published (unless
+**force**) → export a SavedModel (Model Garden `{model.experiment}`) → validate it in a temporary
+TF Serving (golden set `{model.golden}`) → publish the next version under `{model.serving}` and
+emit an Asset event for it (extra: `version`).
+
+Trigger with params: **checkpoint** (a `s3://.../ckpt-N`, empty for the newest), **force**,
+**dry_run** (validate, publish nothing), **launcher** (`docker` or `process`). S3 connection:
+`{model.extra.get("conn_id", "aws_default")}`. Same steps without Airflow:
+`tfs-release release {model.name}`.
+"""
+
+
+def build_dag(model: config_mod.ModelConfig, config_path: str):
+    conn_id = model.extra.get("conn_id", "aws_default")
+    serving_asset = asset_for(model)
+
+    def s3():
+        from tfs_release_airflow.connection import s3_settings
+        return s3_settings(conn_id)
+
+    def step(name: str, *args: str) -> dict:
+        return run_step(step_command(), name, model.name, *args, config=config_path,
+                        s3_env=s3().env(), cwd=ROOT)
+
+    @dag(
+        dag_id=f"release__{model.name}",
+        schedule=model.schedule,
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,
+        tags=["tfs-release", "release", *([model.task] if model.task else []), *model.extra.get("tags", [])],
+        doc_md=doc_for(model),
+        params=params_for(model),
+        default_args={"owner": model.extra.get("owner", "tfs-release"), "retries": 0},
+    )
+    def release():
+        @task
+        def newest_checkpoint(params=None) -> dict:
+            """The checkpoint to release (newest complete, or the override) and whether it is published."""
+            from registry import checkpoints
+            from registry.versions import published_from
+            client = s3().client()
+            ck, _ = checkpoints.resolve(client, model.checkpoints, params["checkpoint"] or None)
+            done = published_from(client, model.serving, ck.uri, ck.files)
+            log.info("checkpoint %s (step %s): %s", ck.uri, ck.step,
+                     f"already published as version {done}" if done is not None else "not published yet")
+            return {"uri": ck.uri, "step": ck.step, "published_as": done}
+
+        @task.short_circuit
+        def is_new(ck: dict, params=None) -> bool:
+            """Skip the rest (not a failure) when the checkpoint is already published and not forced."""
+            if ck["published_as"] is None:
+                return True
+            if params["force"]:
+                log.info("force: releasing %s again (already version %s)", ck["uri"], ck["published_as"])
+                return True
+            log.info("nothing new: %s is already published as version %s (trigger with force to "
+                     "release it again)", ck["uri"], ck["published_as"])
+            return False
+
+        @task
+        def export(ck: dict, run_id=None, ti=None) -> dict:
+            """Export the checkpoint to a staged candidate SavedModel (worker env)."""
+            return step("export", "--checkpoint", ck["uri"], "--run-id", f"{run_id}-t{ti.try_number}")
+
+        @task
+        def validate(exported: dict, params=None, ti=None) -> dict:
+            """Validate the candidate in a temporary TF Serving (worker env); fails on a failed verdict."""
+            try:
+                return step("validate", "--candidate", exported["candidate"], "--launcher", params["launcher"])
+            except StepFailed as exc:
+                if exc.result is not None:  # the verdict (failed checks, report) for alerts
+                    ti.xcom_push(key="verdict", value=exc.result)
+                raise
+
+        @task(outlets=[serving_asset])
+        def publish(exported: dict, verdict: dict, params=None, outlet_events=None) -> dict:
+            """Publish the validated candidate as the next version; the Asset event carries it."""
+            if params["dry_run"]:
+                from airflow.sdk.exceptions import AirflowSkipException
+                raise AirflowSkipException(f"dry run: {exported['candidate']} validated, not published; "
+                                           f"report {verdict.get('report')}")
+            from registry.publish import publish as publish_candidate
+            res = publish_candidate(s3().client(), model.serving, model.name, exported["candidate"])
+            out = res.to_json()
+            outlet_events[serving_asset].extra = {
+                "model": model.name, "version": res.version, "uri": out["uri"], "manifest": out["manifest"],
+                "checkpoint": exported.get("checkpoint"), "report": verdict.get("report")}
+            return out
+
+        ck = newest_checkpoint()
+        exported = export(ck)
+        is_new(ck) >> exported
+        publish(exported, validate(exported))
+
+    return release()
+
+
+def build_all(config_path: str = CONFIG) -> dict:
+    cfg = config_mod.load(config_path)
+    dags = {}
+    for name, model in sorted(cfg.models.items()):
+        if model.checkpoints is None:
+            log.info("no release DAG for %s: it has no 'checkpoints' in %s", name, config_path)
+            continue
+        dags[f"release__{name}"] = build_dag(model, os.path.abspath(config_path))
+    return dags
+
+
+globals().update(build_all())

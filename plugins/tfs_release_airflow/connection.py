@@ -1,0 +1,38 @@
+"""S3 settings from an Airflow AWS connection: a boto3 client for ``registry/`` in light tasks, and
+the standard AWS variables for a step command's environment (never its command line)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    endpoint_url: str | None
+    region: str | None
+    access_key: str | None = field(repr=False)
+    secret_key: str | None = field(repr=False)
+    token: str | None = field(default=None, repr=False)
+
+    def env(self) -> dict[str, str]:
+        """AWS_* variables for a step command (the CLI's make_client reads them)."""
+        pairs = {"AWS_ENDPOINT_URL": self.endpoint_url, "AWS_REGION": self.region,
+                 "AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key,
+                 "AWS_SESSION_TOKEN": self.token}
+        return {k: v for k, v in pairs.items() if v}
+
+    def client(self):
+        """The registry's tuned S3 client (path style, checksums when required) with these settings."""
+        from registry.s3 import make_client
+        kw = {"aws_access_key_id": self.access_key, "aws_secret_access_key": self.secret_key,
+              "aws_session_token": self.token, "endpoint_url": self.endpoint_url,
+              "region_name": self.region}
+        return make_client(**{k: v for k, v in kw.items() if v})
+
+
+def s3_settings(conn_id: str) -> S3Settings:
+    """Resolve the connection through the amazon provider's hook (login/password, role, profile...)."""
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+    hook = S3Hook(aws_conn_id=conn_id)
+    creds = hook.get_credentials()
+    return S3Settings(endpoint_url=hook.conn_config.endpoint_url, region=hook.conn_region_name,
+                      access_key=creds.access_key, secret_key=creds.secret_key, token=creds.token)

@@ -1,0 +1,129 @@
+"""Fixtures for Airflow end-to-end runs: a real SeaweedFS (tests/conftest.py), the real Docker engine
+with the stand-in serving image, and an Airflow home (SQLite, migrated) in a temp dir whose only
+S3 settings come from the ``aws_default`` connection (AIRFLOW_CONN_AWS_DEFAULT)."""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+from tests.integration.conftest import upload_checkpoints
+
+MODEL = "shapes-classifier"
+
+
+@pytest.fixture(scope="session")
+def standin_image(docker_engine):
+    """The stand-in serving image, built locally (cached by its recipe hash)."""
+    from standin.image import ensure_image
+    return ensure_image()
+
+
+@pytest.fixture(scope="session")
+def airflow_bin() -> str:
+    venv = subprocess.run([os.path.join(ROOT, "bin", "venv"), "airflow"], check=True,
+                          capture_output=True, text=True).stdout.strip()
+    return os.path.join(venv, "bin", "airflow")
+
+
+@dataclass
+class AirflowEnv:
+    airflow: str
+    home: str
+    env: dict
+    training: str
+    serving: str
+    config: str
+
+    def run(self, *args, timeout=900) -> subprocess.CompletedProcess:
+        t0 = time.monotonic()
+        p = subprocess.run([self.airflow, *args], env=self.env, cwd=self.home, capture_output=True,
+                           text=True, timeout=timeout)
+        p.seconds = time.monotonic() - t0
+        with open(os.path.join(self.home, "airflow-cli.log"), "a") as fh:
+            fh.write(f"$ airflow {' '.join(args)}  (exit {p.returncode}, {p.seconds:.1f}s)\n{p.stdout}\n{p.stderr}\n")
+        return p
+
+    def dags_test(self, dag_id: str, conf: dict | None = None) -> tuple[subprocess.CompletedProcess, dict]:
+        """`airflow dags test DAG_ID [--conf]`; returns the process and the run's task states."""
+        before = {r for r, _ in self.runs(dag_id)}
+        args = ["dags", "test", dag_id] + (["--conf", json.dumps(conf)] if conf else [])
+        p = self.run(*args)
+        new = [(r, s) for r, s in self.runs(dag_id) if r not in before]
+        assert len(new) == 1, f"expected one new run; exit {p.returncode}\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
+        run_id, state = new[0]
+        return p, {"run_id": run_id, "state": state, "tasks": self.task_states(dag_id, run_id)}
+
+    def query(self, sql: str, *args) -> list[tuple]:
+        with sqlite3.connect(os.path.join(self.home, "airflow.db")) as db:
+            return db.execute(sql, args).fetchall()
+
+    def runs(self, dag_id: str) -> list[tuple[str, str]]:
+        return self.query("SELECT run_id, state FROM dag_run WHERE dag_id = ?", dag_id)
+
+    def task_states(self, dag_id: str, run_id: str) -> dict[str, str]:
+        return dict(self.query("SELECT task_id, state FROM task_instance WHERE dag_id = ? AND run_id = ?",
+                               dag_id, run_id))
+
+    def asset_events(self, uri: str) -> list[dict]:
+        rows = self.query("SELECT e.extra, e.source_dag_id, e.source_run_id FROM asset_event e "
+                          "JOIN asset a ON a.id = e.asset_id WHERE a.uri = ? ORDER BY e.id", uri)
+        return [{"extra": json.loads(x) if x else {}, "dag_id": d, "run_id": r} for x, d, r in rows]
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value"):
+        rows = self.query("SELECT value FROM xcom WHERE dag_id = ? AND run_id = ? AND task_id = ? AND key = ?",
+                          dag_id, run_id, task_id, key)
+        return json.loads(rows[0][0]) if rows else None
+
+
+@pytest.fixture(scope="module")
+def airflow_env(seaweedfs, standin_image, airflow_bin, tmp_path_factory):
+    """Buckets with the demo classifier's checkpoints, a models.yaml naming them, a migrated Airflow
+    home. The Airflow processes get no AWS_* variables: only the connection."""
+    from demo import checkpoint_cache
+    from registry.s3 import make_client
+
+    tmp = tmp_path_factory.mktemp("airflow-e2e")
+    suffix = uuid.uuid4().hex[:10]
+    training, serving = f"training-{suffix}", f"serving-{suffix}"
+    s3 = make_client(endpoint_url=seaweedfs.endpoint, aws_access_key_id=seaweedfs.access_key,
+                     aws_secret_access_key=seaweedfs.secret_key, region_name="us-east-1")
+    s3.create_bucket(Bucket=training)
+    s3.create_bucket(Bucket=serving)
+    upload_checkpoints(s3, training, f"{MODEL}/checkpoints/", checkpoint_cache.get("classification"))
+
+    config = tmp / "config" / "models.yaml"
+    config.parent.mkdir()
+    config.write_text(yaml.safe_dump({"models": {MODEL: {
+        "task": "classification", "checkpoints": f"s3://{training}/{MODEL}/checkpoints/",
+        "serving": f"s3://{serving}/{MODEL}/", "golden": os.path.join(ROOT, "demo", "golden", MODEL),
+        "experiment": "resnet_imagenet", "params_override": os.path.join(ROOT, "config", f"{MODEL}.params.yaml"),
+        "input_types": {"serving_default": "image_tensor"}, "input_size": [64, 64],
+        "serving_image": standin_image}}}))
+
+    home = tmp / "airflow-home"
+    home.mkdir()
+    conn = {"conn_type": "aws", "login": seaweedfs.access_key, "password": seaweedfs.secret_key,
+            "extra": {"endpoint_url": seaweedfs.endpoint, "region_name": "us-east-1"}}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("AIRFLOW", "AWS_", "TFS_RELEASE_CONFIG")) and k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env.update(AIRFLOW_HOME=str(home), AIRFLOW__CORE__DAGS_FOLDER=os.path.join(ROOT, "dags"),
+               AIRFLOW__CORE__PLUGINS_FOLDER=os.path.join(ROOT, "plugins"),
+               AIRFLOW__CORE__LOAD_EXAMPLES="False",
+               AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home}/airflow.db",
+               AIRFLOW_CONN_AWS_DEFAULT=json.dumps(conn), TFS_RELEASE_CONFIG=str(config))
+    af = AirflowEnv(airflow_bin, str(home), env, training, serving, str(config))
+    p = af.run("db", "migrate", timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    print(f"\nairflow db migrate: {p.seconds:.1f}s; logs in {home}")
+    af.s3 = s3
+    af.env_secret = seaweedfs.secret_key
+    return af

@@ -1,0 +1,159 @@
+"""DAG integrity: every file in dags/ imports without errors and without TensorFlow, and the release
+factory yields one correct DAG per configured model.
+
+Runs from the worker env's pytest (`make test`); Airflow lives in the other env, so each check
+parses the DAGs in a subprocess of the Airflow venv's python (``airflow_probe.py``, DagBag as the
+DAG processor uses it) with AIRFLOW_HOME in a temp dir. Needs no service: parsing touches no S3.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import time
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+
+DAGS = os.path.join(ROOT, "dags")
+DAG_FILES = sorted(glob.glob(os.path.join(DAGS, "*.py")))
+PROBE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "airflow_probe.py")
+RELEASE = os.path.join(DAGS, "model_release.py")
+TASK_EDGES = sorted([["newest_checkpoint", "export"], ["newest_checkpoint", "is_new"],
+                     ["is_new", "export"], ["export", "validate"], ["export", "publish"],
+                     ["validate", "publish"]])
+# conf values the release DAG's Params must refuse at trigger time (index -> what is wrong)
+BAD_CONFS = [{"launcher": "kubernetes"}, {"force": "yes"}, {"dry_run": 1},
+             {"checkpoint": "gs://bucket/ckpt-1"}, {"checkpoint": 7}]
+GOOD_CONFS = [{}, {"checkpoint": "s3://training/m/checkpoints/ckpt-5", "force": True, "dry_run": True,
+                   "launcher": "process"}, {"checkpoint": None}]
+
+
+@pytest.fixture(scope="session")
+def airflow_python() -> str:
+    venv = subprocess.run([os.path.join(ROOT, "bin", "venv"), "airflow"], check=True,
+                          capture_output=True, text=True).stdout.strip()
+    return os.path.join(venv, "bin", "python")
+
+
+def airflow_env(home, **extra) -> dict:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("AIRFLOW", "TFS_RELEASE_")) and k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env.update(AIRFLOW_HOME=str(home), AIRFLOW__CORE__LOAD_EXAMPLES="False",
+               AIRFLOW__CORE__DAGS_FOLDER=DAGS, AIRFLOW__CORE__UNIT_TEST_MODE="False")
+    env.update(extra)
+    return env
+
+
+def probe(airflow_python, tmp_path, files, *, config=None, confs=()) -> dict:
+    out = tmp_path / "probe.json"
+    extra = {"TFS_RELEASE_CONFIG": str(config)} if config else {}
+    cmd = [airflow_python, PROBE, str(out), *files]
+    if confs:
+        cmd += ["--bad-params", json.dumps(list(confs))]
+    t0 = time.monotonic()
+    p = subprocess.run(cmd, env=airflow_env(tmp_path / "airflow-home", **extra), cwd=str(tmp_path),
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, f"probe failed:\n{p.stderr[-4000:]}"
+    report = json.loads(out.read_text())
+    report["wall_s"] = time.monotonic() - t0
+    return report
+
+
+@pytest.fixture(scope="module")
+def every_file(airflow_python, tmp_path_factory) -> dict:
+    """All DAG files parsed in one fresh Airflow process, in order, with the repo's config."""
+    return probe(airflow_python, tmp_path_factory.mktemp("every-file"), DAG_FILES,
+                 confs=BAD_CONFS + GOOD_CONFS)
+
+
+def test_there_are_dag_files():
+    assert RELEASE in DAG_FILES
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=os.path.basename)
+def test_dag_file_imports_without_errors_or_tensorflow(every_file, path):
+    r = every_file["files"][path]
+    assert r["import_errors"] == {}, r["import_errors"]
+    assert r["dags"], f"{path} defines no DAG"
+    assert not r["tensorflow_imported"], f"importing {path} imported tensorflow"
+    print(f"{os.path.basename(path)}: {len(r['dags'])} DAG(s) parsed in {r['seconds']:.3f}s")
+
+
+def test_one_release_dag_per_configured_model(every_file):
+    with open(os.path.join(ROOT, "config", "models.yaml")) as fh:
+        models = yaml.safe_load(fh)["models"]
+    dags = every_file["files"][RELEASE]["dags"]
+    assert sorted(dags) == sorted(f"release__{m}" for m in models)
+    for name, cfg in models.items():
+        d = dags[f"release__{name}"]
+        assert d["schedule"] == cfg["schedule"] and d["timetable"] == "CronTriggerTimetable"
+        assert d["catchup"] is False and d["max_active_runs"] == 1
+        assert {"tfs-release", "release", cfg["task"]} <= set(d["tags"])
+        assert name in d["doc_md"] and cfg["checkpoints"] in d["doc_md"]
+        assert d["params"] == {"checkpoint": None, "force": False, "dry_run": False, "launcher": "docker"}
+        assert d["param_schemas"]["launcher"]["enum"] == ["docker", "process"]
+        assert d["edges"] == TASK_EDGES
+        assert d["task_types"]["is_new"] == "_ShortCircuitDecoratedOperator"
+        assert d["outlets"] == {"publish": [cfg["serving"].rstrip("/")]}
+
+
+def test_params_refuse_bad_values_and_accept_good_ones(every_file):
+    for dag_id, d in every_file["files"][RELEASE]["dags"].items():
+        verdicts = d["refused"]
+        bad, good = verdicts[:len(BAD_CONFS)], verdicts[len(BAD_CONFS):]
+        assert all(v is not None for v in bad), (dag_id, list(zip(BAD_CONFS, bad)))
+        assert good == [None] * len(GOOD_CONFS), (dag_id, list(zip(GOOD_CONFS, good)))
+
+
+def _models(n: int, tmp_path) -> dict:
+    schedules = ["@daily", "*/15 * * * *", None, "@hourly"]
+    models = {}
+    for i in range(n):
+        name = f"model-{i:02d}"
+        cfg = {"task": "classification", "checkpoints": f"s3://training/{name}/checkpoints/",
+               "serving": f"s3://serving/{name}/", "golden": "demo/golden/shapes-classifier/",
+               "experiment": "resnet_imagenet", "input_size": [64, 64]}
+        if schedules[i % 4]:
+            cfg["schedule"] = schedules[i % 4]
+        if i == 1:
+            cfg.update(launcher="process", conn_id="s3_other", tags=["team-a"])
+        models[name] = cfg
+    models["publish-only"] = {"serving": "s3://serving/publish-only/"}  # no checkpoints: no release DAG
+    return models
+
+
+def test_twenty_configured_models_parse(airflow_python, tmp_path):
+    models = _models(20, tmp_path)
+    config = tmp_path / "config" / "models.yaml"
+    config.parent.mkdir()
+    config.write_text(yaml.safe_dump({"models": models}))
+    r = probe(airflow_python, tmp_path, [RELEASE], config=config)
+    f = r["files"][RELEASE]
+    assert f["import_errors"] == {} and not f["tensorflow_imported"]
+    dags = f["dags"]
+    assert sorted(dags) == sorted(f"release__model-{i:02d}" for i in range(20))
+    for name, cfg in models.items():
+        if "checkpoints" not in cfg:
+            continue
+        d = dags[f"release__{name}"]
+        if "schedule" in cfg:
+            assert (d["schedule"], d["timetable"]) == (cfg["schedule"], "CronTriggerTimetable"), name
+        else:
+            assert (d["schedule"], d["timetable"]) == (None, "NullTimetable"), name
+    assert dags["release__model-01"]["params"]["launcher"] == "process"
+    assert "team-a" in dags["release__model-01"]["tags"]
+    assert "s3_other" in dags["release__model-01"]["doc_md"]
+    print(f"\n20 models: model_release.py parsed in {f['seconds']:.3f}s (DagBag, in a process that had "
+          f"already imported Airflow in {r['airflow_import_s']:.2f}s); subprocess wall {r['wall_s']:.2f}s")
+
+
+def test_a_broken_config_is_an_import_error_that_names_the_problem(airflow_python, tmp_path):
+    config = tmp_path / "models.yaml"
+    config.write_text(yaml.safe_dump({"models": {"Bad_Name": {"serving": "s3://serving/x/"}}}))
+    r = probe(airflow_python, tmp_path, [RELEASE], config=config)
+    errors = r["files"][RELEASE]["import_errors"]
+    assert len(errors) == 1 and "Bad_Name" in next(iter(errors.values()))
