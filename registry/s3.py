@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import posixpath
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -220,7 +219,3 @@ def put_if_absent(client, bucket: str, key: str, body: bytes, content_type: str 
         raise translate(exc, bucket=bucket, key=key) from None
     except botocore.exceptions.BotoCoreError as exc:
         raise translate(exc, bucket=bucket, key=key) from None
-
-
-def relpath(key: str, prefix: str) -> str:
-    return posixpath.relpath(key, prefix.rstrip("/")) if prefix else key

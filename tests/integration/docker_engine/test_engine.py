@@ -2,7 +2,6 @@
 import a one-binary image built here (no registry is reachable), run it with the limits the
 validator will use, read its output and published port, and remove it."""
 import io
-import os
 import shutil
 import subprocess
 import tarfile

@@ -1,7 +1,6 @@
 """Each broken candidate fails validation with its own clear reason and a report (real Docker
 engine, stand-in image, real SeaweedFS); bad serving setups are exit 2."""
 import json
-import os
 
 import pytest
 
