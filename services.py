@@ -69,7 +69,9 @@ def start_seaweedfs(data_dir: str, *, access_key: str | None = None, secret_key:
             f"-s3.port={p['s3']}", f"-s3.port.grpc={p['s3.grpc']}",
             f"-admin.port={p['admin']}", f"-admin.port.grpc={p['admin.grpc']}",
             f"-filer.localSocket={os.path.join(data_dir, 'filer.sock')}",
-            "-master.volumeSizeLimitMB=1024"]
+            # every bucket is a collection with volumes of its own; the default cap (free disk /
+            # volume size) ran out at ~60 buckets here and writes then fail with HTTP 500
+            "-master.volumeSizeLimitMB=256", "-volume.max=2000"]
     env = dict(os.environ, AWS_ACCESS_KEY_ID=access_key, AWS_SECRET_ACCESS_KEY=secret_key,
                GOMEMLIMIT="512MiB")
     log_path = log_path or os.path.join(data_dir, "weed.log")
