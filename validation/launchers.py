@@ -76,6 +76,7 @@ class DockerLauncher:
         self.image, self.run_id = image, run_id
         self.mem_limit, self.cpus, self.pids_limit, self.pull = mem_limit, cpus, pids_limit, pull
         self._client = None
+        self._names: list[str] = []
 
     @property
     def client(self):
@@ -119,25 +120,26 @@ class DockerLauncher:
             self.client.images.pull(self.image)
         labels = {LABEL: ROLE, "tfs-release.model": model, "tfs-release.run": self.run_id[:60],
                   "tfs-release.host": socket.gethostname(), "tfs-release.pid": str(os.getpid())}
+        name = f"tfsr-validate-{model}-{os.getpid()}-{int(time.time() * 1000) % 10**8}"
+        self._names.append(name)  # cleanup() finds it by name even if create() is interrupted
         t0 = time.monotonic()
-        container = self.client.containers.create(
-            self.image, command=SERVER_ARGS, detach=True, init=True, labels=labels,
-            environment={"MODEL_NAME": model, "MODEL_BASE_PATH": "/models"},
-            volumes={os.path.abspath(os.path.join(base_path, model)): {"bind": f"/models/{model}", "mode": "ro"}},
-            ports={"8500/tcp": ("127.0.0.1", None), "8501/tcp": ("127.0.0.1", None)},
-            mem_limit=self.mem_limit, nano_cpus=int(self.cpus * 1e9), pids_limit=self.pids_limit,
-            cap_drop=["ALL"], security_opt=["no-new-privileges"], privileged=False,
-            name=f"tfsr-validate-{model}-{os.getpid()}-{int(time.time() * 1000) % 10**8}")
         try:
+            container = self.client.containers.create(
+                self.image, command=SERVER_ARGS, detach=True, init=True, labels=labels,
+                environment={"MODEL_NAME": model, "MODEL_BASE_PATH": "/models"},
+                volumes={os.path.abspath(os.path.join(base_path, model)): {"bind": f"/models/{model}", "mode": "ro"}},
+                ports={"8500/tcp": ("127.0.0.1", None), "8501/tcp": ("127.0.0.1", None)},
+                mem_limit=self.mem_limit, nano_cpus=int(self.cpus * 1e9), pids_limit=self.pids_limit,
+                cap_drop=["ALL"], security_opt=["no-new-privileges"], privileged=False, name=name)
             container.start()
             container.reload()
             ports = container.attrs["NetworkSettings"]["Ports"]
             rest, grpc_port = int(ports["8501/tcp"][0]["HostPort"]), int(ports["8500/tcp"][0]["HostPort"])
-        except BaseException:  # also SIGTERM (Terminated) arriving mid-start: never leave it behind
-            container.remove(force=True)
+        except BaseException:  # also SIGTERM (Terminated) mid-start: never leave it behind
+            self.cleanup()
             raise
         log.info("started container %s (%s) for %s in %.1fs: REST 127.0.0.1:%d gRPC 127.0.0.1:%d",
-                 container.name, self.image, model, time.monotonic() - t0, rest, grpc_port)
+                 name, self.image, model, time.monotonic() - t0, rest, grpc_port)
 
         def logs(tail):
             return container.logs(tail=tail).decode("utf-8", "replace")
@@ -148,15 +150,19 @@ class DockerLauncher:
                 raise ServerDied(f"the serving container exited (code {container.attrs['State'].get('ExitCode')}); "
                                  f"last log lines:\n{logs(40)}")
 
-        def stop():
+        return Server("127.0.0.1", rest, grpc_port, model, "docker", f"{self.image} ({name})",
+                      _stop=self.cleanup, _logs=logs, _alive=alive)
+
+    def cleanup(self) -> None:
+        """Remove every container this launcher created (idempotent; runs on every path)."""
+        import docker
+        while self._names:
+            name = self._names.pop()
             try:
-                container.remove(force=True)
-                log.info("removed container %s", container.name)
+                self.client.containers.get(name).remove(force=True)
+                log.info("removed container %s", name)
             except docker.errors.NotFound:
                 pass
-
-        return Server("127.0.0.1", rest, grpc_port, model, "docker", f"{self.image} ({container.name})",
-                      _stop=stop, _logs=logs, _alive=alive)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -177,6 +183,9 @@ class ProcessLauncher:
     def __init__(self, executable: str | None = None, *, log_dir: str | None = None):
         self.executable = executable or shutil.which("tensorflow_model_server")
         self.log_dir = log_dir
+
+    def cleanup(self) -> None:
+        """Servers stop through Server.stop(); nothing else to remove."""
 
     def command(self) -> tuple[list[str], str]:
         if self.executable:

@@ -60,6 +60,7 @@ def _on_sigterm():
         return None
 
     def handler(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not interrupt cleanup
         raise Terminated("terminated by SIGTERM")
     return signal.signal(signal.SIGTERM, handler)
 
@@ -209,6 +210,7 @@ def validate_candidate(client, model: ModelConfig, candidate_uri: str, *, launch
     finally:
         if server is not None:
             server.stop()
+        chosen.cleanup()  # also what a start interrupted before it returned left behind
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     failed = [c for c in checks if not c["passed"]]
