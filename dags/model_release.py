@@ -9,7 +9,8 @@ connection's settings in its environment. Parsing this file imports no TensorFlo
 object storage: it reads the config only.
 
 Environment: ``TFS_RELEASE_CONFIG`` (default ``<repo>/config/models.yaml``),
-``TFS_RELEASE_STEP_COMMAND`` (default ``<repo>/bin/tfs-release``).
+``TFS_RELEASE_STEP_COMMAND`` (default ``<repo>/bin/tfs-release``), ``TFS_RELEASE_STEP_IMAGE`` (run
+the steps in that worker image through DockerOperator instead; see plugins/.../step_image.py).
 """
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ for _path in (ROOT, os.path.join(ROOT, "plugins")):  # registry/ and plugins/ wh
 from airflow.sdk import Asset, Param, dag, task  # noqa: E402
 
 from registry import config as config_mod  # noqa: E402
+from tfs_release_airflow.alerts import release_alert  # noqa: E402
+from tfs_release_airflow.report_link import attach as attach_report_link  # noqa: E402
 from tfs_release_airflow.step_command import StepFailed, run_step  # noqa: E402
 
 log = logging.getLogger("tfs_release.model_release")  # __name__ is mangled by Airflow
@@ -78,12 +81,20 @@ Trigger with params: **checkpoint** (a `s3://.../ckpt-N`, empty for the newest),
 def build_dag(model: config_mod.ModelConfig, config_path: str):
     conn_id = model.extra.get("conn_id", "aws_default")
     serving_asset = asset_for(model)
+    on_failure, on_success = release_alert(model, "failure"), release_alert(model, "success")
 
     def s3():
         from tfs_release_airflow.connection import s3_settings
         return s3_settings(conn_id)
 
     def step(name: str, *args: str) -> dict:
+        """The step command: a local subprocess (worker venv), or the worker image when configured."""
+        from tfs_release_airflow.step_image import StepImage, run_step_in_image
+        image = StepImage.from_env()
+        if image is not None:
+            from airflow.sdk import get_current_context
+            return run_step_in_image(image, get_current_context(), name, model.name, *args,
+                                     config=config_path, s3_env=s3().env())
         return run_step(step_command(), name, model.name, *args, config=config_path,
                         s3_env=s3().env(), cwd=ROOT)
 
@@ -96,7 +107,8 @@ def build_dag(model: config_mod.ModelConfig, config_path: str):
         tags=["tfs-release", "release", *([model.task] if model.task else []), *model.extra.get("tags", [])],
         doc_md=doc_for(model),
         params=params_for(model),
-        default_args={"owner": model.extra.get("owner", "tfs-release"), "retries": 0},
+        default_args={"owner": model.extra.get("owner", "tfs-release"), "retries": 0,
+                      **({"on_failure_callback": on_failure} if on_failure else {})},
     )
     def release():
         @task
@@ -138,7 +150,7 @@ def build_dag(model: config_mod.ModelConfig, config_path: str):
                     ti.xcom_push(key="verdict", value=exc.result)
                 raise
 
-        @task(outlets=[serving_asset])
+        @task(outlets=[serving_asset], **({"on_success_callback": on_success} if on_success else {}))
         def publish(exported: dict, verdict: dict, params=None, outlet_events=None) -> dict:
             """Publish the validated candidate as the next version; the Asset event carries it."""
             if params["dry_run"]:
@@ -156,7 +168,10 @@ def build_dag(model: config_mod.ModelConfig, config_path: str):
         ck = newest_checkpoint()
         exported = export(ck)
         is_new(ck) >> exported
-        publish(exported, validate(exported))
+        verdict = validate(exported)
+        if model.extra.get("report_base_url"):  # never a presigned URL: extra links live in XCom
+            attach_report_link(verdict.operator, model.extra["report_base_url"])
+        publish(exported, verdict)
 
     return release()
 
