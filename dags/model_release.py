@@ -8,6 +8,11 @@ validation run as the worker-env step command (``bin/tfs-release``, TensorFlow) 
 connection's settings in its environment. Parsing this file imports no TensorFlow and touches no
 object storage: it reads the config only.
 
+Alerts (a model's ``alerts`` config): every task's ``on_failure_callback`` and, with ``on_success``,
+publish's ``on_success_callback`` send one message through the Slack-webhook and SMTP provider
+notifiers (``plugins/tfs_release_airflow/alerts.py``). With ``report_base_url`` the validate task
+gets a "Validation report" extra link (``report_link.py``).
+
 Environment: ``TFS_RELEASE_CONFIG`` (default ``<repo>/config/models.yaml``),
 ``TFS_RELEASE_STEP_COMMAND`` (default ``<repo>/bin/tfs-release``), ``TFS_RELEASE_STEP_IMAGE`` (run
 the steps in that worker image through DockerOperator instead; see plugins/.../step_image.py).
@@ -24,7 +29,7 @@ for _path in (ROOT, os.path.join(ROOT, "plugins")):  # registry/ and plugins/ wh
     if _path not in sys.path:
         sys.path.append(_path)
 
-from airflow.sdk import Asset, Param, dag, task  # noqa: E402
+from airflow.sdk import Asset, Param, dag, task, teardown  # noqa: E402
 
 from registry import config as config_mod  # noqa: E402
 from tfs_release_airflow.alerts import release_alert  # noqa: E402
@@ -78,9 +83,26 @@ Trigger with params: **checkpoint** (a `s3://.../ckpt-N`, empty for the newest),
 """
 
 
+def alerts_doc(model: config_mod.ModelConfig) -> str:
+    a = model.extra.get("alerts")
+    if a is None:
+        return "\nAlerts: none configured (add `alerts` to the model's config).\n"
+    where = []
+    if a.slack_conn_id:
+        where.append(f"Slack (`{a.slack_conn_id}`)")
+    if a.smtp_conn_id:
+        where.append(f"e-mail (`{a.smtp_conn_id}` to {', '.join(a.email_to)})")
+    base = model.extra.get("report_base_url")
+    link = f"`{base}/<bucket>/<key>` (also the validate task's extra link)" if base else \
+        "presigned for 7 days, in the alert only"
+    return (f"\nAlerts: on failure{' and on publish' if a.on_success else ''} via {' and '.join(where)}; "
+            f"report link: {link}.\n")
+
+
 def build_dag(model: config_mod.ModelConfig, config_path: str):
     conn_id = model.extra.get("conn_id", "aws_default")
     serving_asset = asset_for(model)
+    keep_days = float(model.extra.get("staging_keep_days", 7))
     on_failure, on_success = release_alert(model, "failure"), release_alert(model, "success")
 
     def s3():
@@ -105,7 +127,7 @@ def build_dag(model: config_mod.ModelConfig, config_path: str):
         catchup=False,
         max_active_runs=1,
         tags=["tfs-release", "release", *([model.task] if model.task else []), *model.extra.get("tags", [])],
-        doc_md=doc_for(model),
+        doc_md=doc_for(model) + alerts_doc(model),
         params=params_for(model),
         default_args={"owner": model.extra.get("owner", "tfs-release"), "retries": 0,
                       **({"on_failure_callback": on_failure} if on_failure else {})},
@@ -123,7 +145,7 @@ def build_dag(model: config_mod.ModelConfig, config_path: str):
                      f"already published as version {done}" if done is not None else "not published yet")
             return {"uri": ck.uri, "step": ck.step, "published_as": done}
 
-        @task.short_circuit
+        @task.short_circuit(ignore_downstream_trigger_rules=False)
         def is_new(ck: dict, params=None) -> bool:
             """Skip the rest (not a failure) when the checkpoint is already published and not forced."""
             if ck["published_as"] is None:
@@ -165,13 +187,30 @@ def build_dag(model: config_mod.ModelConfig, config_path: str):
                 "checkpoint": exported.get("checkpoint"), "report": verdict.get("report")}
             return out
 
+        @teardown
+        def clean_staging(ti=None) -> dict:
+            """Remove this run's staged candidate once published; keep it after a failure or a dry
+            run (for inspection) and sweep those older than ``staging_keep_days`` (default 7).
+            A teardown: it runs whatever happened upstream and does not decide the run's state."""
+            from registry.staging import remove, sweep
+            exported, published = ti.xcom_pull(task_ids="export"), ti.xcom_pull(task_ids="publish")
+            client = s3().client()
+            removed = None
+            if exported and published:
+                remove(client, exported["candidate"])
+                removed = exported["candidate"]
+            elif exported:
+                log.info("keeping %s for %s days (not published)", exported["candidate"], keep_days)
+            swept = sweep(client, model.serving, older_than_s=keep_days * 86400)
+            return {"removed": removed, "swept": [x["uri"] for x in swept]}
+
         ck = newest_checkpoint()
         exported = export(ck)
         is_new(ck) >> exported
         verdict = validate(exported)
         if model.extra.get("report_base_url"):  # never a presigned URL: extra links live in XCom
             attach_report_link(verdict.operator, model.extra["report_base_url"])
-        publish(exported, verdict)
+        publish(exported, verdict) >> clean_staging()
 
     return release()
 

@@ -22,8 +22,22 @@ KNOWN_KEYS = {
     "task", "checkpoints", "serving", "golden", "experiment", "params_override", "input_types",
     "input_size", "batch_size", "schedule", "keep", "output_normalized_coordinates",
     "class_dtype", "labels", "latency_budget_ms", "conn_id", "owner", "tags", "launcher",
-    "tolerance", "alerts", "serving_image", "validation_deadline_s",
+    "tolerance", "alerts", "serving_image", "validation_deadline_s", "report_base_url",
+    "staging_keep_days",
 }
+ALERT_KEYS = {"slack_conn_id", "smtp_conn_id", "email_to", "email_from", "on_success"}
+CONN_ID = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
+EMAIL = re.compile(r"^[^@\s,;]+@[^@\s,;]+$")
+
+
+@dataclass(frozen=True)
+class AlertsConfig:
+    """``alerts:`` of a model: where the release DAG's notifiers send (Airflow connection ids)."""
+    slack_conn_id: str | None = None
+    smtp_conn_id: str | None = None
+    email_to: tuple[str, ...] = ()
+    email_from: str | None = None
+    on_success: bool = False
 
 
 @dataclass(frozen=True)
@@ -74,6 +88,56 @@ def _uri(name: str, key: str, value: Any) -> S3Uri:
         return S3Uri.parse(value)
     except Exception as exc:  # BadInput from parse
         raise ConfigError(f"models.{name}.{key}: {exc}") from None
+
+
+def parse_alerts(name: str, raw: Any) -> AlertsConfig:
+    """Validate ``models.<name>.alerts`` (no Airflow here: connection ids are checked by shape only)."""
+    where = f"models.{name}.alerts"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a mapping, e.g. {{slack_conn_id: slack_alerts, smtp_conn_id: "
+                          f"smtp_alerts, email_to: [ml-oncall@example.com]}}; got {raw!r}")
+    unknown = set(raw) - ALERT_KEYS
+    if unknown:
+        raise ConfigError(f"{where} has unknown key(s) {sorted(unknown)}; known keys: {sorted(ALERT_KEYS)}")
+    kw: dict[str, Any] = {}
+    for key in ("slack_conn_id", "smtp_conn_id"):
+        v = raw.get(key)
+        if v is not None:
+            if not isinstance(v, str) or not CONN_ID.match(v):
+                raise ConfigError(f"{where}.{key} must be an Airflow connection id (letters, digits, "
+                                  f"'_', '-', '.'), got {v!r}")
+            kw[key] = v
+    to = raw.get("email_to")
+    if to is not None:
+        to = [to] if isinstance(to, str) else to
+        if not isinstance(to, list) or not to or not all(isinstance(a, str) and EMAIL.match(a) for a in to):
+            raise ConfigError(f"{where}.email_to must be an e-mail address or a non-empty list of them, "
+                              f"got {raw['email_to']!r}")
+        kw["email_to"] = tuple(to)
+    frm = raw.get("email_from")
+    if frm is not None:
+        if not isinstance(frm, str) or not EMAIL.match(frm.rsplit("<", 1)[-1].rstrip(">").strip()):
+            raise ConfigError(f"{where}.email_from must be an e-mail address, got {frm!r}")
+        kw["email_from"] = frm
+    if ("email_to" in kw or "email_from" in kw) and "smtp_conn_id" not in kw:
+        raise ConfigError(f"{where} has email_to/email_from but no smtp_conn_id: name the Airflow SMTP "
+                          "connection that sends the e-mail.")
+    if "smtp_conn_id" in kw and "email_to" not in kw:
+        raise ConfigError(f"{where}.smtp_conn_id is set but email_to is missing: list who gets the e-mail.")
+    if "slack_conn_id" not in kw and "smtp_conn_id" not in kw:
+        raise ConfigError(f"{where} names no channel: set slack_conn_id and/or smtp_conn_id (with "
+                          "email_to), or remove the alerts key.")
+    on_success = raw.get("on_success", False)
+    if not isinstance(on_success, bool):
+        raise ConfigError(f"{where}.on_success must be true or false, got {on_success!r}")
+    return AlertsConfig(**kw, on_success=on_success)
+
+
+def _http_base(name: str, key: str, value: Any) -> str:
+    if not isinstance(value, str) or not re.match(r"^https?://[^\s/]+(/\S*)?$", value):
+        raise ConfigError(f"models.{name}.{key} must be an http(s):// URL (e.g. an internal HTTPS proxy "
+                          f"over the serving bucket), got {value!r}")
+    return value.rstrip("/")
 
 
 def parse_model(name: str, raw: Any, *, base_dir: str = ".") -> ModelConfig:
@@ -128,6 +192,15 @@ def parse_model(name: str, raw: Any, *, base_dir: str = ".") -> ModelConfig:
                 raise ConfigError(f"models.{name}.{key} must be a positive integer, got {v!r}")
             kw[key] = v
     kw["extra"] = {k: raw[k] for k in raw if k not in kw and k not in ("params_override",)}
+    if raw.get("alerts") is not None:  # typed: AlertsConfig
+        kw["extra"]["alerts"] = parse_alerts(name, raw["alerts"])
+    if raw.get("staging_keep_days") is not None:
+        v = raw["staging_keep_days"]
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+            raise ConfigError(f"models.{name}.staging_keep_days must be a number of days >= 0 (how long "
+                              f"a failed or dry run's staged candidate is kept), got {v!r}")
+    if raw.get("report_base_url") is not None:
+        kw["extra"]["report_base_url"] = _http_base(name, "report_base_url", raw["report_base_url"])
     return ModelConfig(**kw)
 
 

@@ -172,6 +172,16 @@ def list_objects(client, bucket: str, prefix: str, *, delimiter: str | None = No
             yield from page.get("Contents", [])
 
 
+def delete_prefix(client, bucket: str, prefix: str) -> int:
+    """Delete every object under prefix (batches of 1000); returns how many."""
+    keys = [o["Key"] for o in list_objects(client, bucket, prefix)]
+    for i in range(0, len(keys), 1000):
+        with s3_errors(bucket, prefix):
+            client.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[i:i + 1000]],
+                                                         "Quiet": True})
+    return len(keys)
+
+
 def list_folders(client, bucket: str, prefix: str) -> list[str]:
     """Immediate sub-folder names under prefix."""
     out = []

@@ -16,7 +16,7 @@ import uuid
 
 from registry.errors import CandidateError
 from registry.layout import CANDIDATE_JSON, SAVED_MODEL, STAGING
-from registry.s3 import S3Uri, check_bucket, get_bytes, list_objects, s3_errors
+from registry.s3 import S3Uri, check_bucket, delete_prefix, get_bytes, list_folders, list_objects, s3_errors
 from registry.transfer import upload_dir
 
 log = logging.getLogger(__name__)
@@ -89,3 +89,41 @@ def read_candidate(client, uri: str) -> tuple[S3Uri, dict]:
         raise CandidateError(f"candidate {uri} is incomplete or altered: {bad[:5]} missing or of the "
                              "wrong size. Export again.")
     return cand, body
+
+
+def _staging_prefix(uri: str) -> S3Uri:
+    cand = S3Uri.parse(uri)
+    parts = cand.prefix.rstrip("/").split("/")
+    if len(parts) < 2 or parts[-2] + "/" != STAGING or not _RUN.match(parts[-1]):
+        raise CandidateError(f"{uri} is not a staged candidate (s3://BUCKET/<model>/{STAGING}<run>/): "
+                             "refusing to delete it.")
+    return cand
+
+
+def remove(client, uri: str) -> int:
+    """Delete one staged candidate (after it was published); returns the number of objects deleted."""
+    cand = _staging_prefix(uri)
+    n = delete_prefix(client, cand.bucket, cand.prefix.rstrip("/") + "/")
+    log.info("removed staged candidate %s (%d objects)", uri, n)
+    return n
+
+
+def sweep(client, serving: S3Uri, *, older_than_s: float, now: _dt.datetime | None = None) -> list[dict]:
+    """Delete staged candidates whose newest object is older than ``older_than_s`` (failed or dry
+    runs are kept that long for inspection, then go). Returns what was removed."""
+    now = now or _dt.datetime.now(_dt.timezone.utc)
+    base = f"{serving.prefix}{STAGING}"
+    removed = []
+    for run in list_folders(client, serving.bucket, base):
+        prefix = f"{base}{run}/"
+        newest = max((o["LastModified"] for o in list_objects(client, serving.bucket, prefix)), default=None)
+        if newest is None:
+            continue
+        age = (now - newest).total_seconds()
+        if age < older_than_s:
+            continue
+        n = delete_prefix(client, serving.bucket, prefix)
+        removed.append({"uri": f"s3://{serving.bucket}/{prefix}", "age_s": round(age), "objects_removed": n})
+        log.info("removed stale staged candidate s3://%s/%s (%.1f days old, %d objects)",
+                 serving.bucket, prefix, age / 86400, n)
+    return removed

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from registry import layout, manifest
 from registry.errors import BadInput
-from registry.s3 import S3Uri, check_bucket, list_objects, s3_errors
+from registry.s3 import S3Uri, check_bucket, delete_prefix, list_objects, s3_errors
 
 log = logging.getLogger(__name__)
 
@@ -117,15 +117,6 @@ def verify(client, serving: S3Uri, *, deep: bool = False, grace_seconds: float =
     return v
 
 
-def _delete_prefix(client, bucket: str, prefix: str) -> int:
-    keys = [o["Key"] for o in list_objects(client, bucket, prefix)]
-    for i in range(0, len(keys), 1000):
-        with s3_errors(bucket, prefix):
-            client.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[i:i + 1000]],
-                                                         "Quiet": True})
-    return len(keys)
-
-
 def _tombstone(client, serving: S3Uri, n: int, reason: str) -> None:
     key = layout.tombstone_key(serving, n)
     with s3_errors(serving.bucket, key):
@@ -140,7 +131,7 @@ def clean_orphans(client, serving: S3Uri, *, grace_seconds: float = 3600) -> lis
     for o in verify(client, serving, grace_seconds=grace_seconds).orphans:
         n = o["version"]
         _tombstone(client, serving, n, "abandoned publish")
-        removed = _delete_prefix(client, serving.bucket, layout.version_prefix(serving, n))
+        removed = delete_prefix(client, serving.bucket, layout.version_prefix(serving, n))
         cleaned.append({**o, "objects_removed": removed})
         log.info("cleaned orphan version %d (%s): %d objects removed", n, o["kind"], removed)
     return cleaned
@@ -164,7 +155,7 @@ def retention(client, serving: S3Uri, keep: int) -> list[int]:
         key = layout.manifest_key(serving, n)
         with s3_errors(serving.bucket, key):
             client.delete_object(Bucket=serving.bucket, Key=key)
-        _delete_prefix(client, serving.bucket, layout.version_prefix(serving, n))
+        delete_prefix(client, serving.bucket, layout.version_prefix(serving, n))
         removed.append(n)
         log.info("retention removed version %d (keeping %d)", n, keep)
     return removed

@@ -11,13 +11,21 @@ from tests.e2e.conftest import MODEL
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 DAG_ID = f"release__{MODEL}"
-TASKS = ("newest_checkpoint", "is_new", "export", "validate", "publish")
+TASKS = ("newest_checkpoint", "is_new", "export", "validate", "publish", "clean_staging")
 
 
 def _versions(af):
     from registry.s3 import S3Uri
     from registry.versions import list_versions
     return list_versions(af.s3, S3Uri.parse(f"s3://{af.serving}/{MODEL}/"))
+
+
+def _staged(af) -> list[str]:
+    """Staged candidates that still hold objects (SeaweedFS may list an emptied folder)."""
+    from registry.s3 import list_objects
+    base = f"{MODEL}/_staging/"
+    runs = {o["Key"][len(base):].split("/", 1)[0] for o in list_objects(af.s3, af.serving, base)}
+    return [f"s3://{af.serving}/{base}{run}/" for run in sorted(runs)]
 
 
 def _newest_checkpoint(af) -> str:
@@ -50,6 +58,8 @@ def test_new_checkpoint_is_published_then_a_second_run_skips(airflow_env):
     verdict = af.xcom(DAG_ID, run["run_id"], "validate")
     assert verdict["passed"] is True and verdict["report"] == v["report"]
     assert "report_url" not in verdict  # presigned: carries the access key id and a signature
+    assert _staged(af) == []  # published: its staged candidate is removed
+    assert af.xcom(DAG_ID, run["run_id"], "clean_staging")["removed"] == verdict["candidate"]
     [event] = af.asset_events(f"s3://{af.serving}/{MODEL}")
     assert event["extra"]["version"] == 1 and event["extra"]["checkpoint"] == ckpt
     assert event["dag_id"] == DAG_ID and event["run_id"] == run["run_id"]
@@ -58,7 +68,8 @@ def test_new_checkpoint_is_published_then_a_second_run_skips(airflow_env):
     print(f"second run (nothing new): {p.seconds:.1f}s")
     assert run["state"] == "success", (run, p.stdout[-4000:], p.stderr[-4000:])
     assert run["tasks"] == {"newest_checkpoint": "success", "is_new": "success",
-                            "export": "skipped", "validate": "skipped", "publish": "skipped"}
+                            "export": "skipped", "validate": "skipped", "publish": "skipped",
+                            "clean_staging": "success"}
     assert af.xcom(DAG_ID, run["run_id"], "newest_checkpoint")["published_as"] == 1
     assert [x["version"] for x in _versions(af)] == [1]
     assert len(af.asset_events(f"s3://{af.serving}/{MODEL}")) == 1
@@ -66,7 +77,7 @@ def test_new_checkpoint_is_published_then_a_second_run_skips(airflow_env):
     _assert_no_secret_in_airflow(af)
 
 
-def test_forced_dry_run_validates_again_and_publishes_nothing(airflow_env):
+def test_forced_dry_run_publishes_nothing_then_force_publishes_again(airflow_env):
     af = airflow_env
     before = [x["version"] for x in _versions(af)]
     assert before, "runs after test_new_checkpoint_is_published_then_a_second_run_skips"
@@ -75,10 +86,23 @@ def test_forced_dry_run_validates_again_and_publishes_nothing(airflow_env):
     print(f"\nforced dry run (export, validate, no publish): {p.seconds:.1f}s")
     assert run["state"] == "success", (run, p.stdout[-4000:], p.stderr[-4000:])
     assert run["tasks"] == {"newest_checkpoint": "success", "is_new": "success", "export": "success",
-                            "validate": "success", "publish": "skipped"}
+                            "validate": "success", "publish": "skipped", "clean_staging": "success"}
     assert af.xcom(DAG_ID, run["run_id"], "validate")["passed"] is True
     assert [x["version"] for x in _versions(af)] == before
+    exported = af.xcom(DAG_ID, run["run_id"], "export")
+    assert _staged(af) == [exported["candidate"]]  # not published: kept for staging_keep_days
+    assert af.xcom(DAG_ID, run["run_id"], "clean_staging")["removed"] is None
     assert len(af.asset_events(f"s3://{af.serving}/{MODEL}")) == 1
+
+    p, run = af.dags_test(DAG_ID, conf={"force": True})
+    print(f"forced run (the same checkpoint again): {p.seconds:.1f}s")
+    assert run["state"] == "success", (run, p.stdout[-4000:], p.stderr[-4000:])
+    assert run["tasks"] == {t: "success" for t in TASKS}
+    versions = _versions(af)
+    assert [x["version"] for x in versions] == before + [before[-1] + 1]
+    assert versions[-1]["checkpoint"] == versions[0]["checkpoint"]  # same checkpoint, next version
+    assert [e["extra"]["version"] for e in af.asset_events(f"s3://{af.serving}/{MODEL}")] == [1, 2]
+    assert _staged(af) == [exported["candidate"]]  # the dry run's is kept, this run's is removed
 
     _assert_no_secret_in_airflow(af)
 

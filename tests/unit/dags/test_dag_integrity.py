@@ -24,7 +24,7 @@ PROBE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "airflow_probe.
 RELEASE = os.path.join(DAGS, "model_release.py")
 TASK_EDGES = sorted([["newest_checkpoint", "export"], ["newest_checkpoint", "is_new"],
                      ["is_new", "export"], ["export", "validate"], ["export", "publish"],
-                     ["validate", "publish"]])
+                     ["validate", "publish"], ["publish", "clean_staging"]])
 # conf values the release DAG's Params must refuse at trigger time (index -> what is wrong)
 BAD_CONFS = [{"launcher": "kubernetes"}, {"force": "yes"}, {"dry_run": 1},
              {"checkpoint": "gs://bucket/ckpt-1"}, {"checkpoint": 7}]

@@ -68,6 +68,8 @@ def test_config_only_serving_is_required(tmp_path):
     ("models:\n  m:\n    serving: s3://s/m/\n    input_size: [0, 3]\n", "input_size"),
     ("models:\n  m:\n    serving: s3://s/m/\n    srving: 1\n", "unknown key"),
     ("models:\n  m:\n    serving: /local/path\n", "s3://"),
+    ("models:\n  m:\n    serving: s3://s/m/\n    staging_keep_days: -1\n", "staging_keep_days must be"),
+    ("models:\n  m:\n    serving: s3://s/m/\n    staging_keep_days: soon\n", "staging_keep_days must be"),
     ("models: [1, 2]\n", "models:"),
     ("models: {m: {serving: s3://s/m/}\n", "not valid YAML"),
 ])
