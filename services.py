@@ -258,6 +258,7 @@ def airflow_env(home: str, port: int, *, config: str | None = None, conns: dict[
                AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home}/airflow.db",
                AIRFLOW__API__HOST="127.0.0.1", AIRFLOW__API__PORT=str(port), AIRFLOW__API__BASE_URL=url,
                AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"{url}/execution/")
+    env["PATH"] = os.path.join(airflow_venv(), "bin") + os.pathsep + env.get("PATH", "")  # standalone runs `airflow ...`
     if config:
         env["TFS_RELEASE_CONFIG"] = config
     for conn_id, conn in (conns or {}).items():

@@ -1,0 +1,191 @@
+"""Release alerts: a thin notifier that builds one message from the Airflow context and hands it to
+the provider notifiers (Slack incoming webhook, SMTP), so Slack and e-mail carry the same text.
+
+    alerts:                              # in config/models.yaml, per model (optional)
+      slack_conn_id: slack_alerts        # an Airflow "slackwebhook" connection
+      smtp_conn_id: smtp_alerts          # an Airflow "smtp" connection
+      email_to: [ml-oncall@example.com]
+      email_from: tfs-release@example.com  # else the SMTP connection's extra from_email
+      on_success: false                  # also announce published versions
+
+The message (``alert_message.py``): model, checkpoint, the failed task and its reason, each failed
+validation check with its numbers (from the validate task's ``verdict`` XCom), the report link
+(``report_base_url`` + /bucket/key when configured, else an S3 presigned URL made here with the
+model's connection: it goes to Slack/e-mail only, never to XCom or logs) and the Airflow run link
+(``[api] base_url`` + /dags/<dag_id>/runs/<run_id>).
+
+Sending never raises: a channel that fails is logged and the others still go, so an alert problem
+never hides the failure it reports. The provider notifiers are imported when an alert is sent, not
+when the DAG file is parsed. Their ``notify`` is called directly (not ``__call__``): the text is
+not a Jinja template (an exception message with ``{{`` in it is sent as is).
+"""
+from __future__ import annotations
+
+import logging
+
+from airflow.sdk import BaseNotifier
+
+from tfs_release_airflow import alert_message
+from tfs_release_airflow.alert_message import Alert
+
+log = logging.getLogger("tfs_release.alerts")
+DEFAULT_UI = "http://localhost:8080"  # Airflow's own default when [api] base_url is not set
+PRESIGN_SECONDS = 7 * 86400           # the S3 SigV4 maximum
+
+
+def ui_base_url() -> str:
+    try:
+        from airflow.sdk.configuration import conf
+        return conf.get("api", "base_url", fallback=None) or DEFAULT_UI
+    except Exception:  # noqa: BLE001 - a link is better than no alert
+        return DEFAULT_UI
+
+
+def _pull(ti, task_id: str, key: str = "return_value"):
+    if ti is None:
+        return None
+    try:
+        return ti.xcom_pull(task_ids=task_id, key=key)
+    except Exception as exc:  # noqa: BLE001 - e.g. no XCom access where the callback runs
+        log.warning("alert: cannot read XCom %s/%s: %s", task_id, key, exc)
+        return None
+
+
+def report_link(report_uri: str | None, *, base_url: str | None, conn_id: str) -> str | None:
+    """What a human opens: ``base_url/bucket/key``, else a presigned GET URL (7 days)."""
+    if not report_uri or not report_uri.startswith("s3://"):
+        return report_uri
+    if base_url:
+        return alert_message.report_url(report_uri, base_url)
+    try:
+        from tfs_release_airflow.connection import s3_settings
+        bucket, _, key = report_uri[len("s3://"):].partition("/")
+        return s3_settings(conn_id).client().generate_presigned_url(
+            "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=PRESIGN_SECONDS)
+    except Exception as exc:  # noqa: BLE001 - the s3:// uri is still in the message
+        log.warning("alert: cannot presign the report link with connection %r: %s", conn_id, exc)
+        return None
+
+
+def alert_from_context(context, *, model: str, event: str, conn_id: str,
+                       report_base_url: str | None) -> Alert:
+    """The facts of this run, from the callback context and the tasks' XComs."""
+    ti = context.get("ti") or context.get("task_instance")
+    dag = context.get("dag")
+    dag_id = getattr(dag, "dag_id", None) or getattr(ti, "dag_id", None) or f"release__{model}"
+    run_id = context.get("run_id") or getattr(ti, "run_id", None) or "?"
+    ck = _pull(ti, "newest_checkpoint") or {}
+    if event == "success":
+        verdict = _pull(ti, "validate") or {}
+        published = _pull(ti, "publish") or {}
+    else:  # a failed validation pushed its verdict under "verdict"; a later failure (publish) has
+        # the passing one as validate's return value: its report link is still worth sending
+        verdict = _pull(ti, "validate", key="verdict") or _pull(ti, "validate") or {}
+        published = {}
+    exc = context.get("exception")
+    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0] if exc is not None else None
+    if reason is None and event == "failure":
+        reason = verdict.get("reason") or context.get("reason")
+    params = context.get("params") or {}
+    return Alert(
+        event=event, model=model, dag_id=dag_id, run_id=run_id,
+        run_url=alert_message.run_url(ui_base_url(), dag_id, run_id),
+        checkpoint=ck.get("uri") or verdict.get("checkpoint") or params.get("checkpoint"),
+        step=ck.get("step"), task_id=getattr(ti, "task_id", None),
+        try_number=getattr(ti, "try_number", None), reason=reason,
+        checks=list(verdict.get("checks") or []), report=verdict.get("report"),
+        report_link=report_link(verdict.get("report"), base_url=report_base_url, conn_id=conn_id),
+        version=published.get("version"))
+
+
+def provider_notifiers(alerts, subject: str, text: str) -> list[tuple[str, BaseNotifier]]:
+    """The provider notifiers for one message: (channel name, notifier)."""
+    out: list[tuple[str, BaseNotifier]] = []
+    if alerts.slack_conn_id:
+        from airflow.providers.slack.notifications.slack_webhook import SlackWebhookNotifier
+        out.append((f"slack ({alerts.slack_conn_id})", SlackWebhookNotifier(
+            slack_webhook_conn_id=alerts.slack_conn_id, text=text, unfurl_links=False, timeout=30)))
+    if alerts.smtp_conn_id:
+        from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+        out.append((f"e-mail ({alerts.smtp_conn_id})", SmtpNotifier(
+            smtp_conn_id=alerts.smtp_conn_id, to=list(alerts.email_to), from_email=alerts.email_from,
+            subject=subject, html_content=alert_message.html_body(text))))
+    return out
+
+
+class ReleaseAlert(BaseNotifier):
+    """``on_failure_callback`` / ``on_success_callback`` of a release DAG: one message, every channel."""
+
+    template_fields = ()
+
+    def __init__(self, *, model: str, alerts, event: str = "failure", conn_id: str = "aws_default",
+                 report_base_url: str | None = None):
+        super().__init__()
+        if event not in ("failure", "success"):
+            raise ValueError(f"event must be 'failure' or 'success', got {event!r}")
+        self.model, self.alerts, self.event = model, alerts, event
+        self.conn_id, self.report_base_url = conn_id, report_base_url
+
+    def message(self, context) -> tuple[str, str]:
+        """(subject, text) for this context; a minimal message if gathering the facts fails."""
+        try:
+            alert = alert_from_context(context, model=self.model, event=self.event, conn_id=self.conn_id,
+                                       report_base_url=self.report_base_url)
+        except Exception as exc:  # noqa: BLE001 - still tell someone
+            log.exception("alert: could not gather the run's facts; sending a minimal message")
+            ti = context.get("ti")
+            alert = Alert(event=self.event, model=self.model, dag_id=f"release__{self.model}",
+                          run_id=str(context.get("run_id")), task_id=getattr(ti, "task_id", None),
+                          run_url=alert_message.run_url(ui_base_url(), f"release__{self.model}",
+                                                        str(context.get("run_id"))),
+                          reason=f"{context.get('exception')} (alert details unavailable: {exc})")
+        return alert_message.subject(alert), alert_message.text(alert)
+
+    def notify(self, context) -> None:
+        task = context.get("task") or getattr(context.get("ti"), "task", None)
+        if self.event == "failure" and getattr(task, "is_teardown", False):
+            # a clean-up (teardown) does not decide the run's state; alerting on it would send a
+            # second alert for a run whose release task already alerted
+            log.warning("no alert for the failed teardown %s (see its log)", getattr(task, "task_id", "?"))
+            return
+        subject, text = self.message(context)
+        sent, failed = [], []
+        try:
+            channels = provider_notifiers(self.alerts, subject, text)
+        except Exception:  # noqa: BLE001 - e.g. a provider missing from this environment
+            log.exception("alert for %s not sent: the provider notifiers could not be created", self.model)
+            return
+        for name, notifier in channels:
+            try:
+                notifier.notify(context)
+                sent.append(name)
+            except Exception as exc:  # noqa: BLE001 - one channel failing must not stop the others
+                failed.append(name)
+                log.error("alert for %s via %s failed: %s: %s", self.model, name, type(exc).__name__, exc)
+        log.info("alert (%s) for %s run %s: sent via %s%s", self.event, self.model, context.get("run_id"),
+                 ", ".join(sent) or "nothing", f"; FAILED via {', '.join(failed)}" if failed else "")
+
+    def __call__(self, *args) -> None:
+        """Never raises: the failure being reported must stay the task's failure. Nothing to render
+        (no template fields), so no Jinja environment is built."""
+        context = args[0] if len(args) == 1 else {"dag": args[0]}
+        try:
+            self.notify(context)
+        except Exception:  # noqa: BLE001
+            log.exception("alert for %s could not be sent", self.model)
+
+
+def release_alert(model, event: str) -> ReleaseAlert | None:
+    """The notifier for a model's release DAG, or None when it has no ``alerts`` (or no on_success).
+
+    Wired as a *task* callback (the worker has the exception; a DAG callback would not): failure on
+    every task through ``default_args``, success on ``publish`` only. The DAG is a chain, so a failed
+    run has exactly one failed task (the ones after it end upstream_failed and run no callback), and
+    a task with retries alerts only after its last try: one alert per failed run.
+    """
+    alerts = model.extra.get("alerts")
+    if alerts is None or (event == "success" and not alerts.on_success):
+        return None
+    return ReleaseAlert(model=model.name, alerts=alerts, event=event,
+                        conn_id=model.extra.get("conn_id", "aws_default"),
+                        report_base_url=model.extra.get("report_base_url"))

@@ -1,0 +1,158 @@
+"""Release alerts delivered for real: the ReleaseAlert notifier runs in the Airflow venv
+(tests/unit/dags/alerts_probe.py, a subprocess) and sends through the Slack-webhook and SMTP
+provider notifiers, over TCP, to a real SMTP server (aiosmtpd) and a real HTTP webhook receiver
+(demo/alert_sinks.py, started here on 127.0.0.1). The report link is presigned with the model's
+Airflow AWS connection against the real SeaweedFS and must open the uploaded report."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import urllib.request
+import uuid
+
+import pytest
+
+from tests.conftest import ROOT
+
+PROBE = os.path.join(ROOT, "tests", "unit", "dags", "alerts_probe.py")
+MODEL = "shapes-classifier"
+RUN_ID = "manual__2026-03-04T05:06:07+00:00"
+UI = "https://airflow.internal.test"
+CHECKS = [
+    {"name": "parity: REST serving_default vs exporter", "passed": True, "detail": "ok",
+     "numbers": {"max_abs_diff": 1.2e-07, "images": 6, "failed": 0}},
+    {"name": "golden: 0004.png", "passed": False, "detail": "label 1 not in top-1 [2]",
+     "numbers": {"label": 1, "top_k": [2], "p_label": 0.2871}},
+    {"name": "gx: probs between 0 and 1", "passed": False, "detail": "2 unexpected value(s)",
+     "numbers": {"rows": 6, "unexpected": 2}},
+]
+
+
+@pytest.fixture(scope="module")
+def airflow_python() -> str:
+    venv = subprocess.run([os.path.join(ROOT, "bin", "venv"), "airflow"], check=True,
+                          capture_output=True, text=True).stdout.strip()
+    return os.path.join(venv, "bin", "python")
+
+
+@pytest.fixture
+def sinks(tmp_path):
+    from demo.alert_sinks import AlertSinks
+    with AlertSinks(str(tmp_path / "alerts")) as s:
+        yield s
+
+
+@pytest.fixture
+def report(seaweedfs):
+    """A report in a fresh serving bucket; returns its s3:// uri."""
+    from registry.s3 import make_client
+    s3 = make_client(endpoint_url=seaweedfs.endpoint, aws_access_key_id=seaweedfs.access_key,
+                     aws_secret_access_key=seaweedfs.secret_key, region_name="us-east-1")
+    bucket = f"serving-{uuid.uuid4().hex[:10]}"
+    s3.create_bucket(Bucket=bucket)
+    key = f"{MODEL}/_reports/{RUN_ID}-t1/index.html"
+    s3.put_object(Bucket=bucket, Key=key, Body=b"<html><h1>FAILED: 2 check(s)</h1></html>", ContentType="text/html")
+    return f"s3://{bucket}/{key}"
+
+
+def send(airflow_python, tmp_path, sinks, seaweedfs, spec: dict, **conn_overrides) -> dict:
+    conns = {**sinks.connections(), **conn_overrides}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("AIRFLOW", "AWS_", "TFS_RELEASE_")) and k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env.update({f"AIRFLOW_CONN_{cid.upper()}": json.dumps(c) for cid, c in conns.items()},
+               AIRFLOW_HOME=str(tmp_path / "airflow-home"), AIRFLOW__CORE__LOAD_EXAMPLES="False",
+               AIRFLOW__API__BASE_URL=UI,
+               AIRFLOW_CONN_AWS_DEFAULT=json.dumps({
+                   "conn_type": "aws", "login": seaweedfs.access_key, "password": seaweedfs.secret_key,
+                   "extra": {"endpoint_url": seaweedfs.endpoint, "region_name": "us-east-1"}}))
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    out = tmp_path / "out.json"
+    p = subprocess.run([airflow_python, PROBE, "send", str(tmp_path / "spec.json"), str(out)], env=env,
+                       cwd=str(tmp_path), capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-4000:]
+    return json.loads(out.read_text())
+
+
+def failure_spec(report_uri: str, **over) -> dict:
+    return {"model": MODEL, "event": "failure", "conn_id": "aws_default",
+            "alerts": {"slack_conn_id": "slack_alerts", "smtp_conn_id": "smtp_alerts",
+                       "email_to": ["ml-oncall@example.com", "lead@example.com"],
+                       "email_from": "tfs-release@example.com"},
+            "context": {"dag_id": f"release__{MODEL}", "run_id": RUN_ID, "task_id": "validate", "try_number": 1,
+                        "exception": "tfs-release validate failed (exit 1, a check failed): 2 check(s) failed; "
+                                     "{{ raw braces }} stay as sent",
+                        "xcom": {"newest_checkpoint|return_value": {"uri": "s3://training/m/checkpoints/ckpt-42",
+                                                                    "step": 42, "published_as": None},
+                                 "validate|verdict": {"passed": False, "checks": CHECKS, "report": report_uri}}},
+            **over}
+
+
+def test_failure_alert_reaches_smtp_and_webhook_with_the_same_text(airflow_python, tmp_path, sinks, seaweedfs,
+                                                                   report):
+    r = send(airflow_python, tmp_path, sinks, seaweedfs, failure_spec(report))
+    assert r["raised"] is None
+    assert sinks.wait(mails=1, webhooks=1, timeout=15), r["logs"]
+    [mail], [hook] = sinks.mails, sinks.webhooks
+
+    assert hook.path == "/services/" + sinks.connections()["slack_alerts"]["password"]
+    assert hook.payload["unfurl_links"] is False
+    text = hook.payload["text"]
+    assert mail.text == text
+    assert mail.subject == f"[tfs-release] {MODEL}: release FAILED at validate"
+    assert mail.mail_from == "tfs-release@example.com"
+    assert sorted(mail.rcpt_tos) == ["lead@example.com", "ml-oncall@example.com"]
+    assert "text/html" in mail.raw.decode(errors="replace")
+
+    lines = text.splitlines()
+    assert lines[:5] == [
+        f"[tfs-release] {MODEL}: release FAILED at validate",
+        f"model:       {MODEL}",
+        "checkpoint:  s3://training/m/checkpoints/ckpt-42 (step 42)",
+        "failed task: validate (try 1)",
+        "reason:      tfs-release validate failed (exit 1, a check failed): 2 check(s) failed; "
+        "{{ raw braces }} stay as sent",
+    ]
+    assert lines[5:8] == [
+        "failed checks (2 of 3):",
+        "  - golden: 0004.png: label 1 not in top-1 [2] [label=1, top_k=[2], p_label=0.2871]",
+        "  - gx: probs between 0 and 1: 2 unexpected value(s) [rows=6, unexpected=2]",
+    ]
+    assert lines[9] == f"airflow run: {UI}/dags/release__{MODEL}/runs/manual__2026-03-04T05%3A06%3A07%2B00%3A00"
+    assert lines[8].startswith(f"report:      {seaweedfs.endpoint}/")
+    link = lines[8].split(None, 1)[1]
+    assert "X-Amz-Signature=" in link and seaweedfs.secret_key not in text
+    with urllib.request.urlopen(link, timeout=10) as resp:  # the presigned link opens the real report
+        assert resp.status == 200 and b"FAILED: 2 check(s)" in resp.read()
+    assert os.path.exists(mail.path) and json.load(open(hook.file))["payload"]["text"] == text
+    assert any("sent via slack (slack_alerts), e-mail (smtp_alerts)" in ln for ln in r["logs"])
+
+
+def test_a_broken_channel_is_logged_and_the_other_still_delivers(airflow_python, tmp_path, sinks, seaweedfs,
+                                                                 report):
+    import socket
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    broken_slack = {**sinks.connections()["slack_alerts"], "host": f"http://127.0.0.1:{dead}/services"}
+    r = send(airflow_python, tmp_path, sinks, seaweedfs, failure_spec(report), slack_alerts=broken_slack)
+    assert r["raised"] is None  # the notifier never raises: the task's own failure stays the failure
+    assert sinks.wait(mails=1, timeout=15)
+    assert sinks.webhooks == [] and len(sinks.mails) == 1
+    assert any(ln.startswith("ERROR alert for shapes-classifier via slack (slack_alerts) failed:") for ln in r["logs"])
+    assert any("sent via e-mail (smtp_alerts); FAILED via slack (slack_alerts)" in ln for ln in r["logs"])
+
+
+def test_success_alert_announces_the_published_version(airflow_python, tmp_path, sinks, seaweedfs, report):
+    spec = failure_spec(report, event="success")
+    spec["alerts"] = {"slack_conn_id": "slack_alerts", "on_success": True}
+    spec["context"].update(task_id="publish", exception=None, xcom={
+        "newest_checkpoint|return_value": {"uri": "s3://training/m/checkpoints/ckpt-42", "step": 42},
+        "validate|return_value": {"passed": True, "checks": CHECKS[:1], "report": report},
+        "publish|return_value": {"version": 12}})
+    r = send(airflow_python, tmp_path, sinks, seaweedfs, spec)
+    assert r["raised"] is None and sinks.wait(webhooks=1, timeout=15)
+    text = sinks.webhooks[0].payload["text"]
+    assert text.startswith(f"[tfs-release] {MODEL}: version 12 published\n")
+    assert "version:     12" in text and "checks:      all 1 passed" in text and "failed" not in text
+    assert sinks.mails == []  # no smtp_conn_id configured: Slack only
