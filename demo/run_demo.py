@@ -1,31 +1,42 @@
-"""The main job, end to end, without Airflow (the Airflow DAGs come with their issue):
+"""The main job, end to end, through the Airflow release DAGs (`airflow dags test`):
 
-  a training job writes checkpoints -> tfs-release release (newest complete checkpoint -> Model
-  Garden export -> validation in a temporary TF Serving -> publish the next version) for the three
-  demo models -> a second release finds nothing new -> a broken checkpoint fails validation and
-  publishes nothing -> tfs-release sync fills a TF Serving model_base_path.
+  a training job writes checkpoints -> DAG release__<model> (newest complete checkpoint -> Model
+  Garden export -> validation in a temporary TF Serving -> publish the next version, Asset event)
+  for the three demo models -> a second run finds nothing new and skips -> a broken checkpoint
+  fails validation, publishes nothing and alerts (Slack webhook + e-mail, to local receivers) ->
+  tfs-release sync fills a TF Serving model_base_path.
 
-Run by `make demo` (services started, .run/services.env sourced).
+Run by `make demo` (services started, .run/services.env sourced). Airflow's home (SQLite) is
+.run/demo/airflow; the config the DAGs read is .run/demo/config/models.yaml (config/models.yaml
+plus the serving image and the alert channels); the alerts land in .run/demo/alerts/.
 """
 from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
+import time
+
+import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import services  # noqa: E402
 from demo import checkpoint_cache  # noqa: E402
+from demo.alert_sinks import AlertSinks  # noqa: E402
 from registry import config  # noqa: E402
 from registry.s3 import make_client  # noqa: E402
 
 KINDS = {"shapes-classifier": "classification", "shapes-segmenter": "segmentation",
          "shapes-detector": "detection"}
 SERVING_IMAGE = "tensorflow/serving:2.19.0"
-BASE_PATH = os.path.join(ROOT, ".run", "demo", "model_base_path")
+DEMO = os.path.join(ROOT, ".run", "demo")
+BASE_PATH = os.path.join(DEMO, "model_base_path")
+EMAIL_TO = "ml-oncall@example.com"
 
 
 def say(msg: str) -> None:
@@ -42,6 +53,66 @@ def cli(*args, check=True) -> dict:
     out = json.loads(p.stdout.strip().splitlines()[-1]) if p.stdout.strip() else {}
     out["_exit"] = p.returncode
     return out
+
+
+class DemoAirflow:
+    """`airflow dags test` in the Airflow venv with a home under .run/demo/airflow."""
+
+    def __init__(self, env: dict[str, str]):
+        self.home = env["AIRFLOW_HOME"]
+        self.env = env
+        self.airflow = os.path.join(services.airflow_venv(), "bin", "airflow")
+        self.log = os.path.join(self.home, "dags-test.log")
+
+    def run(self, *args) -> subprocess.CompletedProcess:
+        p = subprocess.run([self.airflow, *args], env=self.env, cwd=self.home, capture_output=True, text=True)
+        with open(self.log, "a") as fh:
+            fh.write(f"$ airflow {' '.join(args)} (exit {p.returncode})\n{p.stdout}\n{p.stderr}\n")
+        return p
+
+    def query(self, sql: str, *args) -> list[tuple]:
+        with sqlite3.connect(os.path.join(self.home, "airflow.db")) as db:
+            return db.execute(sql, args).fetchall()
+
+    def dags_test(self, dag_id: str, conf: dict) -> tuple[str, str, dict[str, str], float]:
+        """Run the DAG once; returns (run id, run state, task states, seconds)."""
+        before = {r for (r,) in self.query("SELECT run_id FROM dag_run WHERE dag_id = ?", dag_id)}
+        t0 = time.monotonic()
+        p = self.run("dags", "test", dag_id, "--conf", json.dumps(conf))
+        dt = time.monotonic() - t0
+        new = [(r, st) for r, st in self.query("SELECT run_id, state FROM dag_run WHERE dag_id = ?", dag_id)
+               if r not in before]
+        if len(new) != 1:
+            sys.stderr.write(p.stdout[-3000:] + p.stderr[-3000:])
+            raise SystemExit(f"airflow dags test {dag_id} started no run (exit {p.returncode}); log: {self.log}")
+        run_id, state = new[0]
+        tasks = dict(self.query("SELECT task_id, state FROM task_instance WHERE dag_id = ? AND run_id = ?",
+                                dag_id, run_id))
+        return run_id, state, tasks, dt
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value"):
+        rows = self.query("SELECT value FROM xcom WHERE dag_id = ? AND run_id = ? AND task_id = ? AND key = ?",
+                          dag_id, run_id, task_id, key)
+        return json.loads(rows[0][0]) if rows else None
+
+
+def demo_config(image: str | None) -> str:
+    """config/models.yaml with absolute paths, the serving image and the alert channels."""
+    with open(os.path.join(ROOT, "config", "models.yaml")) as fh:
+        raw = yaml.safe_load(fh)
+    for m in raw["models"].values():
+        for key in ("golden", "params_override"):
+            if m.get(key) and not m[key].startswith("s3://") and not os.path.isabs(m[key]):
+                m[key] = os.path.join(ROOT, m[key])
+        if image:
+            m["serving_image"] = image
+        m["alerts"] = {"slack_conn_id": "slack_alerts", "smtp_conn_id": "smtp_alerts", "email_to": [EMAIL_TO]}
+    path = os.path.join(DEMO, "config", "models.yaml")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as fh:
+        fh.write("# generated by demo/run_demo.py from config/models.yaml\n")
+        yaml.safe_dump(raw, fh, sort_keys=False)
+    return path
 
 
 def serving_setup() -> tuple[str, str | None]:
@@ -97,41 +168,82 @@ def main() -> None:
             pass
     say("== serving environment for validation")
     launcher, image = serving_setup()
-    img = ["--image", image] if image else []
-    reports = []
-    for name, kind in KINDS.items():
+    cfg_path = demo_config(image)
+    say(f"   the DAGs read {os.path.relpath(cfg_path, ROOT)} (config/models.yaml + serving image + alerts)")
+    conn = {"conn_type": "aws", "login": os.environ["AWS_ACCESS_KEY_ID"],
+            "password": os.environ["AWS_SECRET_ACCESS_KEY"],
+            "extra": {"endpoint_url": os.environ["AWS_ENDPOINT_URL"], "region_name": "us-east-1"}}
+    home = os.path.join(DEMO, "airflow")
+    os.makedirs(home, exist_ok=True)
+    with AlertSinks(os.path.join(DEMO, "alerts")) as sinks:
+        env = services.airflow_env(home, services.free_port(), config=cfg_path, conns={"aws_default": conn})
+        env.update(sinks.connection_env())
+        af = DemoAirflow(env)
+        say(f"== Airflow: migrating the metadata DB in {os.path.relpath(home, ROOT)} (SQLite)")
+        p = af.run("db", "migrate")
+        if p.returncode != 0:
+            sys.stderr.write(p.stderr[-3000:])
+            raise SystemExit(f"airflow db migrate failed; log: {af.log}")
+        conf = {"launcher": launcher}
+        reports = []
+        for name, kind in KINDS.items():
+            m = cfg.model(name)
+            say(f"== {name}: the training job writes checkpoints to {m.checkpoints}")
+            folder = checkpoint_cache.get(kind)
+            n = upload_like_training(client, folder, m.checkpoints.bucket, m.checkpoints.prefix)
+            say(f"   {n} file(s) uploaded ({', '.join(checkpoint_cache.checkpoint_files(folder))})")
+            run_id, state, tasks, dt = af.dags_test(f"release__{name}", conf)
+            say(f"   airflow dags test release__{name}: {state} in {dt:.0f}s  ({_tasks(tasks)})")
+            pub = af.xcom(f"release__{name}", run_id, "publish")
+            ck = af.xcom(f"release__{name}", run_id, "newest_checkpoint") or {}
+            if pub:
+                say(f"   published version {pub['version']} from {ck.get('uri')}")
+            elif ck.get("published_as") is not None:
+                say(f"   nothing new: {ck['uri']} is already version {ck['published_as']}")
+            verdict = af.xcom(f"release__{name}", run_id, "validate")
+            if verdict:
+                reports.append((name, verdict.get("report")))
+            if state != "success":
+                raise SystemExit(f"release__{name} did not succeed; task logs in {home}/logs, {af.log}")
+
+        name = "shapes-classifier"
+        say(f"== {name}: the DAG runs again with no new checkpoint")
+        run_id, state, tasks, dt = af.dags_test(f"release__{name}", conf)
+        say(f"   {state} in {dt:.0f}s  ({_tasks(tasks)})")
+
         m = cfg.model(name)
-        say(f"== {name}: the training job writes checkpoints to {m.checkpoints}")
-        folder = checkpoint_cache.get(kind)
-        n = upload_like_training(client, folder, m.checkpoints.bucket, m.checkpoints.prefix)
-        say(f"   {n} file(s) uploaded ({', '.join(checkpoint_cache.checkpoint_files(folder))})")
-        say(f"   tfs-release release {name}")
-        out = cli("release", name, "--launcher", launcher, *img)
-        say(f"   {out.get('summary') or out}")
-        reports.append((name, out.get("report"), out.get("report_url")))
-    name = "shapes-classifier"
-    say(f"== {name}: release again with no new checkpoint")
-    say(f"   {cli('release', name, '--launcher', launcher, *img).get('summary')}")
-    m = cfg.model(name)
-    versions_before = [v["version"] for v in cli("versions", name)["versions"]]
-    step = max(c["step"] for c in cli("checkpoints", name)["checkpoints"] if c["step"] is not None) + 1
-    say(f"== {name}: a broken checkpoint arrives (ckpt-{step}: random weights, e.g. a bad restart)")
-    tmp = os.path.join(ROOT, ".run", "demo", "broken")
-    subprocess.run([sys.executable, os.path.join(ROOT, "demo", "broken_checkpoint.py"), "--kind", "classification",
-                    "--out", tmp, "--step", str(step)], check=True, capture_output=True,
-                   env={**os.environ, "PYTHONPATH": ROOT})
-    for f in os.listdir(tmp):
-        if f.startswith(f"ckpt-{step}."):
-            client.upload_file(os.path.join(tmp, f), m.checkpoints.bucket, m.checkpoints.prefix + f)
-    client.put_object(Bucket=m.checkpoints.bucket, Key=m.checkpoints.prefix + "checkpoint",
-                      Body=f'model_checkpoint_path: "ckpt-{step}"\n'.encode())
-    out = cli("release", name, "--launcher", launcher, *img)
-    say(f"   {out.get('summary')} (exit {out['_exit']})")
-    say(f"   why: {(out.get('reason') or '')[:300]}")
-    reports.append((f"{name} (broken)", out.get("report"), out.get("report_url")))
-    after = [v["version"] for v in cli("versions", name)["versions"]]
-    say(f"   versions before {versions_before}, after {after}: nothing was published")
-    say("   alerts (Slack, e-mail) come with the Airflow pipeline issue; the CLI exits 1 with the reason")
+        versions_before = [v["version"] for v in cli("versions", name)["versions"]]
+        step = max(c["step"] for c in cli("checkpoints", name)["checkpoints"] if c["step"] is not None) + 1
+        say(f"== {name}: a broken checkpoint arrives (ckpt-{step}: random weights, e.g. a bad restart)")
+        tmp = os.path.join(DEMO, "broken")
+        subprocess.run([sys.executable, os.path.join(ROOT, "demo", "broken_checkpoint.py"), "--kind",
+                        "classification", "--out", tmp, "--step", str(step)], check=True, capture_output=True,
+                       env={**os.environ, "PYTHONPATH": ROOT})
+        for f in os.listdir(tmp):
+            if f.startswith(f"ckpt-{step}."):
+                client.upload_file(os.path.join(tmp, f), m.checkpoints.bucket, m.checkpoints.prefix + f)
+        client.put_object(Bucket=m.checkpoints.bucket, Key=m.checkpoints.prefix + "checkpoint",
+                          Body=f'model_checkpoint_path: "ckpt-{step}"\n'.encode())
+        n_mail, n_hook = len(sinks.mails), len(sinks.webhooks)
+        run_id, state, tasks, dt = af.dags_test(f"release__{name}", conf)
+        say(f"   {state} in {dt:.0f}s  ({_tasks(tasks)})")
+        verdict = af.xcom(f"release__{name}", run_id, "validate", key="verdict") or {}
+        failed = [c for c in verdict.get("checks", []) if not c.get("passed", True)]
+        say(f"   why: {len(failed)} failed check(s), e.g.")
+        for c in failed[:3]:
+            say(f"      {c.get('name')}: {c.get('detail')} {c.get('numbers') or ''}")
+        reports.append((f"{name} (broken)", verdict.get("report")))
+        after = [v["version"] for v in cli("versions", name)["versions"]]
+        say(f"   versions before {versions_before}, after {after}: nothing was published")
+        arrived = sinks.wait(mails=n_mail + 1, webhooks=n_hook + 1, timeout=60)
+        say("== alerts" + ("" if arrived else " (not all arrived within 60 s!)"))
+        for mail in sinks.mails[n_mail:]:
+            say(f"   e-mail to {', '.join(mail.rcpt_tos)}: {mail.subject!r}\n      {mail.path}")
+        for hook in sinks.webhooks[n_hook:]:
+            first = (hook.payload.get("text") or "").splitlines()[:1]
+            say(f"   Slack webhook POST {hook.path.split('/services/')[0] or '/services/...'}: "
+                f"{first[0] if first else hook.payload}\n      {hook.file}")
+
     say(f"== sync committed versions into {BASE_PATH} (what production TF Serving serves)")
     for name in KINDS:
         r = cli("sync", name, "--dest", os.path.join(BASE_PATH, name), "--once", "--keep", "3")
@@ -140,10 +252,23 @@ def main() -> None:
     for name in KINDS:
         for v in cli("versions", name)["versions"]:
             say(f"   {name:18} v{v['version']:<3} step {v['step']}  {v['verdict']}  {v['checkpoint']}")
-    say("== reports (s3 uri; the URL opens in a browser for 7 days)")
-    for name, uri, url in reports:
-        say(f"   {name}: {uri}\n      {url}")
+    say("== validation reports (HTML in the serving bucket; the URL opens in a browser for 7 days)")
+    for name, uri in reports:
+        say(f"   {name}: {uri}\n      {_presigned(client, uri)}")
+    say(f"Airflow task logs: {home}/logs    make airflow: the same DAGs in the Airflow UI")
     say("Demo done.")
+
+
+def _presigned(client, uri: str | None) -> str:
+    if not uri:
+        return "(no report)"
+    bucket, key = uri[len("s3://"):].split("/", 1)
+    return client.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=7 * 86400)
+
+
+def _tasks(tasks: dict[str, str]) -> str:
+    order = ["newest_checkpoint", "is_new", "export", "validate", "publish", "clean_staging"]
+    return ", ".join(f"{t} {tasks[t]}" for t in order if t in tasks)
 
 
 if __name__ == "__main__":
