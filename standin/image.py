@@ -102,7 +102,25 @@ def _chroot(rootfs: str, script: str) -> None:
     subprocess.run(["chroot", rootfs, "/bin/sh", "-ec", script], check=True, env=env)
 
 
-def build_base(tag: str, log=sys.stderr) -> None:
+def _standin_script() -> str:
+    return f"""
+update-ca-certificates >/dev/null 2>&1 || true
+python3 -m venv /opt/venv
+/opt/venv/bin/pip install -q --upgrade pip
+grep -vE '^(#|$)' /tmp/constraints.txt > /tmp/c.txt
+/opt/venv/bin/pip install -q -c /tmp/c.txt {' '.join(PACKAGES)}
+rm -rf /opt/venv/lib/python3*/site-packages/tensorflow/include /tmp/constraints.txt /tmp/c.txt
+apt-get clean; rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin
+"""
+
+
+def build_base(tag: str, log=sys.stderr, *, what: str = "standin image",
+               include: tuple[str, ...] = ("python3", "python3-venv", "ca-certificates"),
+               files: dict[str, str] | None = None, script: str | None = None) -> None:
+    """debootstrap a Debian rootfs (the host's mirror and package config), copy ``files``
+    (host path -> path in the rootfs) in, run ``script`` in a chroot (host pip cache mounted),
+    and ``docker import`` it as ``tag``. The defaults build the stand-in base; deploy/local_images.py
+    builds the compose stack's local bases with other packages and scripts."""
     debootstrap = shutil.which("debootstrap") or "/usr/sbin/debootstrap"
     if not os.path.exists(debootstrap):
         raise RuntimeError("debootstrap is not installed (apt-get install debootstrap, or run bin/system-deps)")
@@ -111,11 +129,15 @@ def build_base(tag: str, log=sys.stderr) -> None:
     rootfs = os.path.join(work, "rootfs")
     mounts = []
     try:
-        print(f"standin image: debootstrap {SUITE} (minbase) into {rootfs}", file=log, flush=True)
-        subprocess.run([debootstrap, "--variant=minbase", "--include=python3,python3-venv,ca-certificates",
+        print(f"{what}: debootstrap {SUITE} (minbase) into {rootfs}", file=log, flush=True)
+        subprocess.run([debootstrap, "--variant=minbase", "--include=" + ",".join(include),
                         SUITE, rootfs, host_mirror()], check=True, stdout=subprocess.DEVNULL)
         _copy_host_config(rootfs)
-        shutil.copy(os.path.join(ROOT, "requirements-worker.txt"), rootfs + "/tmp/constraints.txt")
+        if files is None:
+            files = {os.path.join(ROOT, "requirements-worker.txt"): "/tmp/constraints.txt"}
+        for src, dst in files.items():
+            os.makedirs(os.path.dirname(rootfs + dst), exist_ok=True)
+            shutil.copy(src, rootfs + dst)
         # reuse this host's pip cache (the worker venv downloaded the same wheels)
         cache = os.path.expanduser("~/.cache/pip")
         os.makedirs(cache, exist_ok=True)
@@ -123,21 +145,16 @@ def build_base(tag: str, log=sys.stderr) -> None:
         for src, dst, extra in ((None, "/proc", ["-t", "proc", "proc"]), (cache, "/root/.cache/pip", ["--bind", cache])):
             subprocess.run(["mount", *extra, rootfs + dst], check=True)
             mounts.append(rootfs + dst)
-        print("standin image: python venv with " + " ".join(PACKAGES), file=log, flush=True)
-        _chroot(rootfs, f"""
-update-ca-certificates >/dev/null 2>&1 || true
-python3 -m venv /opt/venv
-/opt/venv/bin/pip install -q --upgrade pip
-grep -vE '^(#|$)' /tmp/constraints.txt > /tmp/c.txt
-/opt/venv/bin/pip install -q -c /tmp/c.txt {' '.join(PACKAGES)}
-rm -rf /opt/venv/lib/python3*/site-packages/tensorflow/include /tmp/constraints.txt /tmp/c.txt
-apt-get clean; rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin
-""")
+        if script is None:
+            print("standin image: python venv with " + " ".join(PACKAGES), file=log, flush=True)
+        else:
+            print(f"{what}: running the image recipe in the chroot", file=log, flush=True)
+        _chroot(rootfs, _standin_script() if script is None else script)
     finally:
         for m in reversed(mounts):
             subprocess.run(["umount", "-l", m], check=False)
     try:
-        print(f"standin image: docker import -> {tag}", file=log, flush=True)
+        print(f"{what}: docker import -> {tag}", file=log, flush=True)
         tar = subprocess.Popen(["tar", "-C", rootfs, "--exclude=./proc/*", "--exclude=./root/.cache/*",
                                 "-c", "."], stdout=subprocess.PIPE)
         subprocess.run(["docker", "import", "--change", "ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -145,10 +162,10 @@ apt-get clean; rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin
                        stdout=subprocess.DEVNULL)
         tar.stdout.close()
         if tar.wait() != 0:
-            raise RuntimeError("tar of the stand-in rootfs failed")
+            raise RuntimeError(f"tar of the {what} rootfs failed")
     finally:
         subprocess.run(["rm", "-rf", "--one-file-system", work], check=False)
-    print(f"standin image: base built in {time.monotonic() - t0:.0f}s", file=log, flush=True)
+    print(f"{what}: base built in {time.monotonic() - t0:.0f}s", file=log, flush=True)
 
 
 def ensure_image(log=sys.stderr) -> str:

@@ -3,6 +3,12 @@
 Both take a local ``model_base_path`` (``<dir>/<model>/<N>/``), start a server on 127.0.0.1 and
 hand back a ``Server`` (ports, logs, stop). Stopping is idempotent and runs on every path; the
 docker launcher also sweeps containers an earlier, killed validator left behind (by label).
+
+A validator that itself runs in a container (the compose stack's worker image) cannot reach ports
+bound to the engine host's 127.0.0.1, and its own files are not on the engine host to bind-mount.
+With ``TFS_RELEASE_SERVING_NETWORK=<docker network>`` (the network the validator's container is
+on) the docker launcher attaches the serving container to that network, talks to it by container
+name on 8501/8500, publishes no port, and copies the model into it before it starts.
 """
 from __future__ import annotations
 
@@ -23,6 +29,7 @@ LABEL = "tfs-release.role"
 # a temporary server validates one fixed version: a failed load is final, not retried a minute later
 SERVER_ARGS = ["--max_num_load_retries=0", "--file_system_poll_wait_seconds=1"]
 ROLE = "validation"
+NETWORK_ENV = "TFS_RELEASE_SERVING_NETWORK"
 
 
 class LauncherError(BadInput):
@@ -72,8 +79,10 @@ class DockerLauncher:
     name = "docker"
 
     def __init__(self, image: str, *, run_id: str, mem_limit: str = "2g", cpus: float = 2.0,
-                 pids_limit: int = 512, pull: bool = False):
+                 pids_limit: int = 512, pull: bool = False, network: str | None = None):
         self.image, self.run_id = image, run_id
+        # None: from the environment (set in the compose stack); "" forces the host-port mode
+        self.network = os.environ.get(NETWORK_ENV, "") if network is None else network
         self.mem_limit, self.cpus, self.pids_limit, self.pull = mem_limit, cpus, pids_limit, pull
         self._client = None
         self._names: list[str] = []
@@ -99,6 +108,8 @@ class DockerLauncher:
             labels = c.labels or {}
             host, pid = labels.get("tfs-release.host"), labels.get("tfs-release.pid", "0")
             mine_alive = host == socket.gethostname() and pid.isdigit() and _pid_alive(int(pid))
+            if host != socket.gethostname() and self._validator_container_running(host):
+                mine_alive = True  # started by a validator that runs in a (still running) container
             if mine_alive and c.status in ("running", "created", "restarting"):
                 continue  # another validation on this machine is using it
             c.remove(force=True)
@@ -106,6 +117,16 @@ class DockerLauncher:
         if removed:
             log.info("swept %d leftover validation container(s): %s", len(removed), ", ".join(removed))
         return removed
+
+    def _validator_container_running(self, host: str | None) -> bool:
+        """A containerised validator's hostname is its container id: is that container running?"""
+        import docker
+        if not host:
+            return False
+        try:
+            return self.client.containers.get(host).status in ("running", "restarting")
+        except (docker.errors.NotFound, docker.errors.APIError):
+            return False
 
     def start(self, base_path: str, model: str) -> Server:
         import docker
@@ -123,23 +144,36 @@ class DockerLauncher:
         name = f"tfsr-validate-{model}-{os.getpid()}-{int(time.time() * 1000) % 10**8}"
         self._names.append(name)  # cleanup() finds it by name even if create() is interrupted
         t0 = time.monotonic()
+        model_dir = os.path.abspath(os.path.join(base_path, model))
+        if self.network:  # in-container validator: same network, model copied in, no host ports
+            placement = dict(network=self.network)
+        else:
+            placement = dict(volumes={model_dir: {"bind": f"/models/{model}", "mode": "ro"}},
+                             ports={"8500/tcp": ("127.0.0.1", None), "8501/tcp": ("127.0.0.1", None)})
         try:
             container = self.client.containers.create(
                 self.image, command=SERVER_ARGS, detach=True, init=True, labels=labels,
                 environment={"MODEL_NAME": model, "MODEL_BASE_PATH": "/models"},
-                volumes={os.path.abspath(os.path.join(base_path, model)): {"bind": f"/models/{model}", "mode": "ro"}},
-                ports={"8500/tcp": ("127.0.0.1", None), "8501/tcp": ("127.0.0.1", None)},
                 mem_limit=self.mem_limit, nano_cpus=int(self.cpus * 1e9), pids_limit=self.pids_limit,
-                cap_drop=["ALL"], security_opt=["no-new-privileges"], privileged=False, name=name)
+                cap_drop=["ALL"], security_opt=["no-new-privileges"], privileged=False, name=name,
+                **placement)
+            if self.network:
+                with _model_tar(model_dir, f"models/{model}") as tar:
+                    container.put_archive("/", tar)
             container.start()
             container.reload()
-            ports = container.attrs["NetworkSettings"]["Ports"]
-            rest, grpc_port = int(ports["8501/tcp"][0]["HostPort"]), int(ports["8500/tcp"][0]["HostPort"])
+            if self.network:
+                host, rest, grpc_port = name, 8501, 8500
+            else:
+                ports = container.attrs["NetworkSettings"]["Ports"]
+                host = "127.0.0.1"
+                rest, grpc_port = int(ports["8501/tcp"][0]["HostPort"]), int(ports["8500/tcp"][0]["HostPort"])
         except BaseException:  # also SIGTERM (Terminated) mid-start: never leave it behind
             self.cleanup()
             raise
-        log.info("started container %s (%s) for %s in %.1fs: REST 127.0.0.1:%d gRPC 127.0.0.1:%d",
-                 name, self.image, model, time.monotonic() - t0, rest, grpc_port)
+        log.info("started container %s (%s) for %s in %.1fs: REST %s:%d gRPC %s:%d%s",
+                 name, self.image, model, time.monotonic() - t0, host, rest, host, grpc_port,
+                 f" (network {self.network})" if self.network else "")
 
         def logs(tail):
             return container.logs(tail=tail).decode("utf-8", "replace")
@@ -150,7 +184,7 @@ class DockerLauncher:
                 raise ServerDied(f"the serving container exited (code {container.attrs['State'].get('ExitCode')}); "
                                  f"last log lines:\n{logs(40)}")
 
-        return Server("127.0.0.1", rest, grpc_port, model, "docker", f"{self.image} ({name})",
+        return Server(host, rest, grpc_port, model, "docker", f"{self.image} ({name})",
                       _stop=self.cleanup, _logs=logs, _alive=alive)
 
     def cleanup(self) -> None:
@@ -163,6 +197,27 @@ class DockerLauncher:
                 log.info("removed container %s", name)
             except docker.errors.NotFound:
                 pass
+
+
+def _model_tar(model_dir: str, arcname: str):
+    """A tar (temporary file) of the model folder under ``arcname``, read-only modes, owned by root."""
+    import tarfile
+    import tempfile
+    fh = tempfile.TemporaryFile(prefix="tfsr-model-", suffix=".tar")
+
+    def readonly(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid = info.gid = 0
+        info.uname = info.gname = "root"
+        info.mode = 0o555 if info.isdir() else 0o444
+        return info
+
+    with tarfile.open(fileobj=fh, mode="w") as tar:
+        parent = tarfile.TarInfo(os.path.dirname(arcname))
+        parent.type, parent.mode = tarfile.DIRTYPE, 0o755
+        tar.addfile(parent)
+        tar.add(model_dir, arcname=arcname, filter=readonly)
+    fh.seek(0)
+    return fh
 
 
 def _pid_alive(pid: int) -> bool:

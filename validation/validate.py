@@ -167,7 +167,9 @@ def validate_candidate(client, model: ModelConfig, candidate_uri: str, *, launch
     model = ModelConfig(**{**model.__dict__, "input_types": input_types})
     contract = contracts.Contract.for_model(model.task, input_types,
                                             class_dtype=model.extra.get("class_dtype", "int32"))
-    chosen = launchers.make(launcher, image=image or model.extra.get("serving_image") or DEFAULT_IMAGE, run_id=run)
+    # --image, then config 'serving_image', then the worker image's TFS_RELEASE_SERVING_IMAGE
+    image = image or model.extra.get("serving_image") or os.environ.get("TFS_RELEASE_SERVING_IMAGE") or DEFAULT_IMAGE
+    chosen = launchers.make(launcher, image=image, run_id=run)
     work = tempfile.mkdtemp(prefix=f"tfsr-validate-{model.name}-")
     out_dir = report_dir or os.path.join(work, "report")
     checks, pictures, numbers, server_desc = [], [], {}, ""

@@ -1,0 +1,3 @@
+#!/bin/sh
+# `tfs-release` in the worker image (PYTHONPATH=/opt/tfs-release).
+exec python -m cli "$@"

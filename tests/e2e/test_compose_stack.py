@@ -1,0 +1,281 @@
+"""The compose stack end to end, with the local override (images built here, never pulled):
+
+- ``test_release_through_the_stack``: build (or reuse) the images, ``docker compose up``, wait for
+  every health check, put a demo checkpoint in the training bucket, trigger the release DAG over the
+  Airflow REST API, wait for success, see production TF Serving (the stand-in image here) answer
+  :predict from the new version on its REST port, then ``docker compose down -v`` leaves nothing.
+- ``test_sync_sidecar_killed_mid_download``: only object storage, the sync sidecar and TF Serving;
+  kill the sidecar (SIGKILL) while it downloads a large version, restart it: TF Serving never
+  lists the partial version, the volume never holds a partial ``<N>/``, the restart completes it.
+
+Each test runs its own compose project (unique name, network, volumes, free ports), so they can run
+beside other stacks. Real services: the Docker engine, SeaweedFS, Postgres, Airflow 3, the stand-in.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = [pytest.mark.slow, pytest.mark.docker]
+
+MODEL = "shapes-classifier"
+GOLDEN = os.path.join(ROOT, "demo", "golden", MODEL)
+
+
+@pytest.fixture(scope="module")
+def images(docker_engine):
+    from deploy import compose, local_images
+    compose.ensure_plugin()
+    t0 = time.monotonic()
+    tags = local_images.ensure_all()
+    print(f"\nlocal images ready in {time.monotonic() - t0:.0f}s: {tags}")
+    return tags
+
+
+def _stack(tmp_path, name, extra_files=()):
+    from deploy import compose
+    project = f"tfsr-{name}-{uuid.uuid4().hex[:6]}"
+    env = compose.local_env(project)
+    path = compose.write_env_file(str(tmp_path / "compose.env"), env)
+    return compose.Stack(project, path, files=(compose.DEFAULT_FILE, compose.LOCAL_FILE, *extra_files))
+
+
+def _teardown(stack) -> None:
+    t0 = time.monotonic()
+    stack.down()
+    left = stack.leftovers()
+    print(f"compose down -v in {time.monotonic() - t0:.0f}s; leftovers {left}")
+    assert left == {"containers": [], "volumes": [], "networks": []}, f"left behind: {left}"
+
+
+def _s3(env):
+    from registry.s3 import make_client
+    return make_client(endpoint_url=f"http://127.0.0.1:{env['S3_PORT']}", aws_access_key_id=env["S3_ACCESS_KEY"],
+                       aws_secret_access_key=env["S3_SECRET_KEY"], region_name="us-east-1")
+
+
+def _http(method, url, body=None, token=None, timeout=30):
+    req = urllib.request.Request(url, method=method, data=None if body is None else json.dumps(body).encode())
+    req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return json.loads(r.read() or b"null")
+
+
+def _model_status(env) -> dict[str, str]:
+    """version -> state, as production TF Serving reports it ({} while it serves nothing)."""
+    try:
+        body = _http("GET", f"http://127.0.0.1:{env['SERVING_REST_PORT']}/v1/models/{MODEL}", timeout=5)
+    except (urllib.error.URLError, OSError, ValueError):
+        return {}
+    return {s["version"]: s["state"] for s in body.get("model_version_status", [])}
+
+
+def _wait(pred, timeout, what, interval=1.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = pred()
+        if out:
+            return out
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def _golden_example():
+    from PIL import Image
+    with open(os.path.join(GOLDEN, "golden.json")) as fh:
+        first = json.load(fh)["images"][0]
+    return np.asarray(Image.open(os.path.join(GOLDEN, first["file"])).convert("RGB")), first["label"]
+
+
+def _volume_dir(stack, volume="models") -> str:
+    name = f"{stack.project}_{volume}"
+    out = subprocess.run(["docker", "volume", "inspect", "--format", "{{.Mountpoint}}", name],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    return os.path.join(out, MODEL)
+
+
+def test_release_through_the_stack(images, tmp_path):
+    t_start = time.monotonic()
+    stack = _stack(tmp_path, "e2e")
+    env = stack.env
+    try:
+        up_s = stack.up(timeout=600)
+
+        # a training job's checkpoint lands in the training bucket
+        from demo.checkpoint_cache import checkpoint_files, get
+        folder = get("classification")
+        s3 = _s3(env)
+        for f in checkpoint_files(folder):
+            s3.upload_file(os.path.join(folder, f), "training", f"{MODEL}/checkpoints/{f}")
+
+        # trigger the release DAG over the REST API, as an operator would
+        api = f"http://127.0.0.1:{env['AIRFLOW_API_PORT']}"
+        token = _http("POST", f"{api}/auth/token", {"username": env["AIRFLOW_ADMIN_USER"],
+                                                    "password": env["AIRFLOW_ADMIN_PASSWORD"]})["access_token"]
+        dag = f"release__{MODEL}"
+
+        def parsed():
+            try:
+                return _http("GET", f"{api}/api/v2/dags/{dag}", token=token)
+            except urllib.error.HTTPError:
+                return None
+        _wait(parsed, 180, f"the DAG {dag} to be parsed")
+        t_trigger = time.monotonic()
+        run = _http("POST", f"{api}/api/v2/dags/{dag}/dagRuns", {"logical_date": None, "conf": {}}, token=token)
+        run_id = run["dag_run_id"]
+        # unpausing also lets the scheduler start the DAG's own (hourly) run: whichever runs first
+        # publishes the checkpoint, the other finds it published and skips (max_active_runs=1)
+        _http("PATCH", f"{api}/api/v2/dags/{dag}", {"is_paused": False}, token=token)
+
+        def finished():
+            r = _http("GET", f"{api}/api/v2/dags/{dag}/dagRuns/{run_id}", token=token)
+            return r if r["state"] in ("success", "failed") else None
+        result = _wait(finished, 900, f"run {run_id}", interval=3)
+        tis = _http("GET", f"{api}/api/v2/dags/{dag}/dagRuns/{run_id}/taskInstances", token=token)
+        states = {t["task_id"]: t["state"] for t in tis["task_instances"]}
+        if result["state"] != "success":
+            logs = {s: stack.logs(s, tail=60) for s in ("airflow-scheduler",)}
+            pytest.fail(f"release run {result['state']}: {states}\n{logs}")
+        run_s = time.monotonic() - t_trigger
+        runs = _http("GET", f"{api}/api/v2/dags/{dag}/dagRuns", token=token)["dag_runs"]
+        print(f"release runs: {[(r['dag_run_id'], r['state']) for r in runs]}; ours: {states}")
+        assert all(r["state"] == "success" for r in runs), runs
+
+        from registry.s3 import S3Uri
+        from registry.versions import load_manifests
+        manifests = load_manifests(s3, S3Uri.parse(f"s3://serving/{MODEL}/"))
+        assert len(manifests) == 1, f"one checkpoint, one version: {sorted(manifests)}"
+        version, manifest = next(iter(manifests.items()))
+        assert str(manifest["source_checkpoint"]).find(f"s3://training/{MODEL}/checkpoints/ckpt-") >= 0, manifest
+        assert manifest["validation"]["verdict"] == "passed", manifest["validation"]
+        version = str(version)
+
+        # production TF Serving (stand-in image) serves it, fed by the sync sidecar
+        _wait(lambda: _model_status(env).get(version) == "AVAILABLE", 180,
+              f"production TF Serving to report version {version} AVAILABLE")
+        image, label = _golden_example()
+        out = _http("POST", f"http://127.0.0.1:{env['SERVING_REST_PORT']}/v1/models/{MODEL}/versions/{version}:predict",
+                    {"signature_name": "serving_default", "instances": [image.tolist()]})
+        pred = out["predictions"][0]
+        probs = np.asarray(pred["probs"] if isinstance(pred, dict) else pred)
+        assert probs.shape == (3,) and abs(probs.sum() - 1) < 1e-3
+        assert int(np.argmax(probs)) == label, f"golden label {label}, probs {probs}"
+        synced = os.listdir(_volume_dir(stack))
+        assert version in synced and not [n for n in synced if n.startswith(".tmp-")], synced
+
+        # nothing the steps started outlives them: the network holds only the stack's containers
+        net = json.loads(subprocess.run(["docker", "network", "inspect", env["TFSR_NETWORK"]], check=True,
+                                        capture_output=True, text=True).stdout)[0]
+        ours = {r["Name"] for r in stack.ps()}
+        strays = {c["Name"] for c in net["Containers"].values()} - ours
+        assert not strays, f"step or validation containers left on the network: {strays}"
+    finally:
+        _teardown(stack)
+    wall = time.monotonic() - t_start
+    print(f"compose e2e: up+healthy {up_s:.0f}s, release run {run_s:.0f}s, total wall {wall:.0f}s")
+
+
+SLOW_SYNC = """
+services:
+  model-sync:
+    cpus: 0.25
+"""
+
+
+def _stage_and_publish(s3, sm_dir, run_id):
+    from registry.publish import publish
+    from registry.s3 import S3Uri
+    from registry.staging import stage
+    serving = S3Uri.parse(f"s3://serving/{MODEL}/")
+    cand = stage(s3, serving, sm_dir, run_id=run_id)
+    return publish(s3, serving, MODEL, cand, allow_unvalidated=True).version
+
+
+def _sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def test_sync_sidecar_killed_mid_download(images, tmp_path):
+    from tests.integration.validation.candidates import classifier_module, save
+    override = tmp_path / "slow-sync.yaml"  # a slower sidecar: a wide window to kill it mid-download
+    override.write_text(SLOW_SYNC)
+    stack = _stack(tmp_path, "sync", extra_files=(str(override),))
+    env = stack.env
+    try:
+        stack.up("s3", "s3-init", "model-sync", "serving", timeout=300)
+        s3 = _s3(env)
+        sm = save(classifier_module(), str(tmp_path / "sm"))
+        v1 = _stage_and_publish(s3, sm, "small")
+        _wait(lambda: _model_status(env).get(str(v1)) == "AVAILABLE", 120, f"version {v1} AVAILABLE")
+
+        # a large version: the same model with 600 MB of assets
+        with open(os.path.join(sm, "assets", "padding.bin") if os.path.isdir(os.path.join(sm, "assets"))
+                  else _mk(os.path.join(sm, "assets", "padding.bin")), "wb") as fh:
+            for _ in range(600):
+                fh.write(os.urandom(1 << 20))
+        v2 = _stage_and_publish(s3, sm, "large")
+        dest = _volume_dir(stack)
+        tmp_dir = os.path.join(dest, f".tmp-{v2}")
+        _wait(lambda: os.path.isdir(tmp_dir), 120, f"the sidecar to start downloading into {tmp_dir}", interval=0.05)
+        time.sleep(1.0)
+        assert not os.path.exists(os.path.join(dest, str(v2))), "the version completed before the kill"
+        t_kill = time.monotonic()
+        subprocess.run(["docker", "kill", "--signal", "KILL", stack.container("model-sync")], check=True,
+                       capture_output=True)
+        print(f"killed the sync sidecar mid-download; .tmp-{v2} holds "
+              f"{sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(tmp_dir) for f in fs)} bytes")
+
+        # while it is down: no partial <N>/, production serves only the complete version
+        for _ in range(8):
+            assert not os.path.exists(os.path.join(dest, str(v2)))
+            assert _model_status(env) == {str(v1): "AVAILABLE"}, _model_status(env)
+            time.sleep(0.5)
+
+        stack.compose("start", "model-sync")
+        seen = []
+
+        def serving_v2():
+            st = _model_status(env)
+            seen.append(st)
+            if str(v2) in st:  # listed only once the folder is complete
+                assert os.path.isdir(os.path.join(dest, str(v2)))
+            return st.get(str(v2)) == "AVAILABLE"
+        _wait(serving_v2, 300, f"version {v2} AVAILABLE after the restart", interval=0.5)
+        print(f"restarted: version {v2} AVAILABLE {time.monotonic() - t_kill:.0f}s after the kill")
+
+        # the volume: only complete versions, each file as its manifest says; no temporary leftovers
+        names = os.listdir(dest)
+        assert not [n for n in names if n.startswith((".tmp-", ".trash-"))], names
+        assert sorted(n for n in names if n.isdigit()) == sorted([str(v1), str(v2)])
+        manifest = json.loads(s3.get_object(Bucket="serving", Key=f"{MODEL}/_manifests/{v2}.json")["Body"].read())
+        files = {f["path"]: f for f in manifest["files"]}
+        on_disk = {os.path.relpath(os.path.join(r, f), os.path.join(dest, str(v2)))
+                   for r, _, fs in os.walk(os.path.join(dest, str(v2))) for f in fs}
+        assert on_disk == set(files)
+        for rel, f in files.items():
+            p = os.path.join(dest, str(v2), rel)
+            assert os.path.getsize(p) == f["size"] and _sha256(p) == f["sha256"], rel
+    finally:
+        _teardown(stack)
+
+
+def _mk(path):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    return path

@@ -1,0 +1,162 @@
+"""docker-compose.yaml and its local override: `docker compose config -q` passes (offline, no
+engine needed), and the stack's invariants hold: a health check on every long-running service,
+named volumes only (plus the engine socket), no secret written in a file, ports on 127.0.0.1,
+and the local override never pulls."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from deploy import compose as compose_mod
+from tests.conftest import ROOT
+
+DEFAULT, LOCAL = compose_mod.DEFAULT_FILE, compose_mod.LOCAL_FILE
+ENV_EXAMPLE = os.path.join(ROOT, ".env.example")
+SECRETS = ("POSTGRES_PASSWORD", "AIRFLOW_ADMIN_PASSWORD", "AIRFLOW_FERNET_KEY", "AIRFLOW_JWT_SECRET",
+           "AIRFLOW_API_SECRET_KEY", "S3_ACCESS_KEY", "S3_SECRET_KEY")
+SECRET_KEY_RE = re.compile(r"(PASSWORD|SECRET|_KEY|TOKEN|WEBHOOK)", re.I)
+
+
+@pytest.fixture(scope="module")
+def compose():
+    if not shutil.which("docker"):
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI=true and no docker CLI (bin/system-deps installs docker.io)")
+        pytest.skip("no docker CLI")
+    compose_mod.ensure_plugin()
+
+    def run(*files, env_file=ENV_EXAMPLE, args=("config", "-q"), profiles=()):
+        cmd = ["docker", "compose", "--project-directory", ROOT, "--env-file", env_file]
+        for f in files:
+            cmd += ["-f", f]
+        for p in profiles:
+            cmd += ["--profile", p]
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("TFSR_", "S3_", "POSTGRES_", "AIRFLOW_"))}
+        return subprocess.run([*cmd, *args], capture_output=True, text=True, env=env, cwd=ROOT)
+    return run
+
+
+def merged(compose, *files, profiles=("celery",)) -> dict:
+    p = compose(*files, args=("config", "--format", "json"), profiles=profiles)
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout)
+
+
+@pytest.mark.parametrize("files", [(DEFAULT,), (DEFAULT, LOCAL)], ids=["default", "default+local"])
+def test_config_quiet_passes(compose, files):
+    p = compose(*files)
+    assert p.returncode == 0, p.stderr
+    p = compose(*files, profiles=("celery",))
+    assert p.returncode == 0, p.stderr
+
+
+@pytest.mark.parametrize("missing", ["POSTGRES_PASSWORD", "S3_SECRET_KEY", "AIRFLOW_JWT_SECRET", "DOCKER_GID"])
+def test_missing_secret_is_named(compose, tmp_path, missing):
+    env = tmp_path / "env"
+    lines = [ln for ln in open(ENV_EXAMPLE).read().splitlines() if not ln.startswith(f"{missing}=")]
+    env.write_text("\n".join(lines) + "\n")
+    p = compose(DEFAULT, env_file=str(env))
+    assert p.returncode != 0
+    assert missing in p.stderr
+
+
+@pytest.mark.parametrize("files", [(DEFAULT,), (DEFAULT, LOCAL)], ids=["default", "default+local"])
+def test_health_checks_volumes_ports(compose, files):
+    cfg = merged(compose, *files)
+    services = cfg["services"]
+    assert {"postgres", "s3", "s3-init", "airflow-init", "airflow-apiserver", "airflow-scheduler",
+            "airflow-dag-processor", "airflow-triggerer", "serving", "model-sync"} <= set(services)
+    for name, svc in services.items():
+        one_shot = svc.get("restart", "no") == "no"
+        if not one_shot:
+            hc = svc.get("healthcheck")
+            assert hc and hc.get("test") and not hc.get("disable"), f"{name}: no health check"
+        for port in svc.get("ports", []):
+            assert port.get("host_ip") == "127.0.0.1", f"{name}: port {port} not bound to 127.0.0.1"
+        for vol in svc.get("volumes", []):
+            if vol["type"] == "bind":  # only the engine socket (the scheduler starts step containers)
+                assert vol["target"] == "/var/run/docker.sock", f"{name}: bind mount {vol}"
+            else:
+                assert vol["type"] == "volume" and vol["source"] in cfg["volumes"], f"{name}: {vol}"
+    # the serving volume: written by the sync sidecar only, read-only for TF Serving
+    serving = {v["target"]: v for v in services["serving"]["volumes"]}
+    sync = {v["target"]: v for v in services["model-sync"]["volumes"]}
+    assert serving["/models"]["source"] == sync["/models"]["source"] == "models"
+    assert serving["/models"].get("read_only") and not sync["/models"].get("read_only")
+    assert services["model-sync"]["command"][0] == "sync"
+    # the one-shots gate the services that need them
+    assert services["airflow-scheduler"]["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"
+    assert services["model-sync"]["depends_on"]["s3-init"]["condition"] == "service_completed_successfully"
+    env = services["airflow-scheduler"]["environment"]
+    assert env["TFS_RELEASE_STEP_IMAGE"] == services["model-sync"]["image"]
+    assert env["TFS_RELEASE_STEP_NETWORK"] == cfg["networks"]["default"]["name"]
+
+
+def test_public_defaults(compose):
+    services = merged(compose, DEFAULT)["services"]
+    assert services["postgres"]["image"].startswith("postgres:")
+    assert services["s3"]["image"].startswith("minio/minio")
+    assert services["s3-init"]["image"].startswith("minio/mc")
+    assert services["serving"]["image"].startswith("tensorflow/serving")
+    assert services["airflow-scheduler"]["build"]["args"]["BASE"].startswith("apache/airflow:3.3.")
+    assert services["model-sync"]["build"]["args"]["BASE"] == "python:3.11-slim"
+    assert services["airflow-scheduler"]["environment"]["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+
+
+def test_local_override_never_pulls(compose):
+    services = merged(compose, DEFAULT, LOCAL)["services"]
+    for name, svc in services.items():
+        if name == "redis":  # profile "celery" only: not available without a registry
+            continue
+        assert svc.get("pull_policy") == "never", name
+        assert "build" not in svc, f"{name}: local images come from deploy/local_images.py"
+        assert svc["image"].startswith("tfs-release/"), f"{name}: {svc['image']} is not a local image"
+    assert services["serving"]["image"].startswith("tfs-release/standin")
+
+
+def _raw_env_values(path):
+    """Every environment value as written in the file (before interpolation)."""
+    with open(path) as fh:
+        doc = yaml.safe_load(fh.read().replace("!reset", ""))
+    found = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k == "environment" and isinstance(v, dict):
+                    found.extend((ek, ev) for ek, ev in v.items() if ek != "<<")
+                walk(v)
+        elif isinstance(node, list):
+            for x in node:
+                walk(x)
+    walk(doc)
+    return found
+
+
+@pytest.mark.parametrize("path", [DEFAULT, LOCAL], ids=["default", "local"])
+def test_no_secret_literal_in_compose_files(path):
+    env = _raw_env_values(path)
+    assert env
+    for key, value in env:
+        if SECRET_KEY_RE.search(key) and not key.endswith("_FILE"):
+            assert isinstance(value, str) and "${" in value, f"{key}: {value!r} is not taken from the environment"
+            literal = re.sub(r"\$\{[^}]*\}", "", value)
+            assert not re.search(r"[:@/]\w{8,}@", literal), f"{key}: literal credential in {value!r}"
+    text = open(path).read()
+    for secret in SECRETS:  # a secret variable is only ever referenced
+        for m in re.finditer(rf"(?<![{{\w]){secret}\s*[:=]\s*(\S+)", text):
+            assert m.group(1).startswith(("${", '"${')), f"{secret} set to a literal in {path}"
+
+
+def test_env_example_holds_placeholders_only():
+    values = compose_mod.read_env_file(ENV_EXAMPLE)
+    for secret in SECRETS:
+        assert secret in values, f".env.example lacks {secret}"
+        assert values[secret] == "change-me", f"{secret} in .env.example must be a placeholder"
+    assert not values.get("SLACK_WEBHOOK_URL") and not values.get("SMTP_PASSWORD")
