@@ -10,6 +10,8 @@ help:
 	@echo "make services       start SeaweedFS + Docker engine, write .run/services.env"
 	@echo "make services-down  stop what make services started"
 	@echo "make airflow        Airflow standalone on 127.0.0.1:8080 with the DAGs and services (prints login)"
+	@echo "make compose-up     the compose stack with locally built images (README: Deploy)"
+	@echo "make compose-down   stop it and delete its volumes"
 	@echo "make venvs          build both pinned venvs (cached outside the clone)"
 	@echo "make bench          benchmarks (print ratios against a baseline run alongside)"
 	@echo "make lock           re-resolve requirements*.in into the exact pins"

@@ -43,6 +43,15 @@ START = _dt.datetime(2025, 1, 1, tzinfo=_dt.timezone.utc)
 LAUNCHERS = ["docker", "process"]
 
 
+def schedules_on() -> bool:
+    """``TFS_RELEASE_SCHEDULES=off``: every release DAG is manual-only (REST/UI/CLI triggers), e.g.
+    in a staging stack or a test where unpausing must not start a scheduled run."""
+    value = os.environ.get("TFS_RELEASE_SCHEDULES", "on").strip().lower()
+    if value not in ("on", "off", "true", "false", "1", "0", ""):
+        raise ValueError(f"TFS_RELEASE_SCHEDULES={value!r}: use on or off")
+    return value in ("on", "true", "1", "")
+
+
 def step_command() -> str:
     return os.environ.get("TFS_RELEASE_STEP_COMMAND") or os.path.join(ROOT, "bin", "tfs-release")
 
@@ -122,7 +131,7 @@ def build_dag(model: config_mod.ModelConfig, config_path: str):
 
     @dag(
         dag_id=f"release__{model.name}",
-        schedule=model.schedule,
+        schedule=model.schedule if schedules_on() else None,
         start_date=START,
         catchup=False,
         max_active_runs=1,
