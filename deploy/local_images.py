@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import fcntl
 import glob
-import hashlib
 import os
 import subprocess
 import sys
@@ -28,6 +27,7 @@ import time
 from dataclasses import dataclass
 
 from standin import image as standin_image
+from standin.image import _hash, _read
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.environ.get("TFS_RELEASE_CACHE", os.path.expanduser("~/.cache/tfs-release"))
@@ -125,18 +125,6 @@ IMAGES = {
     "seaweedfs": Image("TFSR_SEAWEEDFS_IMAGE", "tfs-release/seaweedfs", "docker/seaweedfs.Dockerfile", "debian",
                        ()),
 }
-
-
-def _hash(*parts: bytes) -> str:
-    h = hashlib.sha256()
-    for p in parts:
-        h.update(p + b"\0")
-    return h.hexdigest()[:12]
-
-
-def _read(path: str) -> bytes:
-    with open(path, "rb") as fh:
-        return fh.read()
 
 
 def _files(paths) -> list[str]:
