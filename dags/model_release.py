@@ -10,8 +10,9 @@ object storage: it reads the config only.
 
 Alerts (a model's ``alerts`` config): every task's ``on_failure_callback`` and, with ``on_success``,
 publish's ``on_success_callback`` send one message through the Slack-webhook and SMTP provider
-notifiers (``plugins/tfs_release_airflow/alerts.py``). With ``report_base_url`` the validate task
-gets a "Validation report" extra link (``report_link.py``).
+notifiers (``plugins/tfs_release_airflow/alerts.py``). The validate task has a "Validation report"
+extra link (``report_link.py``): ``report_base_url`` when configured, else the report endpoint on
+Airflow's API server (``report_app.py``).
 
 Environment: ``TFS_RELEASE_CONFIG`` (default ``<repo>/config/models.yaml``),
 ``TFS_RELEASE_STEP_COMMAND`` (default ``<repo>/bin/tfs-release``), ``TFS_RELEASE_STEP_IMAGE`` (run
@@ -103,7 +104,7 @@ def alerts_doc(model: config_mod.ModelConfig) -> str:
         where.append(f"e-mail (`{a.smtp_conn_id}` to {', '.join(a.email_to)})")
     base = model.extra.get("report_base_url")
     link = f"`{base}/<bucket>/<key>` (also the validate task's extra link)" if base else \
-        "presigned for 7 days, in the alert only"
+        "presigned for 7 days in the alert; the validate task's extra link opens it through Airflow"
     return (f"\nAlerts: on failure{' and on publish' if a.on_success else ''} via {' and '.join(where)}; "
             f"report link: {link}.\n")
 
@@ -217,8 +218,11 @@ def build_dag(model: config_mod.ModelConfig, config_path: str):
         exported = export(ck)
         is_new(ck) >> exported
         verdict = validate(exported)
-        if model.extra.get("report_base_url"):  # never a presigned URL: extra links live in XCom
-            attach_report_link(verdict.operator, model.extra["report_base_url"])
+        # never a presigned URL (extra links live in XCom): report_base_url, else the API server's
+        # report endpoint (plugins/tfs_release_airflow/report_app.py)
+        from registry.layout import REPORTS
+        attach_report_link(verdict.operator, model.extra.get("report_base_url"), model=model.name,
+                           reports_root=f"s3://{model.serving.bucket}/{model.serving.prefix}{REPORTS}")
         publish(exported, verdict) >> clean_staging()
 
     return release()

@@ -275,8 +275,10 @@ def test_dag_wiring_callbacks_and_report_link(airflow_python, tmp_path):
     tasks = ("newest_checkpoint", "is_new", "export", "validate", "publish")
     failure = [["ReleaseAlert", "failure"]]
     d0, d1, d2 = r["dags"]["release__model-00"], r["dags"]["release__model-01"], r["dags"]["release__model-02"]
+    # no report_base_url: the validate task still links to the report, through the API server's endpoint
+    endpoint_link = [["ReportLink", "Validation report", "_link_ReportLink", None]]
     assert {t: (d0[t]["on_failure"], d0[t]["on_success"], d0[t]["links"]) for t in tasks} == \
-        {t: (failure, [], []) for t in tasks}
+        {t: (failure, [], endpoint_link if t == "validate" else []) for t in tasks}
     assert all(d0[t]["on_failure"] == failure for t in d0 if t != "doc_md")  # also tasks added later
     assert d1["publish"]["on_success"] == [["ReleaseAlert", "success"]]
     assert all(d1[t]["on_success"] == [] for t in tasks if t != "publish")
@@ -285,7 +287,8 @@ def test_dag_wiring_callbacks_and_report_link(airflow_python, tmp_path):
     assert d1["validate"]["serialized_links"] == {"Validation report": "_link_ReportLink"}
     assert all(d1[t]["links"] == [] for t in tasks if t != "validate")
     assert {t: (d2[t]["on_failure"], d2[t]["on_success"], d2[t]["links"]) for t in tasks} == \
-        {t: ([], [], []) for t in tasks}  # no alerts key: no callbacks, no link
+        {t: ([], [], endpoint_link if t == "validate" else []) for t in tasks}  # no alerts key: no callbacks
+    assert d2["validate"]["serialized_links"] == {"Validation report": "_link_ReportLink"}
     assert ("Alerts: on failure and on publish via Slack (`slack_alerts`) and e-mail (`smtp_alerts` to "
             "oncall@example.com); report link: `https://reports.internal/s3/<bucket>/<key>`") in d1["doc_md"]
     assert "Alerts: on failure via Slack" in d0["doc_md"] and "presigned for 7 days" in d0["doc_md"]
