@@ -59,7 +59,9 @@ def step_command() -> str:
 
 def asset_for(model: config_mod.ModelConfig) -> Asset:
     uri = f"s3://{model.serving.bucket}/{model.serving.prefix.rstrip('/')}"
-    return Asset(uri=uri, name=f"serving__{model.name}")
+    # named by its URI (Airflow's default): a model whose serving location changes gets a new
+    # Asset instead of a name clash with the old one (Airflow deactivates a reused name)
+    return Asset(uri=uri)
 
 
 def params_for(model: config_mod.ModelConfig) -> dict[str, Param]:

@@ -71,7 +71,7 @@ def build_dag(config_path: str = CONFIG):
             out = {**res.to_json(), "rollback_of": params["version"], "previous_highest": max(before),
                    "reason": params["reason"]}
             uri = f"s3://{model.serving.bucket}/{model.serving.prefix.rstrip('/')}"
-            outlet_events[ALIAS].add(Asset(uri=uri, name=f"serving__{model.name}"),
+            outlet_events[ALIAS].add(Asset(uri=uri),  # the release DAG's Asset (named by its URI)
                                      extra={"model": model.name, "version": res.version,
                                             "rollback_of": params["version"], "manifest": out["manifest"]})
             log.info("%s: version %s is now the highest (a copy of %s)", model.name, res.version,
