@@ -127,3 +127,17 @@ def airflow_env(seaweedfs, standin_image, airflow_bin, tmp_path_factory):
     af.s3 = s3
     af.env_secret = seaweedfs.secret_key
     return af
+
+
+@pytest.fixture(scope="module")
+def standalone(airflow_env):
+    """`airflow standalone` on the module's Airflow home, buckets and config (services.start_airflow);
+    ``test_token`` is a bearer token for the REST API."""
+    import services
+    conn = json.loads(airflow_env.env["AIRFLOW_CONN_AWS_DEFAULT"])
+    t0 = time.monotonic()
+    af = services.start_airflow(airflow_env.home, config=airflow_env.config, conns={"aws_default": conn})
+    print(f"\nairflow standalone ready in {time.monotonic() - t0:.1f}s at {af.url} (log {af.log})")
+    af.test_token = af.token()
+    yield af
+    af.stop()

@@ -11,7 +11,6 @@ image, real Model Garden export. This module has its own buckets and Airflow hom
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 import urllib.parse
@@ -19,7 +18,6 @@ import uuid
 
 import pytest
 
-import services
 from tests.e2e.browser import AirflowUI, find_chromium, is_png, new_driver
 from tests.e2e.conftest import MODEL
 
@@ -38,17 +36,6 @@ def chromium():
             pytest.fail(f"CI=true and no headless browser: {found}")
         pytest.skip(f"no headless browser: {found}")
     return found
-
-
-@pytest.fixture(scope="module")
-def standalone(chromium, airflow_env):
-    conn = json.loads(airflow_env.env["AIRFLOW_CONN_AWS_DEFAULT"])
-    t0 = time.monotonic()
-    af = services.start_airflow(airflow_env.home, config=airflow_env.config, conns={"aws_default": conn})
-    print(f"\nairflow standalone ready in {time.monotonic() - t0:.1f}s at {af.url} (log {af.log})")
-    af.test_token = af.token()
-    yield af
-    af.stop()
 
 
 @pytest.fixture

@@ -12,22 +12,10 @@ import urllib.parse
 
 import pytest
 
-import services
 from tests.e2e.conftest import MODEL
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 DAG_ID = f"release__{MODEL}"
-
-
-@pytest.fixture(scope="module")
-def standalone(airflow_env):
-    conn = json.loads(airflow_env.env["AIRFLOW_CONN_AWS_DEFAULT"])
-    t0 = time.monotonic()
-    af = services.start_airflow(airflow_env.home, config=airflow_env.config, conns={"aws_default": conn})
-    print(f"\nairflow standalone ready in {time.monotonic() - t0:.1f}s at {af.url} (log {af.log})")
-    af.test_token = af.token()
-    yield af
-    af.stop()
 
 
 def _wait_run(af, dag_id: str, run_id: str, timeout: float = 900) -> dict:
