@@ -82,9 +82,8 @@ def test_killed_sync_leaves_no_partial_version_and_resumes(model_env, s3, tmp_pa
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not os.path.exists(os.path.join(dest, ".tmp-1")):
         time.sleep(0.005)
-    # freeze it the moment its download folder appears (a 120 MB download is far from done), then
-    # SIGKILL: a fixed sleep raced the download on a fast, idle machine
-    p.send_signal(signal.SIGSTOP)
+    # SIGKILL the moment its download folder appears (a 120 MB download is far from done); a fixed
+    # sleep here raced the download on a fast, idle machine
     p.send_signal(signal.SIGKILL)
     p.wait()
     assert not os.path.exists(os.path.join(dest, "1")), "killed mid-download, yet version 1 is exposed"
