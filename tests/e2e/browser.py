@@ -204,8 +204,12 @@ class AirflowUI:
                 last_reload = time.monotonic()
             return False
 
-        state = self.wait(timeout, poll=3).until(
-            finished, f"run {run_id} not finished in the UI after {timeout:.0f}s (states seen: {seen})")
+        from selenium.common.exceptions import TimeoutException
+        try:
+            state = self.wait(timeout, poll=3).until(finished)
+        except TimeoutException:
+            raise AssertionError(f"run {run_id} not finished in the UI after {timeout:.0f}s "
+                                 f"(states seen: {seen})") from None
         return state, seen
 
     def wait_tasks_settled(self, expected: set[str], timeout: float = 120, reload_every: float = 10) -> dict:
@@ -228,16 +232,24 @@ class AirflowUI:
                 last_reload = time.monotonic()
             return False
 
-        return self.wait(timeout, poll=1).until(
-            settled, f"task table not settled after {timeout:.0f}s: {self.task_states()}")
+        from selenium.common.exceptions import TimeoutException
+        try:
+            return self.wait(timeout, poll=1).until(settled)
+        except TimeoutException:
+            raise AssertionError(f"task table not settled after {timeout:.0f}s: {self.task_states()}") from None
 
     def task_states(self) -> dict[str, str]:
-        """The run page's task instance table: task id -> state badge text."""
-        from selenium.webdriver.common.by import By
-        out = {}
-        for row in self.driver.find_elements(By.XPATH, "//tr[td[@data-testid='table-cell-state']]"):
-            links = row.find_elements(By.XPATH, ".//a[contains(@href, '/tasks/')]")
-            badge = row.find_elements(By.CSS_SELECTOR, "[data-testid='table-cell-state'] [data-testid='state-badge']")
-            if links and badge:
-                out[links[0].text.strip()] = badge[0].text.strip()
-        return out
+        """The run page's task instance table: task id -> state badge text.
+
+        Read in one script call, so a re-render of the table between two WebDriver round trips
+        cannot leave us holding a stale row (the table is re-rendered while the page polls)."""
+        states = self.driver.execute_script("""
+            const out = {};
+            for (const cell of document.querySelectorAll("td[data-testid='table-cell-state']")) {
+              const row = cell.closest('tr');
+              const link = row && row.querySelector("a[href*='/tasks/']");
+              const badge = cell.querySelector("[data-testid='state-badge']");
+              if (link && badge) out[link.textContent.trim()] = badge.textContent.trim();
+            }
+            return out;""")
+        return dict(states or {})
