@@ -157,7 +157,8 @@ class AirflowUI:
         box = self.visible(By.NAME, "dagRunId")
         box.clear()
         box.send_keys(run_id)
-        self.wait().until(lambda d: box.get_attribute("value") == run_id)
+        self.wait().until(lambda d: d.find_element(By.NAME, "dagRunId").get_attribute("value") == run_id,
+                          "the run id box did not take the run id")
 
     def conf_json_text(self) -> str:
         """The "Configuration JSON" editor's text (the conf the form will send), as displayed."""
