@@ -33,7 +33,7 @@ for _path in (ROOT, os.path.join(ROOT, "plugins")):  # registry/ and plugins/ wh
 from airflow.sdk import Asset, Param, dag, task, teardown  # noqa: E402
 
 from registry import config as config_mod  # noqa: E402
-from tfs_release_airflow.alerts import release_alert  # noqa: E402
+from tfs_release_airflow.alerts import release_alert, reports_root  # noqa: E402
 from tfs_release_airflow.report_link import attach as attach_report_link  # noqa: E402
 from tfs_release_airflow.step_command import StepFailed, run_step  # noqa: E402
 
@@ -105,8 +105,12 @@ def alerts_doc(model: config_mod.ModelConfig) -> str:
     if a.smtp_conn_id:
         where.append(f"e-mail (`{a.smtp_conn_id}` to {', '.join(a.email_to)})")
     base = model.extra.get("report_base_url")
-    link = f"`{base}/<bucket>/<key>` (also the validate task's extra link)" if base else \
-        "presigned for 7 days in the alert; the validate task's extra link opens it through Airflow"
+    if base:
+        link = f"`{base}/<bucket>/<key>` (also the validate task's extra link)"
+    elif a.report_link == "presigned":
+        link = "presigned for 7 days in the alert; the validate task's extra link opens it through Airflow"
+    else:
+        link = "through Airflow's API server (`/tfs-release/reports/...`, as the validate task's extra link)"
     return (f"\nAlerts: on failure{' and on publish' if a.on_success else ''} via {' and '.join(where)}; "
             f"report link: {link}.\n")
 
@@ -222,9 +226,8 @@ def build_dag(model: config_mod.ModelConfig, config_path: str):
         verdict = validate(exported)
         # never a presigned URL (extra links live in XCom): report_base_url, else the API server's
         # report endpoint (plugins/tfs_release_airflow/report_app.py)
-        from registry.layout import REPORTS
         attach_report_link(verdict.operator, model.extra.get("report_base_url"), model=model.name,
-                           reports_root=f"s3://{model.serving.bucket}/{model.serving.prefix}{REPORTS}")
+                           reports_root=reports_root(model))
         publish(exported, verdict) >> clean_staging()
 
     return release()

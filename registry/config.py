@@ -25,7 +25,8 @@ KNOWN_KEYS = {
     "tolerance", "alerts", "serving_image", "validation_deadline_s", "report_base_url",
     "staging_keep_days",
 }
-ALERT_KEYS = {"slack_conn_id", "smtp_conn_id", "email_to", "email_from", "on_success"}
+ALERT_KEYS = {"slack_conn_id", "smtp_conn_id", "email_to", "email_from", "on_success", "report_link"}
+REPORT_LINK_MODES = ("airflow", "presigned")
 CONN_ID = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
 EMAIL = re.compile(r"^[^@\s,;]+@[^@\s,;]+$")
 
@@ -38,6 +39,10 @@ class AlertsConfig:
     email_to: tuple[str, ...] = ()
     email_from: str | None = None
     on_success: bool = False
+    # how the alert links the report when no report_base_url is set: "airflow" (the report endpoint
+    # on Airflow's API server: needs an Airflow login) or "presigned" (an S3 presigned URL, 7 days:
+    # anyone holding the message can open it, and it carries the access key id)
+    report_link: str = "airflow"
 
 
 @dataclass(frozen=True)
@@ -130,7 +135,12 @@ def parse_alerts(name: str, raw: Any) -> AlertsConfig:
     on_success = raw.get("on_success", False)
     if not isinstance(on_success, bool):
         raise ConfigError(f"{where}.on_success must be true or false, got {on_success!r}")
-    return AlertsConfig(**kw, on_success=on_success)
+    report_link = raw.get("report_link", "airflow")
+    if report_link not in REPORT_LINK_MODES:
+        raise ConfigError(f"{where}.report_link must be one of {list(REPORT_LINK_MODES)} (airflow: the "
+                          f"report through Airflow's API server, behind its login; presigned: an S3 "
+                          f"presigned URL valid 7 days), got {report_link!r}")
+    return AlertsConfig(**kw, on_success=on_success, report_link=report_link)
 
 
 def _http_base(name: str, key: str, value: Any) -> str:

@@ -7,12 +7,21 @@ the provider notifiers (Slack incoming webhook, SMTP), so Slack and e-mail carry
       email_to: [ml-oncall@example.com]
       email_from: tfs-release@example.com  # else the SMTP connection's extra from_email
       on_success: false                  # also announce published versions
+      report_link: airflow               # or "presigned" (see below)
 
 The message (``alert_message.py``): model, checkpoint, the failed task and its reason, each failed
-validation check with its numbers (from the validate task's ``verdict`` XCom), the report link
-(``report_base_url`` + /bucket/key when configured, else an S3 presigned URL made here with the
-model's connection: it goes to Slack/e-mail only, never to XCom or logs) and the Airflow run link
-(``[api] base_url`` + /dags/<dag_id>/runs/<run_id>).
+validation check with its numbers (from the validate task's ``verdict`` XCom), the report link and
+the Airflow run link (``[api] base_url`` + /dags/<dag_id>/runs/<run_id>). The report link is the
+same one the validate task's "Validation report" extra link opens:
+
+- ``report_base_url`` + /bucket/key when the model configures one (a proxy over the bucket);
+- else the report endpoint on Airflow's API server (``report_app.py``): ``[api] base_url`` +
+  /tfs-release/reports/<model>/<run>/index.html, behind Airflow's login and the DAG's read access.
+  Only names are in it, so a Slack channel or a forwarded e-mail leaks nothing;
+- ``report_link: presigned`` instead: an S3 presigned URL (7 days) made here with the model's
+  connection, for readers without an Airflow login. Anyone holding the message can open it for
+  those 7 days and it carries the access key id (never the secret), so it goes to Slack/e-mail
+  only, never to XCom or logs.
 
 Sending never raises: a channel that fails is logged and the others still go, so an alert problem
 never hides the failure it reports. The provider notifiers are imported when an alert is sent, not
@@ -51,12 +60,20 @@ def _pull(ti, task_id: str, key: str = "return_value"):
         return None
 
 
-def report_link(report_uri: str | None, *, base_url: str | None, conn_id: str) -> str | None:
-    """What a human opens: ``base_url/bucket/key``, else a presigned GET URL (7 days)."""
+def report_link(report_uri: str | None, *, base_url: str | None, conn_id: str, mode: str = "airflow",
+                model: str | None = None, reports_root: str | None = None) -> str | None:
+    """What a human opens: ``base_url/bucket/key``; else the API server's report endpoint
+    (``mode="airflow"``) or a presigned GET URL valid 7 days (``mode="presigned"``). None when there
+    is no link to make (the message then shows the s3:// URI)."""
     if not report_uri or not report_uri.startswith("s3://"):
         return report_uri
     if base_url:
         return alert_message.report_url(report_uri, base_url)
+    if mode != "presigned":
+        from tfs_release_airflow.report_link import endpoint_link
+        if not (model and reports_root):
+            return None
+        return endpoint_link(report_uri, model=model, reports_root=reports_root, base_url=ui_base_url()) or None
     try:
         from tfs_release_airflow.connection import s3_settings
         bucket, _, key = report_uri[len("s3://"):].partition("/")
@@ -68,7 +85,8 @@ def report_link(report_uri: str | None, *, base_url: str | None, conn_id: str) -
 
 
 def alert_from_context(context, *, model: str, event: str, conn_id: str,
-                       report_base_url: str | None) -> Alert:
+                       report_base_url: str | None, link_mode: str = "airflow",
+                       reports_root: str | None = None) -> Alert:
     """The facts of this run, from the callback context and the tasks' XComs."""
     ti = context.get("ti") or context.get("task_instance")
     dag = context.get("dag")
@@ -94,7 +112,8 @@ def alert_from_context(context, *, model: str, event: str, conn_id: str,
         step=ck.get("step"), task_id=getattr(ti, "task_id", None),
         try_number=getattr(ti, "try_number", None), reason=reason,
         checks=list(verdict.get("checks") or []), report=verdict.get("report"),
-        report_link=report_link(verdict.get("report"), base_url=report_base_url, conn_id=conn_id),
+        report_link=report_link(verdict.get("report"), base_url=report_base_url, conn_id=conn_id,
+                                mode=link_mode, model=model, reports_root=reports_root),
         version=published.get("version"))
 
 
@@ -119,18 +138,20 @@ class ReleaseAlert(BaseNotifier):
     template_fields = ()
 
     def __init__(self, *, model: str, alerts, event: str = "failure", conn_id: str = "aws_default",
-                 report_base_url: str | None = None):
+                 report_base_url: str | None = None, reports_root: str | None = None):
         super().__init__()
         if event not in ("failure", "success"):
             raise ValueError(f"event must be 'failure' or 'success', got {event!r}")
         self.model, self.alerts, self.event = model, alerts, event
-        self.conn_id, self.report_base_url = conn_id, report_base_url
+        self.conn_id, self.report_base_url, self.reports_root = conn_id, report_base_url, reports_root
 
     def message(self, context) -> tuple[str, str]:
         """(subject, text) for this context; a minimal message if gathering the facts fails."""
         try:
             alert = alert_from_context(context, model=self.model, event=self.event, conn_id=self.conn_id,
-                                       report_base_url=self.report_base_url)
+                                       report_base_url=self.report_base_url,
+                                       link_mode=getattr(self.alerts, "report_link", "airflow"),
+                                       reports_root=self.reports_root)
         except Exception as exc:  # noqa: BLE001 - still tell someone
             log.exception("alert: could not gather the run's facts; sending a minimal message")
             ti = context.get("ti")
@@ -188,4 +209,11 @@ def release_alert(model, event: str) -> ReleaseAlert | None:
         return None
     return ReleaseAlert(model=model.name, alerts=alerts, event=event,
                         conn_id=model.extra.get("conn_id", "aws_default"),
-                        report_base_url=model.extra.get("report_base_url"))
+                        report_base_url=model.extra.get("report_base_url"),
+                        reports_root=reports_root(model))
+
+
+def reports_root(model) -> str:
+    """``s3://<serving>/<model>/_reports/``: where the validate step writes this model's reports."""
+    from registry.layout import REPORTS
+    return f"s3://{model.serving.bucket}/{model.serving.prefix}{REPORTS}"

@@ -1,8 +1,10 @@
 """Release alerts delivered for real: the ReleaseAlert notifier runs in the Airflow venv
 (tests/unit/dags/alerts_probe.py, a subprocess) and sends through the Slack-webhook and SMTP
 provider notifiers, over TCP, to a real SMTP server (aiosmtpd) and a real HTTP webhook receiver
-(demo/alert_sinks.py, started here on 127.0.0.1). The report link is presigned with the model's
-Airflow AWS connection against the real SeaweedFS and must open the uploaded report."""
+(demo/alert_sinks.py, started here on 127.0.0.1). With ``report_link: presigned`` the report link is
+presigned with the model's Airflow AWS connection against the real SeaweedFS and must open the
+uploaded report; by default it is the report endpoint on Airflow's API server (opened for real, behind
+the login, in tests/e2e/test_report_link.py)."""
 from __future__ import annotations
 
 import json
@@ -76,9 +78,10 @@ def send(airflow_python, tmp_path, sinks, seaweedfs, spec: dict, **conn_override
 
 def failure_spec(report_uri: str, **over) -> dict:
     return {"model": MODEL, "event": "failure", "conn_id": "aws_default",
+            "reports_root": report_uri.split("/_reports/")[0] + "/_reports/",
             "alerts": {"slack_conn_id": "slack_alerts", "smtp_conn_id": "smtp_alerts",
                        "email_to": ["ml-oncall@example.com", "lead@example.com"],
-                       "email_from": "tfs-release@example.com"},
+                       "email_from": "tfs-release@example.com", "report_link": "presigned"},
             "context": {"dag_id": f"release__{MODEL}", "run_id": RUN_ID, "task_id": "validate", "try_number": 1,
                         "exception": "tfs-release validate failed (exit 1, a check failed): 2 check(s) failed; "
                                      "{{ raw braces }} stay as sent",
@@ -156,3 +159,7 @@ def test_success_alert_announces_the_published_version(airflow_python, tmp_path,
     assert text.startswith(f"[tfs-release] {MODEL}: version 12 published\n")
     assert "version:     12" in text and "checks:      all 1 passed" in text and "failed" not in text
     assert sinks.mails == []  # no smtp_conn_id configured: Slack only
+    # no report_link key: the link is the report endpoint on the API server, names only
+    run = RUN_ID.replace(":", "%3A").replace("+", "%2B")
+    assert f"report:      {UI}/tfs-release/reports/{MODEL}/{run}-t1/index.html" in text.splitlines(), text
+    assert "X-Amz-" not in text and seaweedfs.access_key not in text

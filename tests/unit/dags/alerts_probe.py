@@ -5,7 +5,7 @@ the release DAG's alert wiring there, and write what the tests check as JSON.
     python alerts_probe.py send SPEC.json OUT.json      # ReleaseAlert(...)(context): really sends
     python alerts_probe.py dag DAG_FILE OUT.json        # callbacks and extra links per task
 
-SPEC: {"model", "alerts" (raw config), "event", "conn_id", "report_base_url", "context":
+SPEC: {"model", "alerts" (raw config), "event", "conn_id", "report_base_url", "reports_root", "context":
 {"dag_id", "run_id", "task_id", "try_number", "exception", "params", "xcom": {"task|key": value},
 "xcom_error"}}.
 The context stands in for the one Airflow builds (the e2e test runs the real one); the
@@ -55,7 +55,7 @@ def notifier_for(spec: dict):
     from tfs_release_airflow.alerts import ReleaseAlert
     return ReleaseAlert(model=spec["model"], alerts=parse_alerts(spec["model"], spec["alerts"]),
                         event=spec.get("event", "failure"), conn_id=spec.get("conn_id", "aws_default"),
-                        report_base_url=spec.get("report_base_url"))
+                        report_base_url=spec.get("report_base_url"), reports_root=spec.get("reports_root"))
 
 
 class Collect(logging.Handler):
@@ -104,8 +104,10 @@ def main() -> None:
         for dag in bag.dags.values():
             ser = {t["__var"]["task_id"]: t["__var"] for t in DagSerialization.serialize_dag(dag)["tasks"]}
             out["dags"][dag.dag_id] = {t.task_id: {
-                "on_failure": [[type(c).__name__, getattr(c, "event", None)] for c in t.on_failure_callback],
-                "on_success": [[type(c).__name__, getattr(c, "event", None)] for c in t.on_success_callback],
+                "on_failure": [[type(c).__name__, getattr(c, "event", None), getattr(c, "reports_root", None)]
+                               for c in t.on_failure_callback],
+                "on_success": [[type(c).__name__, getattr(c, "event", None), getattr(c, "reports_root", None)]
+                               for c in t.on_success_callback],
                 "links": [[type(x).__name__, x.name, x.xcom_key, getattr(x, "report_base_url", None)]
                           for x in t.operator_extra_links],
                 "serialized_links": ser[t.task_id].get("_operator_extra_links"),

@@ -59,6 +59,8 @@ def test_alerts_config_is_parsed_into_a_typed_object(tmp_path):
     assert m.extra["report_base_url"] == "https://reports.internal/s3"
     only_slack = _load(tmp_path, alerts={"slack_conn_id": "s"}).extra["alerts"]
     assert (only_slack.smtp_conn_id, only_slack.email_to, only_slack.on_success) == (None, (), False)
+    assert (a.report_link, _load(tmp_path, alerts={**ALERTS, "report_link": "presigned"}).extra["alerts"].report_link
+            ) == ("airflow", "presigned")
     assert _load(tmp_path, alerts={"smtp_conn_id": "x", "email_to": "a@b.c"}).extra["alerts"].email_to == ("a@b.c",)
     assert "alerts" not in _load(tmp_path).extra
 
@@ -74,6 +76,7 @@ def test_alerts_config_is_parsed_into_a_typed_object(tmp_path):
     ({**ALERTS, "email_from": "nobody"}, "email_from must be an e-mail address"),
     ({**ALERTS, "slack_conn_id": "has space"}, "slack_conn_id must be an Airflow connection id"),
     ({**ALERTS, "on_success": "yes"}, "on_success must be true or false"),
+    ({**ALERTS, "report_link": "public"}, r"report_link must be one of \['airflow', 'presigned'\]"),
     (["slack_alerts"], "alerts must be a mapping"),
 ])
 def test_bad_alerts_config_gives_a_specific_error(tmp_path, alerts, match):
@@ -217,8 +220,21 @@ def test_context_to_message_with_report_base_url(airflow_python, tmp_path):
     assert r["pulls"] == ["newest_checkpoint|return_value", "validate|verdict"]
 
 
-def test_without_report_base_url_the_link_is_presigned_with_the_model_connection(airflow_python, tmp_path):
-    r = run_probe(airflow_python, tmp_path, "message", spec())
+def test_without_report_base_url_the_link_is_the_airflow_report_endpoint(airflow_python, tmp_path):
+    s = {**spec(), "reports_root": "s3://serving/shapes-classifier/_reports/"}
+    r = run_probe(airflow_python, tmp_path, "message", s, AIRFLOW__API__BASE_URL="https://airflow.internal/")
+    assert ("report:      https://airflow.internal/tfs-release/reports/shapes-classifier/"
+            "manual__2026-01-02T03%3A04%3A05.678%2B00%3A00-t1/index.html") in r["text"].splitlines()
+    assert "X-Amz-" not in r["text"] and "AKIDALERTSUNIT" not in r["text"]
+    # a report somewhere else (not under this model's _reports/): no link, the s3:// uri is shown
+    s["reports_root"] = "s3://serving/other-model/_reports/"
+    r = run_probe(airflow_python, tmp_path, "message", s)
+    assert f"report:      {REPORT}" in r["text"].splitlines()
+
+
+def test_report_link_presigned_signs_with_the_model_connection(airflow_python, tmp_path):
+    r = run_probe(airflow_python, tmp_path, "message", {**spec(), "alerts": {**ALERTS, "report_link": "presigned"},
+                                                        "reports_root": "s3://serving/shapes-classifier/_reports/"})
     [link] = [ln.split(None, 1)[1] for ln in r["text"].splitlines() if ln.startswith("report:")]
     u = urlsplit(link)
     q = parse_qs(u.query)
@@ -273,14 +289,14 @@ def test_dag_wiring_callbacks_and_report_link(airflow_python, tmp_path):
     wall = time.monotonic() - t0
     assert r["import_errors"] == {}
     tasks = ("newest_checkpoint", "is_new", "export", "validate", "publish")
-    failure = [["ReleaseAlert", "failure"]]
+    failure = [["ReleaseAlert", "failure", "s3://serving/model-00/_reports/"]]
     d0, d1, d2 = r["dags"]["release__model-00"], r["dags"]["release__model-01"], r["dags"]["release__model-02"]
     # no report_base_url: the validate task still links to the report, through the API server's endpoint
     endpoint_link = [["ReportLink", "Validation report", "_link_ReportLink", None]]
     assert {t: (d0[t]["on_failure"], d0[t]["on_success"], d0[t]["links"]) for t in tasks} == \
         {t: (failure, [], endpoint_link if t == "validate" else []) for t in tasks}
     assert all(d0[t]["on_failure"] == failure for t in d0 if t != "doc_md")  # also tasks added later
-    assert d1["publish"]["on_success"] == [["ReleaseAlert", "success"]]
+    assert d1["publish"]["on_success"] == [["ReleaseAlert", "success", "s3://serving/model-01/_reports/"]]
     assert all(d1[t]["on_success"] == [] for t in tasks if t != "publish")
     assert d1["validate"]["links"] == [["ReportLink", "Validation report", "_link_ReportLink",
                                         "https://reports.internal/s3"]]
@@ -291,7 +307,7 @@ def test_dag_wiring_callbacks_and_report_link(airflow_python, tmp_path):
     assert d2["validate"]["serialized_links"] == {"Validation report": "_link_ReportLink"}
     assert ("Alerts: on failure and on publish via Slack (`slack_alerts`) and e-mail (`smtp_alerts` to "
             "oncall@example.com); report link: `https://reports.internal/s3/<bucket>/<key>`") in d1["doc_md"]
-    assert "Alerts: on failure via Slack" in d0["doc_md"] and "presigned for 7 days" in d0["doc_md"]
+    assert "Alerts: on failure via Slack" in d0["doc_md"] and "through Airflow's API server" in d0["doc_md"]
     assert "Alerts: none configured" in d2["doc_md"]
     assert r["seconds"] < 2.0, r["seconds"]
     print(f"\n20 models (2 with alerts): model_release.py parsed in {r['seconds']:.3f}s; probe wall {wall:.1f}s")
