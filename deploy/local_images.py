@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass
 
 from standin import image as standin_image
-from standin.image import _hash, _read
+from standin.image import read_bytes, recipe_hash
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.environ.get("TFS_RELEASE_CACHE", os.path.expanduser("~/.cache/tfs-release"))
@@ -56,8 +56,8 @@ class Base:
         parts = [BASE_RECIPE.encode(), standin_image.SUITE.encode(), " ".join(self.include).encode(),
                  self.script.encode()]
         if self.requirements:
-            parts.append(_read(os.path.join(ROOT, self.requirements)))
-        return f"{self.repo}:{_hash(*parts)}"
+            parts.append(read_bytes(os.path.join(ROOT, self.requirements)))
+        return f"{self.repo}:{recipe_hash(*parts)}"
 
 
 
@@ -106,11 +106,11 @@ class Image:
         return args
 
     def tag(self) -> str:
-        parts = [repr(sorted(self.build_args().items())).encode(), _read(os.path.join(ROOT, self.dockerfile)),
-                 _read(os.path.join(ROOT, ".dockerignore"))]
+        parts = [repr(sorted(self.build_args().items())).encode(), read_bytes(os.path.join(ROOT, self.dockerfile)),
+                 read_bytes(os.path.join(ROOT, ".dockerignore"))]
         for path in _files(self.copies):
-            parts += [os.path.relpath(path, ROOT).encode(), _read(path)]
-        return f"{self.repo}:{_hash(*parts)}"
+            parts += [os.path.relpath(path, ROOT).encode(), read_bytes(path)]
+        return f"{self.repo}:{recipe_hash(*parts)}"
 
 
 PROJECT = ("cli.py", "registry", "exporters", "validation", "standin", "config", "demo/golden")

@@ -30,27 +30,28 @@ SUITE = "bookworm"
 BASE_RECIPE = "1"  # bump when build_base() changes what goes into the base image
 
 
-def _hash(*parts: bytes) -> str:
+def recipe_hash(*parts: bytes) -> str:
+    """12 hex digits of sha256 over the parts: image tags name what went into the image."""
     h = hashlib.sha256()
     for p in parts:
         h.update(p + b"\0")
     return h.hexdigest()[:12]
 
 
-def _read(path: str) -> bytes:
+def read_bytes(path: str) -> bytes:
     with open(path, "rb") as fh:
         return fh.read()
 
 
 def base_tag() -> str:
-    constraints = _read(os.path.join(ROOT, "requirements-worker.txt"))
-    return f"{BASE_REPO}:{_hash(BASE_RECIPE.encode(), constraints, ' '.join(PACKAGES).encode(), SUITE.encode())}"
+    constraints = read_bytes(os.path.join(ROOT, "requirements-worker.txt"))
+    return f"{BASE_REPO}:{recipe_hash(BASE_RECIPE.encode(), constraints, ' '.join(PACKAGES).encode(), SUITE.encode())}"
 
 
 def image_tag() -> str:
     code = sorted(glob.glob(os.path.join(ROOT, "standin", "*.py")) +
                   glob.glob(os.path.join(ROOT, "standin", "tensorflow_model_server")))
-    return f"{REPO}:{_hash(base_tag().encode(), _read(DOCKERFILE), *[_read(p) for p in code])}"
+    return f"{REPO}:{recipe_hash(base_tag().encode(), read_bytes(DOCKERFILE), *[read_bytes(p) for p in code])}"
 
 
 def _docker(*args, **kw) -> subprocess.CompletedProcess:
