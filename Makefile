@@ -10,7 +10,8 @@ help:
 	@echo "make services       start SeaweedFS + Docker engine, write .run/services.env"
 	@echo "make services-down  stop what make services started"
 	@echo "make airflow        Airflow standalone on 127.0.0.1:8080 with the DAGs and services (prints login)"
-	@echo "make compose-up     the compose stack with locally built images (README: Deploy)"
+	@echo "make compose-up     the compose stack with locally built images (README: Deploy);"
+	@echo "                    CELERY=1: CeleryExecutor with Redis and a Celery worker"
 	@echo "make compose-down   stop it and delete its volumes"
 	@echo "make venvs          build both pinned venvs (cached outside the clone)"
 	@echo "make bench          benchmarks (print ratios against a baseline run alongside)"
@@ -56,7 +57,7 @@ lock:
 
 # The compose stack on this machine (images built locally: no registry needed; see README "Deploy").
 compose-up: venvs
-	@$(PY_WORKER) -m deploy.compose up
+	@$(PY_WORKER) -m deploy.compose up $(if $(CELERY),--celery)
 
 compose-down:
 	@$(PY_WORKER) -m deploy.compose down

@@ -2,8 +2,9 @@
 plugin), run compose under one project name with its own variables, wait for every health check,
 and tear down without leftovers. Used by `make compose-up` / `make compose-down` and the tests.
 
-    python -m deploy.compose up     # local images, secrets in .run/compose/local.env, up, wait
-    python -m deploy.compose down   # docker compose down -v (containers, volumes, network)
+    python -m deploy.compose up           # local images, secrets in .run/compose/local.env, up, wait
+    python -m deploy.compose up --celery  # the same with CeleryExecutor, Redis and a Celery worker
+    python -m deploy.compose down         # docker compose down -v (containers, volumes, network)
 """
 from __future__ import annotations
 
@@ -134,6 +135,7 @@ class Stack:
     env_file: str
     files: tuple[str, ...] = (DEFAULT_FILE, LOCAL_FILE)
     log: object = field(default=sys.stderr, repr=False)
+    profiles: tuple[str, ...] = ()  # e.g. ("celery",): Redis + Celery workers (with CeleryExecutor)
 
     @property
     def env(self) -> dict[str, str]:
@@ -145,6 +147,8 @@ class Stack:
                "--env-file", self.env_file]
         for f in self.files:
             cmd += ["-f", f]
+        for profile in self.profiles:
+            cmd += ["--profile", profile]
         p = subprocess.run([*cmd, *args], capture_output=capture, text=True, timeout=timeout, cwd=ROOT)
         if check and p.returncode != 0:
             raise ComposeError(f"docker compose {' '.join(args)} failed (exit {p.returncode}):\n"
@@ -210,7 +214,18 @@ class Stack:
         return self.compose("ps", "--all", "--quiet", service).stdout.strip().splitlines()[0]
 
     def down(self, timeout: float = 300) -> None:
-        self.compose("down", "--volumes", "--remove-orphans", "--timeout", "20", timeout=timeout)
+        """Everything of the project, the profiles' services too (whether or not they were started)."""
+        everything = Stack(self.project, self.env_file, self.files, self.log, profiles=("*",))
+        everything.compose("down", "--volumes", "--remove-orphans", "--timeout", "20", timeout=timeout)
+
+    def use_celery(self) -> "Stack":
+        """The scale-out switch: CeleryExecutor in the env file and the "celery" profile (Redis and
+        Celery workers). ``up()`` then recreates the Airflow services with the new executor."""
+        env = read_env_file(self.env_file)
+        env["AIRFLOW_EXECUTOR"] = "CeleryExecutor"
+        write_env_file(self.env_file, env)
+        self.profiles = tuple(dict.fromkeys((*self.profiles, "celery")))
+        return self
 
     def leftovers(self) -> dict[str, list[str]]:
         """Containers, volumes and networks of this project still on the engine."""
@@ -240,8 +255,14 @@ def main(argv: list[str]) -> int:
         else:
             env = local_env(LOCAL_PROJECT, ports={"AIRFLOW_API_PORT": 8080, "SERVING_REST_PORT": 8501,
                                                   "SERVING_GRPC_PORT": 8500, "S3_PORT": 9000})
+        celery = "--celery" in argv[1:]
+        env["AIRFLOW_EXECUTOR"] = "CeleryExecutor" if celery else "LocalExecutor"
         write_env_file(LOCAL_ENV, env)
-        Stack(LOCAL_PROJECT, LOCAL_ENV).up()
+        stack = Stack(LOCAL_PROJECT, LOCAL_ENV, profiles=("celery",) if celery else ())
+        stack.up()
+        if not celery:  # back from an earlier --celery: its broker and workers go
+            Stack(LOCAL_PROJECT, LOCAL_ENV, profiles=("celery",)).compose(
+                "rm", "--stop", "--force", "redis", "airflow-worker")
         print(f"Airflow UI/API: http://127.0.0.1:{env['AIRFLOW_API_PORT']} (user {env['AIRFLOW_ADMIN_USER']}, "
               f"password: AIRFLOW_ADMIN_PASSWORD in {LOCAL_ENV})\n"
               f"TF Serving REST: http://127.0.0.1:{env['SERVING_REST_PORT']}/v1/models/{env['SERVE_MODEL']}\n"
@@ -254,7 +275,7 @@ def main(argv: list[str]) -> int:
         Stack(LOCAL_PROJECT, LOCAL_ENV).down()
         print("compose stack removed (containers, volumes, network)", file=sys.stderr)
         return 0
-    print("usage: python -m deploy.compose up|down", file=sys.stderr)
+    print("usage: python -m deploy.compose up [--celery] | down", file=sys.stderr)
     return 2
 
 

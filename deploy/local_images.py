@@ -124,6 +124,7 @@ IMAGES = {
                       ("docker/postgres-entrypoint.sh",)),
     "seaweedfs": Image("TFSR_SEAWEEDFS_IMAGE", "tfs-release/seaweedfs", "docker/seaweedfs.Dockerfile", "debian",
                        ()),
+    "redis": Image("TFSR_REDIS_IMAGE", "tfs-release/redis", "docker/redis.Dockerfile", "debian", ()),
 }
 
 

@@ -3,7 +3,9 @@
 - ``test_release_through_the_stack``: build (or reuse) the images, ``docker compose up``, wait for
   every health check, put a demo checkpoint in the training bucket, trigger the release DAG over the
   Airflow REST API, wait for success, see production TF Serving (the stand-in image here) answer
-  :predict from the new version on its REST port, then ``docker compose down -v`` leaves nothing.
+  :predict from the new version on its REST port; then switch the same stack to CeleryExecutor
+  (the "celery" profile: Redis and a Celery worker) and see the next run (nothing new: it skips) run
+  on the Celery worker; ``docker compose down -v`` leaves nothing.
 - ``test_sync_sidecar_killed_mid_download``: only object storage, the sync sidecar and TF Serving;
   kill the sidecar (SIGKILL) while it downloads a large version, restart it: TF Serving never
   lists the partial version, the volume never holds a partial ``<N>/``, the restart completes it.
@@ -182,10 +184,38 @@ def test_release_through_the_stack(images, tmp_path):
         ours = {r["Name"] for r in stack.ps()}
         strays = {c["Name"] for c in net["Containers"].values()} - ours
         assert not strays, f"step or validation containers left on the network: {strays}"
+
+        # scale-out: the README's switch (CeleryExecutor + the "celery" profile: Redis and a Celery
+        # worker) on the same stack; a second run (nothing new: it skips) runs on the Celery worker
+        t_celery = time.monotonic()
+        celery_up_s = stack.use_celery().up(timeout=600)
+        assert {"redis", "airflow-worker"} <= {r["Service"] for r in stack.ps()}
+        worker_host = subprocess.run(["docker", "inspect", "--format", "{{.Config.Hostname}}",
+                                      stack.container("airflow-worker")],
+                                     capture_output=True, text=True, check=True).stdout.strip()
+        run2 = _http("POST", f"{api}/api/v2/dags/{dag}/dagRuns", {"logical_date": None, "conf": {}},
+                     token=token)["dag_run_id"]
+
+        def finished2():
+            r = _http("GET", f"{api}/api/v2/dags/{dag}/dagRuns/{run2}", token=token)
+            return r if r["state"] in ("success", "failed") else None
+        result2 = _wait(finished2, 600, f"run {run2} under CeleryExecutor", interval=3)
+        tis2 = _http("GET", f"{api}/api/v2/dags/{dag}/dagRuns/{run2}/taskInstances", token=token)["task_instances"]
+        states2 = {t["task_id"]: t["state"] for t in tis2}
+        if result2["state"] != "success":
+            logs = {s: stack.logs(s, tail=60) for s in ("airflow-scheduler", "airflow-worker")}
+            pytest.fail(f"celery run {result2['state']}: {states2}\n{logs}")
+        assert states2 == {"newest_checkpoint": "success", "is_new": "success", "export": "skipped",
+                           "validate": "skipped", "publish": "skipped", "clean_staging": "success"}, states2
+        hosts = {t["task_id"]: t["hostname"] for t in tis2 if t["state"] == "success"}
+        assert hosts and set(hosts.values()) == {worker_host}, (hosts, worker_host)
+        assert len(load_manifests(s3, S3Uri.parse(f"s3://serving/{MODEL}/"))) == 1  # nothing new published
+        celery_s = time.monotonic() - t_celery
     finally:
         _teardown(stack)
     wall = time.monotonic() - t_start
-    print(f"compose e2e: up+healthy {up_s:.0f}s, release run {run_s:.0f}s, total wall {wall:.0f}s")
+    print(f"compose e2e: up+healthy {up_s:.0f}s, release run {run_s:.0f}s; CeleryExecutor switch "
+          f"(recreate + healthy {celery_up_s:.0f}s) and a skip run {celery_s:.0f}s; total wall {wall:.0f}s")
 
 
 SLOW_SYNC = """
