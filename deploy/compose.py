@@ -214,9 +214,8 @@ class Stack:
         return self.compose("ps", "--all", "--quiet", service).stdout.strip().splitlines()[0]
 
     def down(self, timeout: float = 300) -> None:
-        """Everything of the project, the profiles' services too (whether or not they were started)."""
-        everything = Stack(self.project, self.env_file, self.files, self.log, profiles=("*",))
-        everything.compose("down", "--volumes", "--remove-orphans", "--timeout", "20", timeout=timeout)
+        """Everything of the project: compose v2 removes the profiles' containers too."""
+        self.compose("down", "--volumes", "--remove-orphans", "--timeout", "20", timeout=timeout)
 
     def use_celery(self) -> "Stack":
         """The scale-out switch: CeleryExecutor in the env file and the "celery" profile (Redis and
