@@ -107,6 +107,9 @@ def test_public_defaults(compose):
     assert services["airflow-scheduler"]["build"]["args"]["BASE"].startswith("apache/airflow:3.3.")
     assert services["model-sync"]["build"]["args"]["BASE"] == "python:3.11-slim"
     assert services["airflow-scheduler"]["environment"]["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+    # SQLAlchemy 2.1 (Airflow 3.3) defaults postgresql:// to psycopg 3: name the driver the images have
+    assert services["airflow-worker"]["environment"]["AIRFLOW__CELERY__RESULT_BACKEND"].startswith(
+        "db+postgresql+psycopg2://")
 
 
 def test_local_override_never_pulls(compose):
