@@ -28,10 +28,12 @@ def test_thirty_mixed_runs_leave_no_container(export_env, model_env, s3, tmp_pat
     base = [sys.executable, "-m", "cli", "validate", cls_env.name, "--image", standin_image,
             "--config", cls_env.config]
     env = {**os.environ, **cls_env.env, "PYTHONPATH": ROOT}
-    plan = ["pass", "timeout", "kill", "broken", "pass", "kill"] * 5   # 30 runs, ends on a kill...
-    plan.append("pass")                                                 # ...so one more run sweeps it
-    codes, killed_left = {}, 0
+    # 30 runs: 5 passes, 5 failures, 10 timeouts, 10 kills; every kill is followed by a run that
+    # sweeps what it left (passes are the slow kind, ~17 s against ~6-11 s for the others)
+    plan = ["pass", "timeout", "kill", "broken", "kill", "timeout"] * 5
+    codes, killed_left, took = {}, 0, {}
     for i, kind in enumerate(plan):
+        t0 = time.monotonic()
         args = base + ["--candidate", broken if kind == "broken" else good]
         if kind == "timeout":
             args += ["--deadline", "0.5"]
@@ -47,11 +49,15 @@ def test_thirty_mixed_runs_leave_no_container(export_env, model_env, s3, tmp_pat
             p.wait()
             left = docker_engine.containers.list(all=True, filters={"label": f"tfs-release.pid={p.pid}"})
             killed_left += len(left)
+            took.setdefault(kind, []).append(time.monotonic() - t0)
             continue
         _, err = p.communicate(timeout=600)
         codes.setdefault(kind, set()).add(p.returncode)
+        took.setdefault(kind, []).append(time.monotonic() - t0)
         # whatever a killed run left behind is gone once the next run has started and finished
         assert docker_engine.containers.list(all=True, filters=LABEL) == [], f"run {i} ({kind}) left containers"
+    print(f"\n{len(plan)} runs: " + ", ".join(f"{k} x{len(v)} mean {sum(v) / len(v):.1f}s"
+                                             for k, v in sorted(took.items())))
     assert codes == {"pass": {0}, "timeout": {1}, "broken": {1}}, codes
     assert killed_left >= 5, "the SIGKILLs should have landed while containers were running"
     assert docker_engine.containers.list(all=True, filters=LABEL) == []
