@@ -95,6 +95,14 @@ def _wait(pred, timeout, what, interval=1.0):
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
+def _wait_run(api, dag, run_id, token, timeout) -> dict:
+    """The DAG run once it is final (success or failed), polled over the REST API."""
+    def finished():
+        r = _http("GET", f"{api}/api/v2/dags/{dag}/dagRuns/{run_id}", token=token)
+        return r if r["state"] in ("success", "failed") else None
+    return _wait(finished, timeout, f"run {run_id}", interval=3)
+
+
 def _golden_example():
     from PIL import Image
     with open(os.path.join(GOLDEN, "golden.json")) as fh:
@@ -141,10 +149,7 @@ def test_release_through_the_stack(images, tmp_path):
         # schedules are off in this stack: unpausing starts no scheduled run, ours is the only one
         _http("PATCH", f"{api}/api/v2/dags/{dag}", {"is_paused": False}, token=token)
 
-        def finished():
-            r = _http("GET", f"{api}/api/v2/dags/{dag}/dagRuns/{run_id}", token=token)
-            return r if r["state"] in ("success", "failed") else None
-        result = _wait(finished, 900, f"run {run_id}", interval=3)
+        result = _wait_run(api, dag, run_id, token, 900)
         tis = _http("GET", f"{api}/api/v2/dags/{dag}/dagRuns/{run_id}/taskInstances", token=token)
         states = {t["task_id"]: t["state"] for t in tis["task_instances"]}
         if result["state"] != "success":
@@ -195,11 +200,7 @@ def test_release_through_the_stack(images, tmp_path):
                                      capture_output=True, text=True, check=True).stdout.strip()
         run2 = _http("POST", f"{api}/api/v2/dags/{dag}/dagRuns", {"logical_date": None, "conf": {}},
                      token=token)["dag_run_id"]
-
-        def finished2():
-            r = _http("GET", f"{api}/api/v2/dags/{dag}/dagRuns/{run2}", token=token)
-            return r if r["state"] in ("success", "failed") else None
-        result2 = _wait(finished2, 600, f"run {run2} under CeleryExecutor", interval=3)
+        result2 = _wait_run(api, dag, run2, token, 600)
         tis2 = _http("GET", f"{api}/api/v2/dags/{dag}/dagRuns/{run2}/taskInstances", token=token)["task_instances"]
         states2 = {t["task_id"]: t["state"] for t in tis2}
         if result2["state"] != "success":
