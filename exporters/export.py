@@ -76,7 +76,8 @@ def export_candidate(client, model: ModelConfig, *, checkpoint_uri: str | None =
         functions = model_garden.export(module, params, sm_dir, model.input_types)
         export_seconds = time.monotonic() - t_export
         signatures = model_garden.describe_signatures(functions)
-        ref = reference.reference_answers(functions, golden, model.input_types, ref_dir)
+        ref = reference.reference_answers(functions, golden, model.input_types, ref_dir,
+                                          batch_size=model.validation_batch_size)
         warmup = reference.write_warmup(sm_dir, model.name, golden, model.input_types)
         fields = {
             "model": model.name, "task": kind,

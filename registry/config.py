@@ -23,10 +23,12 @@ KNOWN_KEYS = {
     "input_size", "batch_size", "schedule", "keep", "output_normalized_coordinates",
     "class_dtype", "labels", "latency_budget_ms", "conn_id", "owner", "tags", "launcher",
     "tolerance", "alerts", "serving_image", "validation_deadline_s", "report_base_url",
-    "staging_keep_days",
+    "staging_keep_days", "validation_batch_size", "latency_samples",
 }
 ALERT_KEYS = {"slack_conn_id", "smtp_conn_id", "email_to", "email_from", "on_success", "report_link"}
 REPORT_LINK_MODES = ("airflow", "presigned")
+DEFAULT_VALIDATION_BATCH_SIZE = 32  # golden images per predict request (validator and exporter)
+DEFAULT_LATENCY_SAMPLES = 20  # single-image requests per protocol and signature for p50/p95
 CONN_ID = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
 EMAIL = re.compile(r"^[^@\s,;]+@[^@\s,;]+$")
 
@@ -60,6 +62,14 @@ class ModelConfig:
     schedule: str | None = None
     keep: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def validation_batch_size(self) -> int:
+        return self.extra.get("validation_batch_size") or DEFAULT_VALIDATION_BATCH_SIZE
+
+    @property
+    def latency_samples(self) -> int:
+        return self.extra.get("latency_samples") or DEFAULT_LATENCY_SAMPLES
 
     @property
     def model_prefix(self) -> S3Uri:
@@ -209,6 +219,12 @@ def parse_model(name: str, raw: Any, *, base_dir: str = ".") -> ModelConfig:
         if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
             raise ConfigError(f"models.{name}.staging_keep_days must be a number of days >= 0 (how long "
                               f"a failed or dry run's staged candidate is kept), got {v!r}")
+    for key, what in (("validation_batch_size", "golden images per predict request (1: one at a time)"),
+                      ("latency_samples", "single-image requests timed per protocol and signature")):
+        if raw.get(key) is not None:
+            v = raw[key]
+            if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 1000:
+                raise ConfigError(f"models.{name}.{key} must be an integer from 1 to 1000 ({what}), got {v!r}")
     if raw.get("report_base_url") is not None:
         kw["extra"]["report_base_url"] = _http_base(name, "report_base_url", raw["report_base_url"])
     return ModelConfig(**kw)

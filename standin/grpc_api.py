@@ -29,6 +29,9 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     def Predict(self, request, context):
         try:
             servable = self.core.servable_for_spec(request.model_spec)
+            log.debug("[stand-in] predict over gRPC: model %s, signature %s, inputs %s", request.model_spec.name,
+                      request.model_spec.signature_name or "serving_default",
+                      {k: [d.size for d in v.tensor_shape.dim] for k, v in request.inputs.items()})
             try:
                 return servable.predict_proto(request, _timeout_ms(context))
             finally:

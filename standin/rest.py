@@ -89,6 +89,8 @@ class RestApi:
             return held[-1].input_dtypes(signature_name)
         try:
             sig_name, inputs, fmt = tensors.parse_predict_json(body, input_dtypes)
+            log.debug("[stand-in] predict over REST: model %s, signature %s, inputs %s", name,
+                      sig_name or "serving_default", {k: list(v.shape) for k, v in inputs.items()})
             _, outputs = held[-1].run(sig_name, inputs, (), self.timeout_ms)
             return tensors.outputs_to_json(outputs, fmt)
         finally:

@@ -1,7 +1,11 @@
 """Talking to a TF Serving (or the stand-in): REST and gRPC clients with one small interface.
 
     status() -> [{"version", "state", "error"}]; metadata() -> signatures in contracts' normal form;
-    predict(signature, input_type, x) -> {output: np.ndarray}
+    predict(signature, input_type, x) -> {output: np.ndarray}   (x: a batch [B, ...], any B)
+
+``predict_images`` sends golden images in batches (REST: one columnar ``inputs`` request, gRPC: one
+PredictRequest with a leading batch dimension) and hands back one answer per image, shaped as a
+request of that image alone would have been answered.
 """
 from __future__ import annotations
 
@@ -21,6 +25,8 @@ class ServingError(Exception):
 
 
 class RestClient:
+    protocol = "REST"
+
     def __init__(self, host: str, port: int, model: str, *, timeout: float = 60):
         self.base = f"http://{host}:{port}/v1/models/{model}"
         self.model, self.timeout = model, timeout
@@ -62,6 +68,8 @@ class RestClient:
 
 
 class GrpcClient:
+    protocol = "gRPC"
+
     def __init__(self, host: str, port: int, model: str, *, timeout: float = 60):
         import grpc
         from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
@@ -108,6 +116,31 @@ class GrpcClient:
             req.inputs[INPUT_KEY].CopyFrom(tf.make_tensor_proto(x))
         resp = self._rpc(self.predictions.Predict, req)
         return {k: tf.make_ndarray(v) for k, v in resp.outputs.items()}
+
+
+def predict_images(client, signature: str, input_type: str, images: list, *, batch_size: int) -> tuple[list[dict], int]:
+    """Every golden image's answer ({output: [1, ...]}, in the order of ``images``), asked in
+    batches of at most ``batch_size`` (same-shaped images only for image_tensor; see
+    exporters/batching.py). Returns (answers, number of requests). Raises ServingError."""
+    from exporters import batching
+    from exporters.reference import model_input
+    answers: list = [None] * len(images)
+    groups = batching.plan_images(input_type, images, batch_size)
+    for idx in groups:
+        x = batching.stack([model_input(input_type, images[i]) for i in idx])
+        try:
+            parts = batching.split(client.predict(signature, input_type, x), len(idx),
+                                   what=f"the {client.protocol} answer of signature {signature!r}")
+        except batching.BatchError as exc:
+            raise ServingError(str(exc)) from None
+        except ServingError as exc:
+            if len(idx) == 1:
+                raise
+            raise ServingError(f"{exc} (the request carried a batch of {len(idx)} golden images; if the model "
+                               "cannot take batches, set validation_batch_size: 1 for it)") from None
+        for i, part in zip(idx, parts):
+            answers[i] = part
+    return answers, len(groups)
 
 
 def wait_available(client, *, deadline_s: float, alive=lambda: None, poll: float = 0.5) -> dict:

@@ -3,10 +3,10 @@
 1. static: the SavedModel's signatures against the task's contract (no server needed);
 2. served: a temporary TF Serving (docker launcher by default, or a process) on the candidate,
    AVAILABLE within a deadline, metadata (REST and gRPC) against the contract, every golden image
-   over REST and gRPC for every signature;
+   over REST and gRPC for every signature, in batched requests (``validation_batch_size``);
 3. golden: parity with the exporter's in-process answers, per-image expectations, a
    great-expectations suite over all outputs;
-4. latency p50/p95 per protocol (optional budget);
+4. latency p50/p95 per protocol on ``latency_samples`` single-image requests (optional budget);
 5. the server is removed on every path; the report goes to s3://<serving>/<model>/_reports/<run>/.
 """
 from __future__ import annotations
@@ -76,8 +76,13 @@ def download_candidate(client, cand: S3Uri, body: dict, dest_models: str, model:
 
 def serve_and_check(server, model: ModelConfig, contract, golden, reference, *, deadline_s: float,
                     tolerance: float, latency_budget_ms: float | None):
-    """Everything that needs the running server. Returns (checks, answers, rest_answers, numbers)."""
-    from validation.clients import GrpcClient, RestClient, wait_available
+    """Everything that needs the running server. Returns (checks, answers, rest_answers, numbers).
+
+    Golden images go in batched requests (``validation_batch_size``, capped at a fixed input batch
+    dimension), answers are split back per image; latency is timed on a separate sample of
+    ``latency_samples`` single-image requests per protocol and signature."""
+    from exporters import batching
+    from validation.clients import GrpcClient, RestClient, predict_images, wait_available
     checks, answers, first = [], [], {}
     first_sig = next(iter(model.input_types))
     rest = RestClient(server.host, server.rest_port, model.name)
@@ -87,20 +92,26 @@ def serve_and_check(server, model: ModelConfig, contract, golden, reference, *, 
     checks.append(_check("served: version AVAILABLE", True, f"version {version['version']} AVAILABLE after {up:.1f}s",
                          seconds=round(up, 2)))
     grpc = GrpcClient(server.host, server.grpc_port, model.name)
+    clients = (("REST", rest), ("gRPC", grpc))
+    latency, requests = {}, {}
     try:
-        for proto, cl in (("REST", rest), ("gRPC", grpc)):
-            problems = contract.check(cl.metadata(), where=f"served metadata ({proto})")
+        served = {}
+        for proto, cl in clients:
+            served[proto] = cl.metadata()
+            problems = contract.check(served[proto], where=f"served metadata ({proto})")
             checks.append(_check(f"contract: served metadata over {proto}", not problems,
                                  "; ".join(problems) or "matches the contract"))
-        latency = {}
         for sig, typ in model.input_types.items():
-            for proto, cl in (("REST", rest), ("gRPC", grpc)):
-                ms, worst, bad = [], 0.0, []
-                for g in golden.images:
-                    x = model_input(typ, g)
-                    t = time.perf_counter()
-                    out = cl.predict(sig, typ, x)
-                    ms.append((time.perf_counter() - t) * 1000)
+            shape = (((served["REST"].get(sig) or {}).get("inputs") or {}).get(contracts.INPUT_KEY) or {}).get("shape")
+            size = min(model.validation_batch_size, batching.fixed_batch(shape) or model.validation_batch_size)
+            for proto, cl in clients:
+                worst, bad = 0.0, []
+                t = time.perf_counter()
+                outs, n_req = predict_images(cl, sig, typ, golden.images, batch_size=size)
+                seconds = time.perf_counter() - t
+                requests[f"{proto} {sig}"] = {"requests": n_req, "images": len(golden.images), "batch_size": size,
+                                              "seconds": round(seconds, 3)}
+                for g, out in zip(golden.images, outs):
                     answers.append((g.name, f"{proto}:{sig}", out))
                     if proto == "REST" and sig == first_sig:
                         first[g.name] = out
@@ -111,8 +122,18 @@ def serve_and_check(server, model: ModelConfig, contract, golden, reference, *, 
                 checks.append(_check(f"parity: {proto} {sig} vs exporter", not bad,
                                      "; ".join(bad[:4]) + (f" (+{len(bad) - 4} more)" if len(bad) > 4 else "")
                                      if bad else f"all {len(golden.images)} answers within {tolerance} "
-                                                 f"(max diff {worst:.3g})",
-                                     max_abs_diff=worst, images=len(golden.images), failed=len(bad)))
+                                                 f"(max diff {worst:.3g}; {n_req} request(s) of <= {size} images)",
+                                     max_abs_diff=worst, images=len(golden.images), failed=len(bad),
+                                     requests=n_req, batch_size=size))
+        sample = batching.spread(golden.images, model.latency_samples)
+        for sig, typ in model.input_types.items():
+            for proto, cl in clients:
+                ms = []
+                for g in sample:
+                    x = model_input(typ, g)
+                    t = time.perf_counter()
+                    cl.predict(sig, typ, x)
+                    ms.append((time.perf_counter() - t) * 1000)
                 latency[f"{proto} {sig}"] = _percentiles(ms)
         if latency_budget_ms:
             over = {k: v["p95"] for k, v in latency.items() if v.get("p95", 0) > latency_budget_ms}
@@ -121,7 +142,11 @@ def serve_and_check(server, model: ModelConfig, contract, golden, reference, *, 
                                  f"every p95 <= {latency_budget_ms} ms", budget_ms=latency_budget_ms))
     finally:
         grpc.close()
-    return checks, answers, first, {"seconds_to_available": up, "latency_ms": latency}
+    log.info("golden requests: %s; latency (single images): %s",
+             ", ".join(f"{k} {v['images']} images in {v['requests']} request(s) {v['seconds']:.2f}s"
+                       for k, v in requests.items()),
+             ", ".join(f"{k} p50 {v['p50']:.1f} ms p95 {v['p95']:.1f} ms" for k, v in latency.items() if v.get("n")))
+    return checks, answers, first, {"seconds_to_available": up, "latency_ms": latency, "golden_requests": requests}
 
 
 def in_pixels(outputs: dict, image_shape, normalized: bool) -> dict:

@@ -1,0 +1,186 @@
+"""Golden images go to the temporary server in batched requests (real Docker engine, stand-in
+image, no S3): batched answers equal single-image answers over REST and gRPC, images of mixed
+sizes batch per shape for image_tensor and freely for image_bytes, the batch size is respected
+(counted in the stand-in's DEBUG request log), and latency is timed on single-image requests."""
+import json
+import os
+import re
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from exporters import golden as golden_mod
+from exporters.batching import BatchError
+from exporters.reference import load_reference, model_input, reference_answers
+from registry.config import ModelConfig
+from registry.s3 import S3Uri
+from validation import contracts, launchers
+from validation.clients import GrpcClient, RestClient, ServingError
+from validation.validate import serve_and_check
+
+pytestmark = pytest.mark.docker
+
+MODEL = "batchy"
+# 11 golden images, three sizes interleaved: A=20x20 (5 images), B=16x24 (4), C=30x12 (2)
+SIZES = ["A", "B", "A", "C", "B", "A", "A", "B", "C", "B", "A"]
+HW = {"A": (20, 20), "B": (16, 24), "C": (30, 12)}
+INPUT_TYPES = {"serving_default": "image_tensor", "serving_bytes": "image_bytes"}
+
+
+def mixed_golden_set(folder) -> str:
+    rng = np.random.default_rng(3)
+    entries = []
+    for i, s in enumerate(SIZES):
+        h, w = HW[s]
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(os.path.join(folder, f"{i:02d}.png"))
+        entries.append({"file": f"{i:02d}.png", "label": i % 3})
+    with open(os.path.join(folder, "golden.json"), "w") as fh:
+        json.dump({"schema": 1, "task": "classification", "classes": {"0": "r", "1": "g", "2": "b"},
+                   "images": entries}, fh)
+    return folder + "/"
+
+
+def save_model(path, *, scalar_output=False):
+    """A 3-class 'classifier' on the mean colour, with an image_tensor and an image_bytes signature
+    (per-image decoding with map_fn, as Model Garden's serving modules do)."""
+    import tensorflow as tf
+
+    class M(tf.Module):
+        def __init__(self):
+            self.w = tf.Variable([[1.0, -0.5, 0.2], [0.3, 1.1, -0.7], [-0.4, 0.6, 0.9]])
+
+        def head(self, mean):
+            logits = tf.matmul(mean, self.w)
+            out = {"logits": logits, "probs": tf.nn.softmax(logits)}
+            if scalar_output:  # an output without a batch dimension: cannot be split per image
+                out["total"] = tf.reduce_sum(logits)
+            return out
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="inputs")])
+        def tensors(self, inputs):
+            return self.head(tf.reduce_mean(tf.cast(inputs, tf.float32), axis=[1, 2]) / 255.0)
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+        def encoded(self, inputs):
+            def one(b):
+                return tf.reduce_mean(tf.cast(tf.io.decode_png(b, channels=3), tf.float32), axis=[0, 1])
+            return self.head(tf.map_fn(one, inputs, fn_output_signature=tf.float32) / 255.0)
+
+    m = M()
+    tf.saved_model.save(m, path, signatures={"serving_default": m.tensors, "serving_bytes": m.encoded})
+    return path
+
+
+def model_config(**extra) -> ModelConfig:
+    return ModelConfig(name=MODEL, serving=S3Uri("unused", f"{MODEL}/"), task="classification",
+                       input_types=dict(INPUT_TYPES), extra=extra)
+
+
+def reference(sm_dir, golden, out_dir, batch_size):
+    import tensorflow as tf
+    loaded = tf.saved_model.load(sm_dir)
+    reference_answers({s: loaded.signatures[s] for s in INPUT_TYPES}, golden, INPUT_TYPES, out_dir,
+                      batch_size=batch_size)
+    return load_reference(out_dir)
+
+
+@pytest.fixture
+def debug_server(monkeypatch, standin_image, docker_engine):
+    """start(models_dir) -> Server: the stand-in image through the docker launcher, logging every
+    predict request with its input shapes (--log_level=DEBUG)."""
+    monkeypatch.setattr(launchers, "SERVER_ARGS", [*launchers.SERVER_ARGS, "--log_level=DEBUG"])
+    launcher = launchers.DockerLauncher(standin_image, run_id="test-batching")
+    yield lambda models: launcher.start(models, MODEL)
+    launcher.cleanup()
+
+
+def logged_requests(server, expect: int) -> dict:
+    """{"REST"/"gRPC": {signature: [input shape, ...]}} from the stand-in's DEBUG lines, once
+    ``expect`` requests are logged (the container's log stream lags a little), or after 15 s."""
+    deadline = time.monotonic() + 15
+    while True:
+        out, n = {"REST": {}, "gRPC": {}}, 0
+        for m in re.finditer(r"predict over (REST|gRPC): model \S+, signature (\S+), inputs \{'inputs': "
+                             r"\[([\d, ]+)\]\}", server.logs(100000)):
+            out[m.group(1)].setdefault(m.group(2), []).append(tuple(int(d) for d in m.group(3).split(",")))
+            n += 1
+        if n >= expect or time.monotonic() > deadline:
+            return out
+        time.sleep(0.2)
+
+
+def test_batched_answers_equal_single_image_answers(tmp_path, debug_server):
+    golden = golden_mod.load(mixed_golden_set(str(tmp_path)), task="classification")
+    sm = save_model(str(tmp_path / "models" / MODEL / "1"))
+    ref = reference(sm, golden, str(tmp_path / "ref"), batch_size=4)
+    single_ref = reference(sm, golden, str(tmp_path / "ref1"), batch_size=1)
+    for sig in INPUT_TYPES:  # the exporter's batched answers are the one-at-a-time answers
+        for g in golden.images:
+            for k in ("logits", "probs"):
+                assert ref[sig][g.name][k].shape == single_ref[sig][g.name][k].shape == (1, 3)
+                np.testing.assert_allclose(ref[sig][g.name][k], single_ref[sig][g.name][k], atol=1e-6)
+
+    server = debug_server(str(tmp_path / "models"))
+    model = model_config(validation_batch_size=4, latency_samples=3)
+    contract = contracts.Contract.for_model("classification", INPUT_TYPES)
+    checks, answers, first, numbers = serve_and_check(server, model, contract, golden, ref, deadline_s=180,
+                                                      tolerance=1e-5, latency_budget_ms=None)
+    failed = [(c["name"], c["detail"]) for c in checks if not c["passed"]]
+    assert not failed, failed
+    parity = {c["name"]: c["numbers"] for c in checks if c["name"].startswith("parity:")}
+    assert parity["parity: REST serving_default vs exporter"]["requests"] == 4  # A: 4+1, B: 4, C: 2
+    assert parity["parity: gRPC serving_bytes vs exporter"]["requests"] == 3    # 4+4+3, sizes mixed
+    got = numbers["golden_requests"]["REST serving_default"]
+    assert (got["requests"], got["images"], got["batch_size"]) == (4, 11, 4)
+
+    # what the server saw: batches of <= 4, one shape per image_tensor batch, then 3 single-image
+    # latency requests (images 0, 3, 7 of the set: sizes A, C, B)
+    a, b, c = ((*HW[s], 3) for s in "ABC")
+    seen = logged_requests(server, 2 * (7 + 6))
+    for proto in ("REST", "gRPC"):
+        assert seen[proto]["serving_default"] == [(4, *a), (1, *a), (4, *b), (2, *c), (1, *a), (1, *c), (1, *b)]
+        assert seen[proto]["serving_bytes"] == [(4,), (4,), (3,), (1,), (1,), (1,)]
+    for key in ("REST serving_default", "gRPC serving_default", "REST serving_bytes", "gRPC serving_bytes"):
+        assert numbers["latency_ms"][key]["n"] == 3 and numbers["latency_ms"][key]["p95"] > 0
+
+    # each image's answer, split from its batch, equals the answer to that image sent alone
+    assert len(answers) == 4 * len(golden.images)
+    by_key = {(n, s): o for n, s, o in answers}
+    rest = RestClient(server.host, server.rest_port, MODEL)
+    grpc = GrpcClient(server.host, server.grpc_port, MODEL)
+    try:
+        for sig, typ in INPUT_TYPES.items():
+            for proto, cl in (("REST", rest), ("gRPC", grpc)):
+                for g in golden.images:
+                    alone = cl.predict(sig, typ, model_input(typ, g))
+                    batched = by_key[(g.name, f"{proto}:{sig}")]
+                    assert set(batched) == set(alone) == {"logits", "probs"}
+                    for k in alone:
+                        assert batched[k].shape == alone[k].shape == (1, 3)
+                        np.testing.assert_allclose(batched[k], alone[k], atol=1e-6)
+    finally:
+        grpc.close()
+    assert set(first) == {g.name for g in golden.images}
+    assert all(first[n] is by_key[(n, "REST:serving_default")] for n in first)
+
+
+def test_answers_that_cannot_be_split_fail_with_the_way_out(tmp_path, debug_server):
+    golden = golden_mod.load(mixed_golden_set(str(tmp_path)), task="classification")
+    sm = save_model(str(tmp_path / "models" / MODEL / "1"), scalar_output=True)
+    with pytest.raises(BatchError, match="Set validation_batch_size: 1"):  # the exporter's side
+        reference(sm, golden, str(tmp_path / "ref"), batch_size=4)
+    ref = reference(sm, golden, str(tmp_path / "ref1"), batch_size=1)
+    server = debug_server(str(tmp_path / "models"))
+    contract = contracts.Contract.for_model("classification", INPUT_TYPES)
+    with pytest.raises(ServingError, match=r"REST answer of signature 'serving_default' to a batch of 4 images has "
+                                           r"outputs without a leading batch dimension of 4: \{'total': \[\]\}"):
+        serve_and_check(server, model_config(validation_batch_size=4), contract, golden, ref, deadline_s=180,
+                        tolerance=1e-5, latency_budget_ms=None)
+    # one image per request: the same model validates
+    checks, *_ = serve_and_check(server, model_config(validation_batch_size=1, latency_samples=1), contract, golden,
+                                 ref, deadline_s=180, tolerance=1e-5, latency_budget_ms=None)
+    assert all(c["passed"] for c in checks), [c for c in checks if not c["passed"]]
+    seen = logged_requests(server, 1 + 4 * 12)  # the failed batch; per protocol and signature 11 + 1
+    assert len(seen["REST"]["serving_default"]) == 1 + 11 + 1 and len(seen["gRPC"]["serving_bytes"]) == 11 + 1
