@@ -6,11 +6,15 @@ A golden set is a folder (or s3:// prefix) with ``golden.json`` and the files it
       "schema": 1,
       "task": "detection" | "segmentation" | "classification",
       "classes": {"1": "rectangle", "2": "ellipse", "3": "triangle"},   # label map: id -> name
-      "defaults": {"min_score": 0.5, "min_iou": 0.5, "min_miou": 0.5, "top_k": 1},  # optional
+      "defaults": {"min_score": 0.5, "min_iou": 0.5, "min_miou": 0.5, "top_k": 1,     # optional
+                   "max_false_positives": 0},
       "images": [
-        # detection: every expected object must be found (same class, IoU >= min_iou,
-        # score >= min_score); boxes are [ymin, xmin, ymax, xmax] in pixels
+        # detection: predictions with score >= min_score are matched one to one to the expected
+        # objects (highest score first, same class, IoU >= min_iou); every expected object must be
+        # matched and at most max_false_positives predictions may match nothing. Boxes are
+        # [ymin, xmin, ymax, xmax] in pixels, max edges exclusive; [] boxes = nothing to find
         {"file": "0000.png", "boxes": [[28, 22, 65, 52]], "classes": [2]},
+        {"file": "0001.png", "boxes": [], "classes": [], "max_false_positives": 1},
         # segmentation: a PNG of class ids per pixel; mean IoU over present classes >= min_miou
         {"file": "0000.png", "mask": "0000.mask.png"},
         # classification: the label must be in the top_k
@@ -31,7 +35,7 @@ import numpy as np
 from registry.errors import BadInput
 
 SCHEMA = 1
-DEFAULTS = {"min_score": 0.5, "min_iou": 0.5, "min_miou": 0.5, "top_k": 1}
+DEFAULTS = {"min_score": 0.5, "min_iou": 0.5, "min_miou": 0.5, "top_k": 1, "max_false_positives": 0}
 
 
 class GoldenError(BadInput):
@@ -154,6 +158,10 @@ def load(source: str, *, task: str | None = None) -> GoldenSet:
         data = read(name)
         img = _decode(name, data, where)
         expect = {k: e.get(k, defaults[k]) for k in DEFAULTS}
+        fp = expect["max_false_positives"]
+        if isinstance(fp, bool) or not isinstance(fp, int) or fp < 0:
+            raise GoldenError(f"{name}: max_false_positives must be an integer >= 0 (how many predictions "
+                              f"with score >= min_score may match no expected object), got {fp!r}")
         gi = GoldenImage(name=name, encoded=data, image=img, expect=expect)
         if gtask == "detection":
             boxes, cls = e.get("boxes"), e.get("classes")

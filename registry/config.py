@@ -24,7 +24,11 @@ KNOWN_KEYS = {
     "class_dtype", "labels", "latency_budget_ms", "conn_id", "owner", "tags", "launcher",
     "tolerance", "alerts", "serving_image", "validation_deadline_s", "report_base_url",
     "staging_keep_days", "validation_batch_size", "latency_samples",
+    "min_map", "min_ap50", "min_accuracy", "min_miou_set",
 }
+# golden-set metric floors: config key -> the task whose set metric it bounds (validation/metrics.py)
+METRIC_FLOORS = {"min_map": "detection", "min_ap50": "detection", "min_accuracy": "classification",
+                 "min_miou_set": "segmentation"}
 ALERT_KEYS = {"slack_conn_id", "smtp_conn_id", "email_to", "email_from", "on_success", "report_link"}
 REPORT_LINK_MODES = ("airflow", "presigned")
 DEFAULT_VALIDATION_BATCH_SIZE = 32  # golden images per predict request (validator and exporter)
@@ -225,6 +229,17 @@ def parse_model(name: str, raw: Any, *, base_dir: str = ".") -> ModelConfig:
             v = raw[key]
             if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 1000:
                 raise ConfigError(f"models.{name}.{key} must be an integer from 1 to 1000 ({what}), got {v!r}")
+    for key, floor_task in METRIC_FLOORS.items():
+        if raw.get(key) is not None:
+            v = raw[key]
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v <= 1:
+                raise ConfigError(f"models.{name}.{key} must be a number from 0 to 1 (the lowest golden-set "
+                                  f"metric that passes validation), got {v!r}")
+            if task is not None and task != floor_task:
+                others = ", ".join(k for k, t in METRIC_FLOORS.items() if t == task)
+                raise ConfigError(f"models.{name}.{key} is a {floor_task} metric floor but the model's task is "
+                                  f"{task}: remove it (floors for {task}: {others}).")
+            kw["extra"][key] = float(v)
     if raw.get("report_base_url") is not None:
         kw["extra"]["report_base_url"] = _http_base(name, "report_base_url", raw["report_base_url"])
     return ModelConfig(**kw)

@@ -1,7 +1,17 @@
-"""The validation report: ``verdict.json`` (every check, the numbers) and ``index.html``, the page a
-person reads first: verdict, failed checks on top, each golden image with expected (green) and
-predicted (orange) boxes or masks drawn, latency. Self-contained: pictures are inlined, styles too;
-the GX Data Docs sit beside it in ``gx/``."""
+"""The validation report: ``verdict.json`` (every check, the numbers, the set metrics) and
+``index.html``, the page a person reads first. It stays usable with hundreds of golden images:
+
+- top: verdict, reason, the golden-set metrics (with the model's floors), the checks (per-image
+  golden checks folded: failed ones listed, passing ones counted);
+- golden images: the failed ones first, worst first, then the worst passing ones, as full cards
+  (pictures with each image's numbers beside them), at most ``FULL_FAILED`` + ``FULL_PASSING``;
+  every other image as a small thumbnail in a grid (failed ones first, then worst first);
+- latency; a link to the great-expectations Data Docs in ``gx/``.
+
+One self-contained file: pictures are inline data URIs, styles inline, no scripts, nothing fetched.
+Pictures are drawn here, and only for the images shown: a per-image entry carries ``full`` and
+``thumb`` callables (see ``validation.validate.golden_checks``).
+"""
 from __future__ import annotations
 
 import base64
@@ -12,107 +22,345 @@ import os
 
 import numpy as np
 
+FULL_FAILED = 24    # failed images shown with full pictures (the rest of them go to the grid, marked)
+FULL_PASSING = 8    # worst passing images shown with full pictures
+FULL_SIZE, THUMB_SIZE = 256, 96
+GOLDEN_ROWS = 10    # failed golden images listed in the checks table (all of them are in verdict.json)
+
+# class colours (segmentation masks only); 0 = background (the dimmed image)
 PALETTE = np.array([[0, 0, 0], [230, 25, 75], [60, 180, 75], [0, 130, 200], [245, 130, 48],
                     [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60]], dtype=np.uint8)
+# box colours (detection only): what a box is, never which class (class names are written as text)
+EXPECTED, MISSED, MATCHED, FALSE_POSITIVE = (0, 200, 0), (255, 0, 255), (255, 140, 0), (220, 0, 0)
 
 
-def _png(img) -> str:
+def class_colour(c: int) -> tuple[int, int, int]:
+    """The palette colour of class id c > 0 (wraps around after 8 classes)."""
+    return tuple(int(v) for v in PALETTE[1 + (int(c) - 1) % (len(PALETTE) - 1)])
+
+
+# --- pictures ----------------------------------------------------------------------------------
+
+def _encode(im, *, photo_ok: bool = True) -> str:
+    """Small pictures as PNG (pixel-exact); large ones as JPEG so a report of many stays small."""
     buf = io.BytesIO()
-    img.save(buf, format="PNG")
+    if photo_ok and im.width * im.height > FULL_SIZE * FULL_SIZE:
+        im.convert("RGB").save(buf, format="JPEG", quality=88)
+        return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+    im.save(buf, format="PNG", optimize=False)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def _scaled(image: np.ndarray, scale: int):
+def _thumb_src(im) -> str:
+    buf = io.BytesIO()
+    im.convert("RGB").save(buf, format="JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _fit(image: np.ndarray, size: int, *, nearest: bool = False):
+    """(PIL image, scale): small images enlarged by a whole factor up to ``size``, large ones shrunk to it."""
     from PIL import Image
-    im = Image.fromarray(image)
-    return im.resize((im.width * scale, im.height * scale), Image.NEAREST)
+    im = Image.fromarray(np.ascontiguousarray(image))
+    side = max(im.width, im.height)
+    scale = max(1, size // side) if side <= size else size / side
+    if scale == 1:
+        return im, 1
+    w, h = max(1, round(im.width * scale)), max(1, round(im.height * scale))
+    return im.resize((w, h), Image.NEAREST if nearest or scale > 1 else Image.BILINEAR), scale
 
 
-def detection_picture(image: np.ndarray, expect: dict, outputs: dict | None, labels: dict, min_score: float) -> str:
+def _draw_boxes(im, scale, expect, dets, match, labels, *, text: bool, width: int):
     from PIL import ImageDraw
-    scale = max(1, 256 // max(image.shape[:2]))
-    im = _scaled(image, scale)
     d = ImageDraw.Draw(im)
-    for box, cls in zip(expect.get("boxes", []), expect.get("classes", [])):
-        y0, x0, y1, x1 = [v * scale for v in box]
-        d.rectangle([x0, y0, x1, y1], outline=(0, 200, 0), width=3)
-        d.text((x0 + 2, y1 - 12), f"{labels.get(cls, cls)}", fill=(0, 200, 0))
-    if outputs is not None:
-        n = int(np.asarray(outputs["num_detections"]).reshape(-1)[0])
-        for b, s, c in zip(np.asarray(outputs["detection_boxes"])[0][:n], np.asarray(outputs["detection_scores"])[0][:n],
-                           np.asarray(outputs["detection_classes"])[0][:n]):
-            if s < min_score or not np.all(np.isfinite(b)):
-                continue
-            y0, x0, y1, x1 = [float(v) * scale for v in b]
-            d.rectangle([x0, y0, x1, y1], outline=(255, 140, 0), width=2)
-            d.text((x0 + 2, y0 + 1), f"{labels.get(int(c), int(c))} {s:.2f}", fill=(255, 140, 0))
-    return _png(im)
+    boxes, scores, classes = dets
+    missed = set(match.missed) if match is not None else set()
+
+    def label(xy, text, colour):  # on a dark patch, readable over any image
+        x, y = max(0, xy[0]), max(0, xy[1])
+        d.rectangle(d.textbbox((x, y), text), fill=(0, 0, 0))
+        d.text((x, y), text, fill=colour)
+
+    def rect(box):
+        y0, x0, y1, x1 = (float(v) * scale for v in box)
+        return [x0, y0, max(x0, x1 - 1), max(y0, y1 - 1)]  # max edges are exclusive
+    for j, (box, cls) in enumerate(zip(expect.get("boxes", []), expect.get("classes", []))):
+        colour = MISSED if j in missed else EXPECTED
+        r = rect(box)
+        d.rectangle(r, outline=colour, width=width + 1)
+        if text:
+            label((r[0] + 2, r[3] - 12), f"{labels.get(cls, cls)}", colour)
+    if match is None:
+        return
+    false = set(match.false_positives)
+    for i in match.counted:  # predictions with score >= min_score
+        b = boxes[i]
+        if not np.all(np.isfinite(b)):
+            continue
+        colour = FALSE_POSITIVE if i in false else MATCHED
+        r = rect(b)
+        d.rectangle(r, outline=colour, width=width)
+        if text:
+            label((r[0] + 2, r[1] + 2), f"{labels.get(int(classes[i]), int(classes[i]))} {scores[i]:.2f}", colour)
+
+
+def detection_pictures(image, expect, dets, match, labels) -> list[tuple[str, str]]:
+    im, scale = _fit(image, FULL_SIZE)
+    im = im.convert("RGB")
+    _draw_boxes(im, scale, expect, dets, match, labels, text=True, width=2)
+    return [(f"expected and predicted boxes (score >= {expect.get('min_score')})", _encode(im))]
+
+
+def detection_thumb(image, expect, dets, match, labels) -> str:
+    im, scale = _fit(image, THUMB_SIZE)
+    im = im.convert("RGB")
+    _draw_boxes(im, scale, expect, dets, match, labels, text=False, width=1)
+    return _thumb_src(im)
+
+
+def _mask_overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Class ids in solid palette colours over the dimmed image (same colour = same class)."""
+    out = (np.asarray(image) * 0.35).astype(np.uint8)
+    fg = mask > 0
+    out[fg] = PALETTE[1 + (mask[fg].astype(np.int64) - 1) % (len(PALETTE) - 1)]
+    return out
 
 
 def mask_picture(image: np.ndarray, mask: np.ndarray) -> str:
-    """Class ids in solid palette colours over the dimmed image (same colour = same class)."""
-    from PIL import Image
-    out = (image * 0.35).astype(np.uint8)
-    fg = mask > 0
-    out[fg] = PALETTE[np.clip(mask[fg], 1, len(PALETTE) - 1)]
-    scale = max(1, 192 // max(image.shape[:2]))
-    return _png(Image.fromarray(out).resize((image.shape[1] * scale, image.shape[0] * scale), Image.NEAREST))
-
-
-def class_legend(labels: dict) -> str:
-    return "".join(f"{html.escape(str(name))}<span style='background:rgb{tuple(int(v) for v in PALETTE[c % len(PALETTE)])}'>"
-                   "</span>" for c, name in sorted(labels.items()) if c > 0)
+    return _encode(_fit(_mask_overlay(image, mask), 192, nearest=True)[0])
 
 
 def image_picture(image: np.ndarray) -> str:
-    return _png(_scaled(image, max(1, 128 // max(image.shape[:2]))))
+    return _encode(_fit(image, 128)[0])
 
 
-CSS = """body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1200px}
+def segmentation_pictures(image, mask, pred) -> list[tuple[str, str]]:
+    return [("image", _encode(_fit(image, 192)[0])), ("expected mask", mask_picture(image, mask)),
+            ("predicted mask", mask_picture(image, pred))]
+
+
+def mask_thumb(image, pred) -> str:
+    return _thumb_src(_fit(_mask_overlay(image, pred), THUMB_SIZE, nearest=True)[0])
+
+
+def classification_pictures(image, label, scores, labels) -> list[tuple[str, str]]:
+    top = int(np.argmax(scores))
+    return [(f"expected {labels.get(label, label)}; predicted {labels.get(top, top)}", image_picture(image))]
+
+
+def image_thumb(image) -> str:
+    return _thumb_src(_fit(image, THUMB_SIZE)[0])
+
+
+# --- legends -----------------------------------------------------------------------------------
+
+def _swatch(rgb, *, box: bool) -> str:
+    style = f"border:3px solid rgb{tuple(rgb)}" if box else f"background:rgb{tuple(rgb)}"
+    return f"<span class=sw style='{style}'></span>"
+
+
+def class_legend(labels: dict) -> str:
+    """Segmentation: one colour per class (background is the dimmed image)."""
+    return "class colours: " + " ".join(
+        f"{_swatch(class_colour(c), box=False)}{html.escape(str(name))}" for c, name in sorted(labels.items()) if c > 0)
+
+
+def box_legend() -> str:
+    """Detection: box colours say what a box is; class names and scores are written beside the boxes."""
+    return ("box colours: " + " ".join(f"{_swatch(rgb, box=True)}{what}" for rgb, what in (
+        (EXPECTED, "expected, found"), (MISSED, "expected, missed"),
+        (MATCHED, "predicted, matched"), (FALSE_POSITIVE, "predicted, false positive"))) +
+            ". Class names (and scores of predictions) are written as text labels on the boxes; predictions "
+            "below the image's min_score are not drawn.")
+
+
+def legend(task: str | None, labels: dict) -> str:
+    if task == "detection":
+        return box_legend()
+    if task == "segmentation":
+        return class_legend(labels)
+    return "Each picture is captioned with the expected and the predicted class."
+
+
+# --- the page ----------------------------------------------------------------------------------
+
+CSS = """body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1280px}
 h1{margin-bottom:4px}.pass{color:#137333}.fail{color:#b3261e}.verdict{font-size:28px;font-weight:700}
 table{border-collapse:collapse;margin:8px 0 20px}td,th{border:1px solid #ddd;padding:4px 8px;text-align:left;
 vertical-align:top;font-size:13px}th{background:#f4f4f4}tr.failed td{background:#fdecea}
-.grid{display:flex;flex-wrap:wrap;gap:14px}.card{border:1px solid #ddd;border-radius:6px;padding:8px;width:300px}
-.card.failed{border-color:#b3261e}.card img{max-width:100%;image-rendering:pixelated}.small{font-size:12px;color:#555}
-.legend span{display:inline-block;width:12px;height:12px;margin:0 4px 0 10px;vertical-align:middle}"""
+.cards{display:flex;flex-wrap:wrap;gap:14px}.card{border:1px solid #ddd;border-radius:6px;padding:8px;width:fit-content}
+.card .detail{width:0;min-width:100%;font-size:12px;color:#555;margin-top:4px}
+.card.failed{border-color:#b3261e;border-width:2px}.card .body{display:flex;gap:10px;align-items:flex-start}
+.card .pics{display:flex;gap:6px;flex-wrap:wrap}.card figure{margin:0}.card img{image-rendering:pixelated;display:block}.card table.nums{margin:0}
+.card table.nums td{font-size:12px;padding:2px 6px}.small{font-size:12px;color:#555;max-width:640px}
+.thumbs{display:flex;flex-wrap:wrap;gap:6px}.thumb{margin:0;width:100px;font-size:10px;color:#555;
+border:1px solid #ddd;padding:1px;overflow:hidden}.thumb.failed{border:2px solid #b3261e}
+.thumb img{width:96px;height:96px;object-fit:contain;image-rendering:pixelated;display:block}
+.legend .sw{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px;vertical-align:middle;box-sizing:border-box}"""
+
+METRIC_NAMES = {
+    "map": "COCO mAP@[.5:.95]", "ap50": "AP@0.5", "ap75": "AP@0.75",
+    "precision": "precision (one-to-one, score >= min_score)", "recall": "recall (one-to-one, score >= min_score)",
+    "false_positives": "false positives (score >= min_score)", "found": "expected objects found",
+    "objects": "expected objects", "detections": "predicted boxes (all scores)",
+    "accuracy": "top-1 accuracy", "miou_set": "mean IoU over the set (summed confusion matrix)",
+    "miou_per_image_mean": "mean of per-image mIoU", "pixel_accuracy": "pixel accuracy",
+    "images": "golden images", "images_failed": "golden images failed",
+}
+FLOOR_OF = {"map": "min_map", "ap50": "min_ap50", "accuracy": "min_accuracy", "miou_set": "min_miou_set"}
+SKIP_METRICS = {"task", "floors", "iou_per_class"}
+METRIC_ORDER = ["map", "ap50", "ap75", "precision", "recall", "accuracy", "miou_set", "miou_per_image_mean",
+                "pixel_accuracy", "images", "images_failed", "objects", "found", "false_positives", "detections"]
 
 
-def write(out_dir: str, verdict: dict, pictures: list[dict], *, gx_docs: str | None, legend: str = "") -> dict:
-    """Write verdict.json and index.html into out_dir; returns their paths."""
+def _num(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4f}".rstrip("0").rstrip(".")
+    return "n/a" if v is None else str(v)
+
+
+def _metrics_html(m: dict) -> str:
+    e = html.escape
+    if not m:
+        return "<p>No golden answers: the set metrics were not measured.</p>"
+    floors = m.get("floors") or {}
+    rows = []
+    for k, v in sorted(m.items(), key=lambda kv: (METRIC_ORDER.index(kv[0]) if kv[0] in METRIC_ORDER else 50)):
+        if k in SKIP_METRICS or isinstance(v, dict):
+            continue
+        name = METRIC_NAMES.get(k) or (f"top-{k[3:-9]} accuracy" if k.startswith("top") and k.endswith("_accuracy") else k)
+        floor = floors.get(FLOOR_OF.get(k, ""))
+        if floor is None:
+            fl = ""
+        else:
+            ok = v is not None and v >= floor
+            fl = f"<span class='{'pass' if ok else 'fail'}'>{'&ge;' if ok else '&lt;'} {e(_num(floor))}</span>"
+        rows.append(f"<tr><td>{e(name)}</td><td><b>{e(_num(v))}</b></td><td>{fl}</td></tr>")
+    per_class = m.get("iou_per_class") or {}
+    extra = ("<table><tr><th>class</th><th>IoU over the set</th></tr>" + "".join(
+        f"<tr><td>{e(str(c))}</td><td>{e(_num(v))}</td></tr>" for c, v in per_class.items()) + "</table>") if per_class else ""
+    return (f"<table class=metrics><tr><th>{e(str(m.get('task', '')))} metric</th><th>value</th><th>floor</th></tr>"
+            + "".join(rows) + "</table>" + extra)
+
+
+def _checks_html(checks: list[dict]) -> str:
+    e = html.escape
+    golden = [c for c in checks if c["name"].startswith("golden: ")]
+    other = [c for c in checks if not c["name"].startswith("golden: ")]
+    g_failed = [c for c in golden if not c["passed"]]
+    shown = sorted(other, key=lambda c: (c["passed"], c["name"]))
+
+    def row(c):
+        if c["name"].startswith("golden: "):  # its numbers are in the image's card or thumbnail
+            numbers = f"<a href='#img-{e(c['name'][8:])}'>the image</a>"
+        else:
+            numbers = e(json.dumps(c.get("numbers", {}), default=str))
+        return (f"<tr class='{'' if c['passed'] else 'failed'}'><td>{'PASS' if c['passed'] else 'FAIL'}</td>"
+                f"<td>{e(c['name'])}</td><td>{e(str(c.get('detail', '')))}</td>"
+                f"<td class=small>{numbers}</td></tr>")
+    failed_other = [c for c in shown if not c["passed"]]
+    rows = "".join(row(c) for c in failed_other + g_failed[:GOLDEN_ROWS] + [c for c in shown if c["passed"]])
+    if golden:
+        more = (f"; {len(g_failed) - GOLDEN_ROWS} more failed images not listed here"
+                if len(g_failed) > GOLDEN_ROWS else "")
+        rows += (f"<tr class='{'failed' if g_failed else ''}'><td>{'FAIL' if g_failed else 'PASS'}</td>"
+                 f"<td>golden images ({len(golden)})</td><td>{len(golden) - len(g_failed)} passed, "
+                 f"{len(g_failed)} failed{more}; each image's numbers are with its pictures below and in "
+                 f"verdict.json</td><td></td></tr>")
+    return f"<table><tr><th></th><th>check</th><th>detail</th><th>numbers</th></tr>{rows}</table>"
+
+
+def _nums_html(numbers: dict) -> str:
+    e = html.escape
+    rows = []
+    for k, v in numbers.items():
+        if isinstance(v, dict):
+            cell = "<br>".join(f"{e(str(a))} {e(_num(b))}" for a, b in v.items())
+        else:
+            cell = e(v if isinstance(v, str) else _num(v))
+        rows.append(f"<tr><td>{e(str(k))}</td><td>{cell}</td></tr>")
+    return f"<table class=nums>{''.join(rows)}</table>"
+
+
+def _card(p: dict) -> str:
+    e = html.escape
+    figs = "".join(f"<figure><figcaption class=small>{e(label)}</figcaption><img alt='{e(label)}' src='{src}'></figure>"
+                   for label, src in p["full"]())
+    cls = "" if p["passed"] else " failed"
+    return (f"<div class='card{cls}' data-image='{e(p['image'])}' id='img-{e(p['image'])}'><div><b>{e(p['image'])}</b> "
+            f"<span class='{'pass' if p['passed'] else 'fail'}'>{'PASS' if p['passed'] else 'FAIL'}</span></div>"
+            f"<div class=body><div class=pics>{figs}</div>{_nums_html(p.get('numbers') or {})}</div>"
+            f"<div class=detail>{e(p['detail'])}</div></div>")
+
+
+def _thumb(p: dict) -> str:
+    e = html.escape
+    cls = "" if p["passed"] else " failed"
+    status = "PASS" if p["passed"] else "FAIL"
+    return (f"<figure class='thumb{cls}' data-image='{e(p['image'])}' id='img-{e(p['image'])}'><img alt='{e(p['image'])}' "
+            f"title='{e(p['image'])} {status}: {e(p['detail'])}' src='{p['thumb']()}'>"
+            f"<figcaption>{e(p['image'])}<br>{e(p.get('caption', ''))}</figcaption></figure>")
+
+
+def order(images: list[dict], *, full_failed: int = FULL_FAILED, full_passing: int = FULL_PASSING):
+    """(failed in full, worst passing in full, the rest for the grid): failed first, worst first."""
+    def key(p):
+        return (tuple(p.get("rank") or ()), p["image"])
+    failed = sorted((p for p in images if not p["passed"]), key=key)
+    passing = sorted((p for p in images if p["passed"]), key=key)
+    return failed[:full_failed], passing[:full_passing], failed[full_failed:] + passing[full_passing:]
+
+
+def write(out_dir: str, verdict: dict, images: list[dict], *, gx_docs: str | None, legend: str = "",
+          full_failed: int = FULL_FAILED, full_passing: int = FULL_PASSING) -> dict:
+    """Write verdict.json and index.html into out_dir; returns their paths.
+
+    images: one entry per golden image: image, passed, detail, numbers, rank (tuple, lower = worse),
+    caption (a few words for the thumbnail), full() -> [(label, data uri)], thumb() -> data uri."""
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "verdict.json"), "w") as fh:
         json.dump(verdict, fh, indent=2, sort_keys=True, default=str)
-    checks = sorted(verdict["checks"], key=lambda c: (c["passed"], c["name"]))
-    failed = [c for c in checks if not c["passed"]]
     e = html.escape
-    rows = "".join(
-        f"<tr class='{'' if c['passed'] else 'failed'}'><td>{'PASS' if c['passed'] else 'FAIL'}</td>"
-        f"<td>{e(c['name'])}</td><td>{e(c.get('detail', ''))}</td>"
-        f"<td class=small>{e(json.dumps(c.get('numbers', {}), default=str))}</td></tr>" for c in checks)
+    checks = verdict["checks"]
+    failed = [c for c in checks if not c["passed"]]
     lat = verdict.get("latency_ms", {})
     lat_rows = "".join(f"<tr><td>{e(k)}</td><td>{v.get('p50', 0):.1f}</td><td>{v.get('p95', 0):.1f}</td>"
                        f"<td>{v.get('n', 0)}</td></tr>" for k, v in lat.items())
-    cards = "".join(
-        f"<div class='card {'' if p['passed'] else 'failed'}'><b>{e(p['image'])}</b> "
-        f"<span class='{'pass' if p['passed'] else 'fail'}'>{'PASS' if p['passed'] else 'FAIL'}</span><br>"
-        + "".join(f"<div class=small>{e(label)}</div><img alt='{e(label)}' src='{src}'>" for label, src in p["pictures"])
-        + f"<div class=small>{e(p['detail'])}</div></div>" for p in pictures)
+    f_full, p_full, rest = order(images, full_failed=full_failed, full_passing=full_passing)
+    n_failed = sum(not p["passed"] for p in images)
+    if images:
+        shown = []
+        if f_full:
+            shown.append(f"the {len(f_full)} failed, worst first" if len(f_full) == n_failed else
+                         f"the {len(f_full)} worst of the failed (the other {n_failed - len(f_full)} lead the grid)")
+        if p_full:
+            shown.append(f"the {len(p_full)} worst passing")
+        grid = (f"; the other {len(rest)} as thumbnails, failed first, then worst first (hover for the detail)"
+                if rest else "")
+        sections = (f"<p class=legend>{legend}</p><p>{len(images)} images, {n_failed} failed. With full pictures: "
+                    f"{' then '.join(shown)}{grid}.</p>")
+        if f_full:
+            sections += f"<h3 id=failed class=fail>Failed images</h3><div class=cards>{''.join(_card(p) for p in f_full)}</div>"
+        if p_full:
+            sections += f"<h3 id=worst>Worst passing images</h3><div class=cards>{''.join(_card(p) for p in p_full)}</div>"
+        if rest:
+            sections += f"<h3 id=grid>Other images</h3><div class=thumbs>{''.join(_thumb(p) for p in rest)}</div>"
+    else:
+        sections = "<p>No golden answers to show.</p>"
     status = "PASSED" if verdict["passed"] else "FAILED"
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{e(verdict['model'])}: validation {status}</title>
 <style>{CSS}</style></head><body>
 <h1>{e(verdict['model'])} — candidate validation</h1>
 <div class="verdict {'pass' if verdict['passed'] else 'fail'}">{status}</div>
 <p>{e(verdict.get('reason') or 'every check passed')}</p>
+<h2>Golden set metrics</h2>{_metrics_html(verdict.get('metrics') or {})}
 <table><tr><th>candidate</th><td>{e(verdict.get('candidate', ''))}</td></tr>
 <tr><th>checkpoint</th><td>{e(str(verdict.get('checkpoint', '')))}</td></tr>
 <tr><th>served by</th><td>{e(verdict.get('server', ''))}</td></tr>
 <tr><th>time to AVAILABLE</th><td>{verdict.get('seconds_to_available', 0):.1f}s</td></tr>
 <tr><th>checks</th><td>{len(checks) - len(failed)} passed, {len(failed)} failed</td></tr></table>
-<h2>Checks{' (failed first)' if failed else ''}</h2>
-<table><tr><th></th><th>check</th><th>detail</th><th>numbers</th></tr>{rows}</table>
-<h2>Golden images</h2><p class="legend">expected<span style="background:#00c800"></span>
-predicted<span style="background:#ff8c00"></span> {legend}</p><div class="grid">{cards}</div>
-<h2>Latency (golden requests)</h2><table><tr><th>protocol / signature</th><th>p50 ms</th><th>p95 ms</th><th>n</th></tr>{lat_rows}</table>
+<h2>Checks{' (failed first)' if failed else ''}</h2>{_checks_html(checks)}
+<h2>Golden images</h2>{sections}
+<h2>Latency (single-image requests)</h2><table><tr><th>protocol / signature</th><th>p50 ms</th><th>p95 ms</th><th>n</th></tr>{lat_rows}</table>
 {'<p><a href="gx/index.html">great-expectations Data Docs</a></p>' if gx_docs else ''}
 </body></html>"""
     with open(os.path.join(out_dir, "index.html"), "w") as fh:

@@ -157,27 +157,76 @@ def in_pixels(outputs: dict, image_shape, normalized: bool) -> dict:
     return {**outputs, "detection_boxes": np.asarray(outputs["detection_boxes"], dtype=np.float64) * [h, w, h, w]}
 
 
-def golden_checks(model: ModelConfig, golden, first: dict) -> tuple[list[dict], list[dict]]:
-    """Per-image expectations on the first signature's REST answers; report pictures."""
+def golden_checks(model: ModelConfig, golden, first: dict) -> tuple[list[dict], list[dict], dict]:
+    """Per-image expectations on the first signature's REST answers, the set metrics (with the
+    model's floors as checks), and the report's per-image entries: pictures are drawn later, by the
+    report, only for the images it shows in full or as thumbnails. Returns (checks, images, metrics)."""
+    from functools import partial
+
+    from validation import metrics as metrics_mod
     from validation import report
-    checks, pictures = [], []
+    checks, images = [], []
     normalized = bool(model.extra.get("output_normalized_coordinates"))
+    truth, preds, cms, scores, labels, ks = [], [], [], [], [], set()
     for g in golden.images:
         out = in_pixels(first.get(g.name), g.image.shape, normalized)
         if model.task == "detection":
-            r = expectations.detection(out, g.expect)
-            pics = [("expected (green) / predicted (orange)",
-                     report.detection_picture(g.image, g.expect, out, golden.classes, g.expect["min_score"]))]
+            r = expectations.detection(out, g.expect, golden.classes)
+            boxes, sc, cl = expectations.detections(out)
+            truth.append({"boxes": g.expect["boxes"], "classes": g.expect["classes"]})
+            preds.append({"boxes": boxes, "scores": sc, "classes": cl})
+            n = r["numbers"]
+            rank = (min(1.0 if n["precision"] is None else n["precision"], 1.0 if n["recall"] is None else n["recall"]),
+                    1.0 if n["mean_iou"] is None else n["mean_iou"])
+            caption = (f"P {'-' if n['precision'] is None else format(n['precision'], '.2f')} "
+                       f"R {'-' if n['recall'] is None else format(n['recall'], '.2f')}"
+                       + (f" FP {n['false_positives']}" if n["false_positives"] else ""))
+            args = (g.image, g.expect, (boxes, sc, cl), r["match"], golden.classes)
+            full, thumb = partial(report.detection_pictures, *args), partial(report.detection_thumb, *args)
         elif model.task == "segmentation":
             r = expectations.segmentation(out, g.expect, g.mask)
-            pics = [("image", report.image_picture(g.image)), ("expected mask", report.mask_picture(g.image, g.mask)),
-                    ("predicted mask", report.mask_picture(g.image, expectations.predicted_mask(out, g.mask.shape)))]
+            cms.append(r["confusion"])
+            r["numbers"]["iou_per_class"] = {golden.classes.get(int(c), "background" if c == "0" else c): v
+                                             for c, v in r["numbers"]["iou_per_class"].items()}
+            rank, caption = (r["numbers"]["miou"],), f"mIoU {r['numbers']['miou']:.2f}"
+            full = partial(report.segmentation_pictures, g.image, g.mask, r["pred"])
+            thumb = partial(report.mask_thumb, g.image, r["pred"])
         else:
             r = expectations.classification(out, g.expect)
-            pics = [(f"label {golden.classes.get(g.expect['label'])}", report.image_picture(g.image))]
+            scores.append(r["scores"])
+            labels.append(g.expect["label"])
+            ks.add(g.expect["top_k"])
+            top = r["numbers"]["top_k"][0]
+            rank = (r["numbers"]["p_label"],)
+            caption = f"{golden.classes.get(top, top)} (p {float(r['scores'][top]):.2f})"
+            full = partial(report.classification_pictures, g.image, g.expect["label"], r["scores"], golden.classes)
+            thumb = partial(report.image_thumb, g.image)
         checks.append(_check(f"golden: {g.name}", r["passed"], r["detail"], **r["numbers"]))
-        pictures.append({"image": g.name, "passed": r["passed"], "detail": r["detail"], "pictures": pics})
-    return checks, pictures
+        images.append({"image": g.name, "passed": r["passed"], "detail": r["detail"], "numbers": r["numbers"],
+                       "rank": rank, "caption": caption, "full": full, "thumb": thumb})
+    failed = sum(not i["passed"] for i in images)
+    m = {"task": model.task, "images": len(images), "images_failed": failed}
+    if model.task == "detection":
+        m.update(metrics_mod.coco_detection(truth, preds, golden.classes))
+        found = sum(i["numbers"]["found"] for i in images)
+        fp = sum(i["numbers"]["false_positives"] for i in images)
+        expected = sum(i["numbers"]["expected"] for i in images)
+        m.update({"found": found, "false_positives": fp,  # at each image's min_score, one-to-one matched
+                  "precision": round(found / (found + fp), 4) if found + fp else None,
+                  "recall": round(found / expected, 4) if expected else None})
+    elif model.task == "segmentation":
+        m.update(metrics_mod.segmentation_set(cms, golden.classes))
+    elif images:
+        m.update(metrics_mod.classification_set(np.stack(scores), labels, ks))
+    m = {k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()}
+    floors = {k: model.extra[k] for k in metrics_mod.FLOORS if model.extra.get(k) is not None}
+    if floors:
+        m["floors"] = floors
+        checks += [_check(c["name"], c["passed"], c["detail"], **c["numbers"])
+                   for c in metrics_mod.floor_checks(m, floors)]
+    log.info("golden set metrics of %s: %s", model.name,
+             ", ".join(f"{k} {v}" for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)))
+    return checks, images, m
 
 
 def validate_candidate(client, model: ModelConfig, candidate_uri: str, *, launcher: str = "docker",
@@ -197,7 +246,7 @@ def validate_candidate(client, model: ModelConfig, candidate_uri: str, *, launch
     chosen = launchers.make(launcher, image=image, run_id=run)
     work = tempfile.mkdtemp(prefix=f"tfsr-validate-{model.name}-")
     out_dir = report_dir or os.path.join(work, "report")
-    checks, pictures, numbers, server_desc = [], [], {}, ""
+    checks, pictures, numbers, server_desc, set_metrics = [], [], {}, "", {}
     previous = _on_sigterm()
     server = None
     try:
@@ -214,7 +263,7 @@ def validate_candidate(client, model: ModelConfig, candidate_uri: str, *, launch
                     server, model, contract, golden, reference, deadline_s=deadline_s, tolerance=tolerance,
                     latency_budget_ms=latency_budget_ms)
                 checks += served
-                gchecks, pictures = golden_checks(model, golden, first)
+                gchecks, pictures, set_metrics = golden_checks(model, golden, first)
                 checks += gchecks
                 from validation import gx_suite
                 normalized = bool(model.extra.get("output_normalized_coordinates"))
@@ -249,12 +298,12 @@ def validate_candidate(client, model: ModelConfig, candidate_uri: str, *, launch
         "checkpoint": (body.get("source_checkpoint") or {}).get("uri"), "launcher": launcher,
         "server": server_desc, "checks": checks, "report": report_uri + "index.html",
         "seconds": round(time.monotonic() - t_start, 2), **numbers,
+        "metrics": set_metrics,  # golden-set metrics (empty when the candidate never answered)
     }
     try:
         from validation import report
-        legend = report.class_legend(golden.classes) if model.task == "segmentation" else ""
         report.write(out_dir, verdict, pictures, gx_docs=os.path.join(out_dir, "gx") if pictures else None,
-                     legend=legend)
+                     legend=report.legend(model.task, golden.classes))
         upload_dir(client, out_dir, model.serving.bucket, f"{model.serving.prefix}{REPORTS}{run}/")
         verdict["report_url"] = client.generate_presigned_url(
             "get_object", Params={"Bucket": model.serving.bucket,
