@@ -190,7 +190,8 @@ vertical-align:top;font-size:13px}th{background:#f4f4f4}tr.failed td{background:
 .cards{display:flex;flex-wrap:wrap;gap:14px}.card{border:1px solid #ddd;border-radius:6px;padding:8px;width:fit-content}
 .card .detail{width:0;min-width:100%;font-size:12px;color:#555;margin-top:4px}
 .card.failed{border-color:#b3261e;border-width:2px}.card .body{display:flex;gap:10px;align-items:flex-start}
-.card .pics{display:flex;gap:6px;flex-wrap:wrap}.card figure{margin:0}.card img{image-rendering:pixelated;display:block}.card table.nums{margin:0}
+.card .pics{display:flex;gap:6px;flex-wrap:wrap}.card figure{margin:0}
+.card img{image-rendering:pixelated;display:block}.card table.nums{margin:0}
 .card table.nums td{font-size:12px;padding:2px 6px}.small{font-size:12px;color:#555;max-width:640px}
 .thumbs{display:flex;flex-wrap:wrap;gap:6px}.thumb{margin:0;width:100px;font-size:10px;color:#555;
 border:1px solid #ddd;padding:1px;overflow:hidden}.thumb.failed{border:2px solid #b3261e}
@@ -236,8 +237,10 @@ def _metrics_html(m: dict) -> str:
             fl = f"<span class='{'pass' if ok else 'fail'}'>{'&ge;' if ok else '&lt;'} {e(_num(floor))}</span>"
         rows.append(f"<tr><td>{e(name)}</td><td><b>{e(_num(v))}</b></td><td>{fl}</td></tr>")
     per_class = m.get("iou_per_class") or {}
-    extra = ("<table><tr><th>class</th><th>IoU over the set</th></tr>" + "".join(
-        f"<tr><td>{e(str(c))}</td><td>{e(_num(v))}</td></tr>" for c, v in per_class.items()) + "</table>") if per_class else ""
+    extra = ""
+    if per_class:
+        extra = ("<table><tr><th>class</th><th>IoU over the set</th></tr>" + "".join(
+            f"<tr><td>{e(str(c))}</td><td>{e(_num(v))}</td></tr>" for c, v in per_class.items()) + "</table>")
     return (f"<table class=metrics><tr><th>{e(str(m.get('task', '')))} metric</th><th>value</th><th>floor</th></tr>"
             + "".join(rows) + "</table>" + extra)
 
