@@ -108,6 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--once", action="store_true", help="one round, then exit")
     p.add_argument("--keep", type=int, help="keep only the K newest versions locally")
     p.add_argument("--interval", type=float, default=5.0, help="seconds between rounds")
+    p.add_argument("--health-file", help="where each round writes its health record "
+                                         "(default: DEST/.tfs-release-sync.json)")
+
+    p = cmd("sync-health", "health check of a sync sidecar: exit 0 when a round succeeded recently, else 1")
+    p.add_argument("--dest", help="the sync's --dest (its health file is DEST/.tfs-release-sync.json)")
+    p.add_argument("--health-file", help="the sync's --health-file, if it was given")
+    p.add_argument("--max-age", type=float, help="seconds without a successful round before unhealthy "
+                                                 "(default: 3 sync intervals, at least 30)")
     return parser
 
 
@@ -116,7 +124,25 @@ def _client():
     return make_client()
 
 
+def sync_health(args) -> dict:
+    """No config, no S3: reads the health file the sync writes (fast, for health checks)."""
+    from registry.sync import check_health, health_path, read_health
+    if not (args.dest or args.health_file):
+        raise BadInput("sync-health needs --dest DIR (the sync's --dest) or --health-file FILE")
+    if args.max_age is not None and args.max_age <= 0:
+        raise BadInput(f"--max-age must be more than 0 seconds, got {args.max_age}")
+    path = health_path(args.dest, args.health_file)
+    ok, why = check_health(path, args.max_age)
+    if not args.json:
+        print(f"{'healthy' if ok else 'UNHEALTHY'}: {why}")
+    if not ok:
+        print(f"tfs-release sync-health: {why}", file=sys.stderr)
+    return {"healthy": ok, "reason": why, "health_file": path, "record": read_health(path), "_exit": 0 if ok else 1}
+
+
 def run(args) -> dict:
+    if args.command == "sync-health":
+        return sync_health(args)
     from registry import config as config_mod
     cfg = config_mod.load(args.config)
     model = cfg.model(args.model)
@@ -232,14 +258,22 @@ def run(args) -> dict:
             print(res.version)
         return {**res.to_json(), "rollback_of": args.to}
     if c == "sync":
-        from registry.sync import sync_forever, sync_once
+        from registry.sync import Health, health_path, sync_forever, sync_once
+        if args.interval <= 0:
+            raise BadInput(f"--interval must be more than 0 seconds, got {args.interval}")
+        health = Health(health_path(args.dest, args.health_file), serving=model.serving, interval=args.interval)
         if args.once:
-            r = sync_once(_client(), model.serving, args.dest, keep=args.keep)
+            r = sync_once(_client(), model.serving, args.dest, keep=args.keep, health=health)
             if not args.json:
-                print(f"versions in {args.dest}: {r.present} (added {r.added}, removed {r.removed})")
-            return r.to_json()
+                print(f"versions in {args.dest}: {r.present} (added {r.added}, removed {r.removed}"
+                      f"{', held ' + str([h['version'] for h in r.held]) if r.held else ''})")
+            out = r.to_json()
+            if not r.ok:  # uncertain listing, or a version that could not be fetched: not a success
+                print(f"tfs-release sync: {'; '.join(r.problems)}", file=sys.stderr)
+                out["_exit"] = 1
+            return out
         sync_forever(_client(), model.serving, args.dest, keep=args.keep, interval=args.interval,
-                     on_result=lambda r: log.info("now serving versions %s", r.present))
+                     on_result=lambda r: log.info("now serving versions %s", r.present), health=health)
         return {}
     raise AssertionError(c)
 

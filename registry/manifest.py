@@ -4,7 +4,12 @@ A version without a manifest is not published. Schema 1 fields:
   schema, model, version, run_id, created (UTC ISO-8601), source_checkpoint {uri, step, files:
   [{key,size,etag}]}, params_digest, exporter {name, version, tensorflow, tf_models_official},
   signatures {name: {...}}, files [{path, size, sha256}] (paths relative to <N>/),
-  validation {verdict, report}, candidate (staging uri), rollback_of (int or null).
+  validation {verdict, report}, candidate (staging uri), candidate_digest (see
+  ``registry.staging.candidate_digest``; what idempotent publishing and verdicts are keyed on),
+  rollback_of (int or null).
+
+Retiring a version (retention) copies its ``lineage`` into the tombstone, so "was this checkpoint /
+candidate already published?" has the same answer after the manifest is gone.
 """
 from __future__ import annotations
 
@@ -22,7 +27,8 @@ def utc_now() -> str:
 
 
 def build(*, model: str, version: int, run_id: str, files: list[dict], candidate: dict,
-          validation: dict, candidate_uri: str | None, rollback_of: int | None = None) -> dict:
+          validation: dict, candidate_uri: str | None, rollback_of: int | None = None,
+          candidate_digest: str | None = None) -> dict:
     return {
         "schema": SCHEMA,
         "model": model,
@@ -37,8 +43,18 @@ def build(*, model: str, version: int, run_id: str, files: list[dict], candidate
         "files": sorted(files, key=lambda f: f["path"]),
         "validation": validation,
         "candidate": candidate_uri,
+        "candidate_digest": candidate_digest,
         "rollback_of": rollback_of,
     }
+
+
+LINEAGE = ("model", "version", "run_id", "created", "candidate", "candidate_digest", "source_checkpoint",
+           "rollback_of")
+
+
+def lineage(m: dict) -> dict:
+    """The fields of a manifest that say where a version came from (kept in its tombstone)."""
+    return {k: m.get(k) for k in LINEAGE}
 
 
 def parse(raw: bytes, *, where: str) -> dict:

@@ -6,7 +6,10 @@ AWS_SECRET_ACCESS_KEY, AWS_REGION); an Airflow hook can hand in an already confi
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import threading
+import uuid
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -17,6 +20,7 @@ import botocore.exceptions
 from registry.errors import BadInput, StorageError
 
 MAX_POOL = 32
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -229,3 +233,34 @@ def put_if_absent(client, bucket: str, key: str, body: bytes, content_type: str 
         raise translate(exc, bucket=bucket, key=key) from None
     except botocore.exceptions.BotoCoreError as exc:
         raise translate(exc, bucket=bucket, key=key) from None
+
+
+_PROBED: set[tuple[str, str]] = set()
+_PROBE_LOCK = threading.Lock()
+
+
+def require_conditional_writes(client, bucket: str, prefix: str) -> None:
+    """Refuse (StorageError, exit 2) a store that ignores ``If-None-Match: *``: there, two runs could
+    both "create" the same claim and take one version number. Probed once per endpoint and bucket
+    in this process: create a scratch key under ``prefix``, create it again (must be refused with
+    412/409), delete it."""
+    where = (str(getattr(client.meta, "endpoint_url", "")), bucket)
+    with _PROBE_LOCK:
+        if where in _PROBED:
+            return
+        key = f"{prefix}.conditional-write-probe-{uuid.uuid4().hex}"
+        try:
+            first = put_if_absent(client, bucket, key, b"{}")
+            second = put_if_absent(client, bucket, key, b"{}") if first else None
+        finally:
+            with s3_errors(bucket, key):
+                client.delete_object(Bucket=bucket, Key=key)
+        if not first or second:
+            raise StorageError(
+                f"object storage at {where[0] or 'the endpoint'} ignores conditional writes "
+                f"(If-None-Match: *) for bucket {bucket!r}: a second create of s3://{bucket}/{key} "
+                f"{'succeeded' if second else 'was refused before the first'}. Two publishes could then "
+                "take the same version number, so publishing refuses. Use a store (or gateway) that "
+                "honours If-None-Match on PUT (AWS S3, SeaweedFS, MinIO since 2024).")
+        _PROBED.add(where)
+        log.info("s3://%s supports conditional writes (If-None-Match probe)", bucket)

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import logging
 import os
@@ -60,6 +61,18 @@ def stage(client, serving: S3Uri, saved_model_dir: str, *, run_id: str | None = 
     uri = f"s3://{serving.bucket}/{prefix}"
     log.info("staged candidate %s: %d files, %d bytes", uri, len(files), sum(f["size"] for f in files))
     return uri
+
+
+def candidate_digest(files: list[dict]) -> str:
+    """What a verdict is bound to: ``sha256:`` + the sha256 of one ``path<TAB>size<TAB>sha256`` line
+    per SavedModel file of candidate.json, sorted by path. Same files, same digest; any file added,
+    removed, resized or changed gives another."""
+    try:
+        lines = sorted(f"{f['path']}\t{int(f['size'])}\t{f['sha256']}\n" for f in files)
+    except (KeyError, TypeError, ValueError):
+        raise CandidateError("candidate.json's file list lacks a path, size or sha256: export "
+                             "again.") from None
+    return "sha256:" + hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
 def read_candidate(client, uri: str) -> tuple[S3Uri, dict]:

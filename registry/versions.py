@@ -28,6 +28,22 @@ def load_manifests(client, serving: S3Uri, state: layout.State | None = None) ->
         return dict(pool.map(read, sorted(state.manifests)))
 
 
+def load_tombstones(client, serving: S3Uri, state: layout.State | None = None) -> dict[int, dict]:
+    """N -> tombstone body (``{}`` when unreadable): why N was retired, and since retention records
+    it, the lineage of the version it retired."""
+    state = state or layout.scan(client, serving)
+
+    def read(n):
+        try:
+            body = layout.read_json(client, serving.bucket, layout.tombstone_key(serving, n))
+        except ValueError:
+            body = None
+        return n, body if isinstance(body, dict) else {}
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return dict(pool.map(read, sorted(state.tombstones)))
+
+
 def list_versions(client, serving: S3Uri) -> list[dict]:
     """Committed versions, oldest first, with where each came from."""
     check_bucket(client, serving.bucket)
@@ -117,20 +133,39 @@ def verify(client, serving: S3Uri, *, deep: bool = False, grace_seconds: float =
     return v
 
 
-def _tombstone(client, serving: S3Uri, n: int, reason: str) -> None:
+def _tombstone(client, serving: S3Uri, n: int, reason: str, lineage: dict | None = None) -> None:
     key = layout.tombstone_key(serving, n)
+    body = {"version": n, "reason": reason, "time": manifest.utc_now()}
+    if lineage is not None:
+        body["lineage"] = lineage
     with s3_errors(serving.bucket, key):
         client.put_object(Bucket=serving.bucket, Key=key, ContentType="application/json",
-                          Body=json.dumps({"version": n, "reason": reason, "time": manifest.utc_now()}).encode())
+                          Body=json.dumps(body).encode())
+
+
+def _has_manifest(client, serving: S3Uri, n: int) -> bool:
+    return next(iter(list_objects(client, serving.bucket, layout.manifest_key(serving, n))), None) is not None
 
 
 def clean_orphans(client, serving: S3Uri, *, grace_seconds: float = 3600) -> list[dict]:
     """Remove what `verify` reports as orphans (older than the grace period). Claims stay, with a
-    tombstone, so their numbers are never handed out again."""
+    tombstone, so their numbers are never handed out again.
+
+    A slow publish may still hold such a number: this writes the tombstone, then looks for a
+    manifest; the publish writes its manifest, then looks for a tombstone (registry/publish.py
+    ``commit``). If the manifest is there, the publish got in first: its files stay and the
+    tombstone goes (if the publish saw it meanwhile, it withdrew its manifest and the number is
+    an orphan again for the next clean-up)."""
     cleaned = []
     for o in verify(client, serving, grace_seconds=grace_seconds).orphans:
         n = o["version"]
         _tombstone(client, serving, n, "abandoned publish")
+        if _has_manifest(client, serving, n):
+            key = layout.tombstone_key(serving, n)
+            with s3_errors(serving.bucket, key):
+                client.delete_object(Bucket=serving.bucket, Key=key)
+            log.warning("orphan %d was committed by a slow publish while cleaning: left alone", n)
+            continue
         removed = delete_prefix(client, serving.bucket, layout.version_prefix(serving, n))
         cleaned.append({**o, "objects_removed": removed})
         log.info("cleaned orphan version %d (%s): %d objects removed", n, o["kind"], removed)
@@ -151,7 +186,7 @@ def retention(client, serving: S3Uri, keep: int) -> list[int]:
     for n in ordered:
         if n in kept or n in protected:
             continue
-        _tombstone(client, serving, n, f"retention keep={keep}")
+        _tombstone(client, serving, n, f"retention keep={keep}", manifest.lineage(manifests[n]))
         key = layout.manifest_key(serving, n)
         with s3_errors(serving.bucket, key):
             client.delete_object(Bucket=serving.bucket, Key=key)
@@ -162,14 +197,25 @@ def retention(client, serving: S3Uri, keep: int) -> list[int]:
 
 
 def published_from(client, serving: S3Uri, checkpoint_uri: str, files: list[dict]) -> int | None:
-    """The committed version exported from exactly this checkpoint (same uri, same file ETags),
-    or None. Rollbacks don't count: they copy an older export."""
+    """The version exported from exactly this checkpoint (same uri, same file ETags), or None.
+    Rollbacks don't count: they copy an older export. A version retired by retention still counts
+    (its tombstone keeps the lineage): a checkpoint that production was rolled back from is not
+    released again once retention has removed its version."""
     want = {f["key"]: f.get("etag") for f in files}
-    for n, m in sorted(load_manifests(client, serving).items(), reverse=True):
-        src = m.get("source_checkpoint") or {}
-        if m.get("rollback_of") or src.get("uri") != checkpoint_uri:
-            continue
-        have = {f["key"]: f.get("etag") for f in src.get("files") or []}
-        if have == want:
+
+    def same(rec: dict) -> bool:
+        src = rec.get("source_checkpoint") or {}
+        if rec.get("rollback_of") or src.get("uri") != checkpoint_uri:
+            return False
+        return {f["key"]: f.get("etag") for f in src.get("files") or []} == want
+
+    state = layout.scan(client, serving)
+    for n, m in sorted(load_manifests(client, serving, state).items(), reverse=True):
+        if same(m):
+            return n
+    for n, t in sorted(load_tombstones(client, serving, state).items(), reverse=True):
+        if same(t.get("lineage") or {}):
+            log.info("%s was published as version %d, retired since (%s): it counts as published",
+                     checkpoint_uri, n, t.get("reason"))
             return n
     return None

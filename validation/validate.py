@@ -26,7 +26,7 @@ from exporters.reference import load_reference, model_input
 from registry.config import ModelConfig
 from registry.layout import REPORTS, SAVED_MODEL
 from registry.s3 import S3Uri
-from registry.staging import read_candidate
+from registry.staging import candidate_digest, read_candidate
 from registry.transfer import RemoteFile, download_files, download_prefix, upload_dir
 from registry.s3 import local_path_for
 from validation import contracts, expectations, launchers
@@ -237,7 +237,7 @@ def validate_candidate(client, model: ModelConfig, candidate_uri: str, *, launch
     cand, body = read_candidate(client, candidate_uri)
     run = body.get("run_id") or cand.prefix.rstrip("/").rsplit("/", 1)[-1]
     golden = golden_mod.load(model.golden, task=model.task)
-    input_types = body.get("input_types") or model.input_types
+    input_types = model.input_types  # the contract is the config's: a candidate cannot declare its own
     model = ModelConfig(**{**model.__dict__, "input_types": input_types})
     contract = contracts.Contract.for_model(model.task, input_types,
                                             class_dtype=model.extra.get("class_dtype", "int32"))
@@ -293,6 +293,7 @@ def validate_candidate(client, model: ModelConfig, candidate_uri: str, *, launch
     report_uri = f"s3://{model.serving.bucket}/{model.serving.prefix}{REPORTS}{run}/"
     verdict = {
         "model": model.name, "run_id": run, "candidate": candidate_uri, "passed": not failed,
+        "candidate_digest": candidate_digest(body["files"]),  # publish checks it: bound to these files
         "reason": (f"{len(failed)} check(s) failed: " + "; ".join(f"{c['name']}: {c['detail']}" for c in failed[:3]))[:2000]
         if failed else None,
         "checkpoint": (body.get("source_checkpoint") or {}).get("uri"), "launcher": launcher,

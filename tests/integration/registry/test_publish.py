@@ -14,7 +14,7 @@ from registry.s3 import S3Uri
 from registry.transfer import sha256_file
 from registry.versions import verify
 
-from .conftest import make_saved_model
+from .conftest import clone_candidate, make_saved_model, write_verdict
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
@@ -44,9 +44,7 @@ def test_publish_refuses_unvalidated_and_failed_candidates(model_env, s3, staged
     cand = staged()
     p = model_env.cli("publish", model_env.name, "--candidate", cand)
     assert p.returncode == 2 and "no validation verdict" in p.stderr
-    run = cand.rstrip("/").rsplit("/", 1)[-1]
-    s3.put_object(Bucket=model_env.serving, Key=f"{model_env.name}/_reports/{run}/verdict.json",
-                  Body=json.dumps({"passed": False, "reason": "golden expectations missed"}).encode())
+    write_verdict(s3, model_env, cand, passed=False, reason="golden expectations missed")
     p = model_env.cli("publish", model_env.name, "--candidate", cand, "--unvalidated")
     assert p.returncode == 2 and "failed validation (golden expectations missed)" in p.stderr
     assert layout.scan(s3, serving(model_env)).highest_number == 0
@@ -54,10 +52,7 @@ def test_publish_refuses_unvalidated_and_failed_candidates(model_env, s3, staged
 
 def test_publish_with_passing_verdict_records_report(model_env, s3, staged):
     cand = staged()
-    run = cand.rstrip("/").rsplit("/", 1)[-1]
-    report = f"s3://{model_env.serving}/{model_env.name}/_reports/{run}/index.html"
-    s3.put_object(Bucket=model_env.serving, Key=f"{model_env.name}/_reports/{run}/verdict.json",
-                  Body=json.dumps({"passed": True, "report": report}).encode())
+    report = write_verdict(s3, model_env, cand)["report"]
     assert model_env.cli("publish", model_env.name, "--candidate", cand, check=0).stdout.strip() == "1"
     vs = json.loads(model_env.cli("versions", model_env.name, "--json", check=0).stdout)["versions"]
     assert vs[0]["verdict"] == "passed" and vs[0]["report"] == report
@@ -123,7 +118,8 @@ def test_sigkilled_publishes_never_expose_partial_versions(model_env, s3, tmp_pa
         return subprocess.Popen(base + ["sync", model_env.name, "--dest", dest, "--interval", "0.2"],
                                 env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-    # how long an unkilled publish takes, to aim the kills inside it
+    # how long an unkilled publish takes, to aim the kills inside it. Each attempt publishes its
+    # own candidate (a server-side copy): publishing one candidate twice returns its version.
     t0 = time.monotonic()
     model_env.cli("publish", model_env.name, "--candidate", cand, "--unvalidated", check=0)
     duration = time.monotonic() - t0
@@ -133,7 +129,8 @@ def test_sigkilled_publishes_never_expose_partial_versions(model_env, s3, tmp_pa
         trial = 0
         while killed < 20 and trial < 40:
             trial += 1
-            p = subprocess.Popen(base + ["publish", model_env.name, "--candidate", cand, "--unvalidated"],
+            attempt = clone_candidate(s3, cand, f"attempt-{trial}")
+            p = subprocess.Popen(base + ["publish", model_env.name, "--candidate", attempt, "--unvalidated"],
                                  env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(rnd.uniform(0.2, duration * 0.95))
             if p.poll() is None:
@@ -153,7 +150,8 @@ def test_sigkilled_publishes_never_expose_partial_versions(model_env, s3, tmp_pa
     assert killed >= 20, f"only {killed} publishes were killed mid-run; aim the kills better"
     # the next publish succeeds, with a number no earlier claim used
     state_before = layout.scan(s3, serving(model_env))
-    out = model_env.cli("publish", model_env.name, "--candidate", cand, "--unvalidated", "--json", check=0)
+    out = model_env.cli("publish", model_env.name, "--candidate", clone_candidate(s3, cand, "last"),
+                        "--unvalidated", "--json", check=0)
     assert json.loads(out.stdout)["version"] == state_before.highest_number + 1
     # orphans are reported (verify exits 0: orphans alone are not a failure) and cleaned explicitly
     rep = json.loads(model_env.cli("verify", model_env.name, "--grace", "0", "--json", check=0).stdout)

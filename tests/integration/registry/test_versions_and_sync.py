@@ -57,7 +57,7 @@ def test_sync_mirrors_committed_versions_and_applies_retention(model_env, s3, st
     publish_n(model_env, staged, 3)
     dest = str(tmp_path / "mbp")
     r = sync_once(s3, serving(model_env), dest)
-    assert r.added == [1, 2, 3] and r.present == [1, 2, 3]
+    assert r.added == [3, 2, 1] and r.present == [1, 2, 3]  # newest first
     # an uncommitted (claimed, half-copied) version is invisible to the poller
     s3.put_object(Bucket=model_env.serving, Key=f"{model_env.name}/_claims/4", Body=b"{}")
     s3.put_object(Bucket=model_env.serving, Key=f"{model_env.name}/4/saved_model.pb", Body=b"partial")
