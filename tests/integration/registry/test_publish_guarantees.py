@@ -145,11 +145,11 @@ def test_publish_whose_number_was_retired_by_clean_orphans_does_not_commit(model
     assert [(o["version"], o["kind"]) for o in cleaned] == [(1, "version without manifest")]
     hold.release.set()
     t.join(60)
+    state = layout.scan(s3, serving(model_env))
+    assert not state.manifests and 1 in state.tombstones, box     # never committed (withdrawn)
     from registry.publish import RetiredError
     assert isinstance(box.get("error"), RetiredError), box
     assert "version 1 was retired while this publish ran" in str(box["error"])
-    state = layout.scan(s3, serving(model_env))
-    assert not state.manifests and 1 in state.tombstones          # never committed (withdrawn)
     assert verify(s3, serving(model_env), grace_seconds=0).ok
     # publishing again takes a new number and commits
     out, _ = publish_json(model_env, cand)
