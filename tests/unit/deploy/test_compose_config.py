@@ -90,6 +90,9 @@ def test_health_checks_volumes_ports(compose, files):
     assert serving["/models"]["source"] == sync["/models"]["source"] == "models"
     assert serving["/models"].get("read_only") and not sync["/models"].get("read_only")
     assert services["model-sync"]["command"][0] == "sync"
+    # its health check reads the health file the sync writes into its --dest
+    cmd, hc = services["model-sync"]["command"], services["model-sync"]["healthcheck"]["test"]
+    assert hc[1:3] == ["tfs-release", "sync-health"] and hc[hc.index("--dest") + 1] == cmd[cmd.index("--dest") + 1]
     # the one-shots gate the services that need them
     assert services["airflow-scheduler"]["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"
     assert services["model-sync"]["depends_on"]["s3-init"]["condition"] == "service_completed_successfully"

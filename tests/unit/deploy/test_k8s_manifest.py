@@ -57,6 +57,10 @@ def test_probes_and_ports(docs):
     assert serving["livenessProbe"] and serving["startupProbe"]
     sync = next(c for c in spec["containers"] if c["name"] == "model-sync")
     assert sync["livenessProbe"]["exec"]["command"][0] == "tfs-release"
+    # the sync's own health file (probes get no $(VAR) expansion: a literal path both sides)
+    probe = sync["livenessProbe"]["exec"]["command"]
+    assert probe[1] == "sync-health" and "readinessProbe" not in sync
+    assert probe[probe.index("--health-file") + 1] == sync["args"][sync["args"].index("--health-file") + 1]
     svc = docs["Service"]["spec"]
     assert svc["selector"] == docs["Deployment"]["spec"]["selector"]["matchLabels"]
     assert {p["targetPort"] for p in svc["ports"]} == {"grpc", "http"}
