@@ -138,6 +138,12 @@ class AlertSinks:
                 self._lock.wait(left)
         return True
 
+    def _next_file(self, kind: str, ext: str) -> str:
+        """The next free ``<kind>-NNNN<ext>`` in the folder: earlier sessions' messages are kept."""
+        taken = [int(f[len(kind) + 1:-len(ext)]) for f in os.listdir(self.folder)
+                 if f.startswith(kind + "-") and f.endswith(ext) and f[len(kind) + 1:-len(ext)].isdigit()]
+        return os.path.join(self.folder, f"{kind}-{max(taken, default=0) + 1:04d}{ext}")
+
     def _record_mail(self, mail_from: str, rcpt_tos: list[str], raw: bytes) -> None:
         msg = email.message_from_bytes(raw, policy=email.policy.default)
         part = msg.get_body(preferencelist=("html", "plain"))
@@ -146,7 +152,7 @@ class AlertSinks:
                     html=body, text=html_to_text(body) if part is not None and part.get_content_subtype() == "html"
                     else body, raw=raw)
         with self._lock:
-            mail.path = os.path.join(self.folder, f"mail-{len(self.mails) + 1:04d}.eml")
+            mail.path = self._next_file("mail", ".eml")
             with open(mail.path, "wb") as fh:
                 fh.write(raw)
             self.mails.append(mail)
@@ -155,7 +161,7 @@ class AlertSinks:
     def _record_webhook(self, path: str, payload: dict) -> None:
         with self._lock:
             hook = Webhook(path=path, payload=payload,
-                           file=os.path.join(self.folder, f"webhook-{len(self.webhooks) + 1:04d}.json"))
+                           file=self._next_file("webhook", ".json"))
             with open(hook.file, "w", encoding="utf-8") as fh:
                 json.dump({"path": path, "payload": payload}, fh, indent=1)
             self.webhooks.append(hook)

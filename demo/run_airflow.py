@@ -1,10 +1,15 @@
 """`make airflow`: Airflow standalone (API server + UI, scheduler, DAG processor, triggerer; SQLite,
-LocalExecutor) on 127.0.0.1 with this clone's DAGs, ready to click through:
+LocalExecutor) on 127.0.0.1 with this clone's DAGs, ready to click through. It opens the demo's own
+Airflow home (.run/demo/airflow), so after `make demo` the UI shows the demo's runs: the published
+versions, the skipped run, the failed run with its alert, and each validate task's report link.
 
 - S3: the SeaweedFS of `make services`, as the ``aws_default`` connection;
 - config: the demo's (.run/demo/config/models.yaml: config/models.yaml + the serving image that can
   be had here + alert channels), written the same way `make demo` writes it;
-- alerts: local SMTP and webhook receivers in this process; what arrives lands in .run/airflow/alerts/.
+- alerts: local SMTP and webhook receivers in this process; what arrives lands in .run/demo/alerts/
+  (beside the demo's own alerts).
+
+Do not run `make demo` while this runs: both use the same SQLite metadata database.
 
 Prints the UI address and the admin login; Ctrl-C (or SIGTERM) stops Airflow and the receivers.
 Port: AIRFLOW_PORT (default 8080).
@@ -21,14 +26,14 @@ sys.path.insert(0, ROOT)
 
 import services  # noqa: E402
 from demo.alert_sinks import AlertSinks  # noqa: E402
-from demo.run_demo import demo_config, say, serving_setup  # noqa: E402
+from demo.run_demo import DEMO, demo_config, say, serving_setup  # noqa: E402
 
 
 def main() -> None:
     state = services.up()
     sw = services.SeaweedFS(**state["seaweedfs"])
     os.environ.update(sw.env())
-    home = os.path.join(services.RUN, "airflow")
+    home = os.path.join(DEMO, "airflow")
     port = int(os.environ.get("AIRFLOW_PORT", "8080"))
     say("== serving environment for validation")
     launcher, image = serving_setup()
@@ -36,7 +41,7 @@ def main() -> None:
     conns = {"aws_default": {"conn_type": "aws", "login": sw.access_key, "password": sw.secret_key,
                              "extra": {"endpoint_url": sw.endpoint, "region_name": "us-east-1"}}}
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    with AlertSinks(os.path.join(home, "alerts")) as sinks:
+    with AlertSinks(os.path.join(DEMO, "alerts")) as sinks:
         extra = dict(sinks.connection_env())
         if state.get("docker", {}).get("ok"):
             extra["DOCKER_HOST"] = state["docker"]["host"]

@@ -12,11 +12,13 @@ plus the serving image and the alert channels); the alerts land in .run/demo/ale
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 
 import yaml
@@ -34,7 +36,7 @@ from registry.s3 import make_client  # noqa: E402
 KINDS = {"shapes-classifier": "classification", "shapes-segmenter": "segmentation",
          "shapes-detector": "detection"}
 SERVING_IMAGE = "tensorflow/serving:2.19.0"
-DEMO = os.path.join(ROOT, ".run", "demo")
+DEMO = os.environ.get("TFS_RELEASE_DEMO_DIR") or os.path.join(ROOT, ".run", "demo")
 BASE_PATH = os.path.join(DEMO, "model_base_path")
 EMAIL_TO = "ml-oncall@example.com"
 
@@ -158,7 +160,60 @@ def upload_like_training(client, folder: str, bucket: str, prefix: str) -> int:
     return n
 
 
-def main() -> None:
+class Outcomes:
+    """What the demo expects to see, what it saw, and the time each phase took."""
+
+    def __init__(self):
+        self.rows: list[dict] = []      # model, run, checkpoint, verdict, version, report
+        self.missed: list[str] = []     # expected outcomes that did not happen
+        self.phases: list[tuple[str, float]] = []
+
+    @contextlib.contextmanager
+    def phase(self, name: str):
+        t0 = time.monotonic()
+        try:
+            yield
+        finally:
+            self.phases.append((name, time.monotonic() - t0))
+
+    def expect(self, ok: bool, what: str) -> bool:
+        if not ok:
+            self.missed.append(what)
+            say(f"   !! expected: {what}")
+        return ok
+
+
+class Training(threading.Thread):
+    """Trains (or takes from the cache) the three demo models in the background, one at a time, while
+    the serving image builds and the first releases run. Its output goes to .run/demo/training.log."""
+
+    def __init__(self, kinds: list[str]):
+        super().__init__(daemon=True, name="demo-training")
+        self.kinds, self.done = kinds, {k: threading.Event() for k in kinds}
+        self.folder: dict[str, str] = {}
+        self.error: dict[str, str] = {}
+        self.seconds: dict[str, float] = {}
+        self.log_path = os.path.join(DEMO, "training.log")
+
+    def run(self) -> None:
+        with open(self.log_path, "a", buffering=1) as log:
+            for kind in self.kinds:
+                t0 = time.monotonic()
+                try:
+                    self.folder[kind] = checkpoint_cache.get(kind, log=log)
+                except Exception as exc:  # noqa: BLE001 - reported by the model's row, the demo goes on
+                    self.error[kind] = f"{type(exc).__name__}: {exc}"
+                self.seconds[kind] = time.monotonic() - t0
+                self.done[kind].set()
+
+    def wait(self, kind: str) -> str | None:
+        self.done[kind].wait()
+        return self.folder.get(kind)
+
+
+def main() -> int:
+    out = Outcomes()
+    os.makedirs(DEMO, exist_ok=True)
     cfg = config.load(os.path.join(ROOT, "config", "models.yaml"))
     client = make_client()
     for b in {m.checkpoints.bucket for m in cfg.models.values()} | {m.serving.bucket for m in cfg.models.values()}:
@@ -166,8 +221,13 @@ def main() -> None:
             client.create_bucket(Bucket=b)
         except client.exceptions.BucketAlreadyOwnedByYou:
             pass
+    training = Training(list(KINDS.values()))
+    training.start()
+    say(f"== demo models: trained in the background (or taken from the cache: {checkpoint_cache.cache_dir()}); "
+        f"log {os.path.relpath(training.log_path, ROOT)}")
     say("== serving environment for validation")
-    launcher, image = serving_setup()
+    with out.phase("serving image (stand-in build when not cached)"):
+        launcher, image = serving_setup()
     cfg_path = demo_config(image)
     say(f"   the DAGs read {os.path.relpath(cfg_path, ROOT)} (config/models.yaml + serving image + alerts)")
     conn = {"conn_type": "aws", "login": os.environ["AWS_ACCESS_KEY_ID"],
@@ -180,63 +240,94 @@ def main() -> None:
         env.update(sinks.connection_env())
         af = DemoAirflow(env)
         say(f"== Airflow: migrating the metadata DB in {os.path.relpath(home, ROOT)} (SQLite)")
-        p = af.run("db", "migrate")
+        with out.phase("airflow db migrate"):
+            p = af.run("db", "migrate")
         if p.returncode != 0:
             sys.stderr.write(p.stderr[-3000:])
             raise SystemExit(f"airflow db migrate failed; log: {af.log}")
         conf = {"launcher": launcher}
-        reports = []
         for name, kind in KINDS.items():
             m = cfg.model(name)
+            row = {"model": name, "run": "release", "checkpoint": "-", "verdict": "-", "version": "-", "report": None}
+            out.rows.append(row)
             say(f"== {name}: the training job writes checkpoints to {m.checkpoints}")
-            folder = checkpoint_cache.get(kind)
+            t0 = time.monotonic()
+            folder = training.wait(kind)
+            waited = time.monotonic() - t0
+            out.phases.append((f"{name}: training (waited for it)", waited))
+            if folder is None:
+                row["verdict"] = "no model"
+                out.expect(False, f"{name}: a trained model that passes its golden set ({training.error.get(kind)})")
+                continue
+            gate = _gate_summary(folder)
+            say(f"   model ready ({'waited ' + format(waited, '.0f') + 's' if waited >= 1 else 'cached'}); "
+                f"in-process golden check: {gate}")
             n = upload_like_training(client, folder, m.checkpoints.bucket, m.checkpoints.prefix)
             say(f"   {n} file(s) uploaded ({', '.join(checkpoint_cache.checkpoint_files(folder))})")
-            run_id, state, tasks, dt = af.dags_test(f"release__{name}", conf)
+            with out.phase(f"{name}: release run"):
+                run_id, state, tasks, dt = af.dags_test(f"release__{name}", conf)
             say(f"   airflow dags test release__{name}: {state} in {dt:.0f}s  ({_tasks(tasks)})")
             pub = af.xcom(f"release__{name}", run_id, "publish")
             ck = af.xcom(f"release__{name}", run_id, "newest_checkpoint") or {}
+            verdict = af.xcom(f"release__{name}", run_id, "validate") or {}
+            row.update(checkpoint=_short(ck.get("uri")), report=verdict.get("report"),
+                       verdict=_verdict(verdict, tasks))
             if pub:
+                row["version"] = f"v{pub['version']} (new)"
                 say(f"   published version {pub['version']} from {ck.get('uri')}")
             elif ck.get("published_as") is not None:
+                row.update(version=f"v{ck['published_as']} (already)", verdict="skipped: nothing new")
                 say(f"   nothing new: {ck['uri']} is already version {ck['published_as']}")
-            verdict = af.xcom(f"release__{name}", run_id, "validate")
-            if verdict:
-                reports.append((name, verdict.get("report")))
-            if state != "success":
-                raise SystemExit(f"release__{name} did not succeed; task logs in {home}/logs, {af.log}")
+            out.expect(state == "success" and (pub or ck.get("published_as") is not None),
+                       f"release__{name} publishes its checkpoint (run {state}; task logs in {home}/logs, {af.log})")
 
         name = "shapes-classifier"
         say(f"== {name}: the DAG runs again with no new checkpoint")
-        run_id, state, tasks, dt = af.dags_test(f"release__{name}", conf)
+        with out.phase(f"{name}: run with nothing new"):
+            run_id, state, tasks, dt = af.dags_test(f"release__{name}", conf)
         say(f"   {state} in {dt:.0f}s  ({_tasks(tasks)})")
+        ck = af.xcom(f"release__{name}", run_id, "newest_checkpoint") or {}
+        out.rows.append({"model": name, "run": "again, nothing new", "checkpoint": _short(ck.get("uri")),
+                         "verdict": "skipped" if tasks.get("export") == "skipped" else _verdict({}, tasks),
+                         "version": f"v{ck.get('published_as')}", "report": None})
+        out.expect(state == "success" and tasks.get("export") == "skipped",
+                   f"the second release__{name} run skips (state {state}, export {tasks.get('export')})")
 
         m = cfg.model(name)
         versions_before = [v["version"] for v in cli("versions", name)["versions"]]
         step = max(c["step"] for c in cli("checkpoints", name)["checkpoints"] if c["step"] is not None) + 1
         say(f"== {name}: a broken checkpoint arrives (ckpt-{step}: random weights, e.g. a bad restart)")
-        tmp = os.path.join(DEMO, "broken")
-        subprocess.run([sys.executable, os.path.join(ROOT, "demo", "broken_checkpoint.py"), "--kind",
-                        "classification", "--out", tmp, "--step", str(step)], check=True, capture_output=True,
-                       env={**os.environ, "PYTHONPATH": ROOT})
-        for f in os.listdir(tmp):
-            if f.startswith(f"ckpt-{step}."):
-                client.upload_file(os.path.join(tmp, f), m.checkpoints.bucket, m.checkpoints.prefix + f)
-        client.put_object(Bucket=m.checkpoints.bucket, Key=m.checkpoints.prefix + "checkpoint",
-                          Body=f'model_checkpoint_path: "ckpt-{step}"\n'.encode())
-        n_mail, n_hook = len(sinks.mails), len(sinks.webhooks)
-        run_id, state, tasks, dt = af.dags_test(f"release__{name}", conf)
-        say(f"   {state} in {dt:.0f}s  ({_tasks(tasks)})")
-        verdict = af.xcom(f"release__{name}", run_id, "validate", key="verdict") or {}
-        failed = [c for c in verdict.get("checks", []) if not c.get("passed", True)]
-        say(f"   why: {len(failed)} failed check(s), e.g.")
-        for c in failed[:3]:
-            say(f"      {c.get('name')}: {c.get('detail')} {c.get('numbers') or ''}")
-        reports.append((f"{name} (broken)", verdict.get("report")))
-        after = [v["version"] for v in cli("versions", name)["versions"]]
-        say(f"   versions before {versions_before}, after {after}: nothing was published")
-        arrived = sinks.wait(mails=n_mail + 1, webhooks=n_hook + 1, timeout=60)
+        with out.phase(f"{name}: broken checkpoint run + alerts"):
+            tmp = os.path.join(DEMO, "broken")
+            subprocess.run([sys.executable, os.path.join(ROOT, "demo", "broken_checkpoint.py"), "--kind",
+                            "classification", "--out", tmp, "--step", str(step)], check=True, capture_output=True,
+                           env={**os.environ, "PYTHONPATH": ROOT})
+            for f in os.listdir(tmp):
+                if f.startswith(f"ckpt-{step}."):
+                    client.upload_file(os.path.join(tmp, f), m.checkpoints.bucket, m.checkpoints.prefix + f)
+            client.put_object(Bucket=m.checkpoints.bucket, Key=m.checkpoints.prefix + "checkpoint",
+                              Body=f'model_checkpoint_path: "ckpt-{step}"\n'.encode())
+            n_mail, n_hook = len(sinks.mails), len(sinks.webhooks)
+            run_id, state, tasks, dt = af.dags_test(f"release__{name}", conf)
+            say(f"   {state} in {dt:.0f}s  ({_tasks(tasks)})")
+            verdict = af.xcom(f"release__{name}", run_id, "validate", key="verdict") or {}
+            failed = [c for c in verdict.get("checks", []) if not c.get("passed", True)]
+            say(f"   why: {len(failed)} failed check(s), e.g.")
+            for c in failed[:3]:
+                say(f"      {c.get('name')}: {c.get('detail')}")
+            after = [v["version"] for v in cli("versions", name)["versions"]]
+            say(f"   versions before {versions_before}, after {after}: "
+                + ("nothing was published" if after == versions_before else "SOMETHING WAS PUBLISHED"))
+            arrived = sinks.wait(mails=n_mail + 1, webhooks=n_hook + 1, timeout=60)
+        out.rows.append({"model": name, "run": f"broken ckpt-{step}", "checkpoint": f"ckpt-{step}",
+                         "verdict": "FAILED" if verdict and not verdict.get("passed", True) else _verdict(verdict, tasks),
+                         "version": "none (nothing published)" if after == versions_before else f"{after}",
+                         "report": verdict.get("report")})
+        out.expect(state == "failed" and bool(verdict) and not verdict.get("passed", True),
+                   f"the broken checkpoint fails validation (run {state}, verdict passed={verdict.get('passed')})")
+        out.expect(after == versions_before, f"nothing published from the broken checkpoint (versions {after})")
         say("== alerts" + ("" if arrived else " (not all arrived within 60 s!)"))
+        out.expect(arrived, "the failed run's e-mail and Slack alerts arrive")
         for mail in sinks.mails[n_mail:]:
             say(f"   e-mail to {', '.join(mail.rcpt_tos)}: {mail.subject!r}\n      {mail.path}")
         for hook in sinks.webhooks[n_hook:]:
@@ -245,18 +336,67 @@ def main() -> None:
                 f"{first[0] if first else hook.payload}\n      {hook.file}")
 
     say(f"== sync committed versions into {BASE_PATH} (what production TF Serving serves)")
-    for name in KINDS:
-        r = cli("sync", name, "--dest", os.path.join(BASE_PATH, name), "--once", "--keep", "3")
-        say(f"   {name}: local versions {r.get('versions')}")
+    with out.phase("sync into model_base_path"):
+        for name in KINDS:
+            r = cli("sync", name, "--dest", os.path.join(BASE_PATH, name), "--once", "--keep", "3")
+            say(f"   {name}: local versions {r.get('versions')}")
+            out.expect(bool(r.get("versions")), f"{name}: sync puts a version into {BASE_PATH}/{name}")
     say("== published versions")
     for name in KINDS:
         for v in cli("versions", name)["versions"]:
             say(f"   {name:18} v{v['version']:<3} step {v['step']}  {v['verdict']}  {v['checkpoint']}")
-    say("== validation reports (HTML in the serving bucket; the URL opens in a browser for 7 days)")
-    for name, uri in reports:
-        say(f"   {name}: {uri}\n      {_presigned(client, uri)}")
-    say(f"Airflow task logs: {home}/logs    make airflow: the same DAGs in the Airflow UI")
-    say("Demo done.")
+    _table(out)
+    say("== validation reports (HTML in the serving bucket; each link opens in a browser for 7 days)")
+    for r in out.rows:
+        if r.get("report"):
+            say(f"   {r['model']} ({r['run']}): {_presigned(client, r['report'])}")
+    say(f"Airflow task logs: {home}/logs\n"
+        "See it in the Airflow UI: `make airflow` opens this same Airflow home (these runs, their task logs, "
+        "the reports behind each validate task's 'validation report' link).")
+    if out.missed:
+        say(f"Demo FAILED: {len(out.missed)} expected outcome(s) did not happen:")
+        for what in out.missed:
+            say(f"   - {what}")
+        return 1
+    say("Demo done: every expected outcome happened.")
+    return 0
+
+
+def _gate_summary(folder: str) -> str:
+    try:
+        with open(os.path.join(folder, checkpoint_cache.GATE_FILE)) as fh:
+            g = json.load(fh)
+    except (OSError, ValueError):
+        return "(not recorded)"
+    w = g.get("worst") or {}
+    return (f"{len(g.get('images', {}))} golden images pass, seed {g.get('seed', '?')}, worst margin "
+            f"{w.get('margin', float('nan')):+.3f} ({w.get('image')})")
+
+
+def _short(uri: str | None) -> str:
+    return uri.rsplit("/", 1)[-1] if uri else "-"
+
+
+def _verdict(verdict: dict, tasks: dict) -> str:
+    if verdict:
+        return "PASSED" if verdict.get("passed") else "FAILED"
+    return tasks.get("validate", "-")
+
+
+def _table(out: Outcomes) -> None:
+    say("== summary")
+    cols = ("model", "run", "checkpoint", "verdict", "version")
+    rows = [[str(r.get(c) or "-") for c in cols] + [r.get("report") or "-"] for r in out.rows]
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
+    say("   " + "  ".join(c.ljust(w) for c, w in zip(cols, widths)) + "  report")
+    for r in rows:
+        say("   " + "  ".join(v.ljust(w) for v, w in zip(r, widths)) + "  " + r[-1])
+    setup = os.environ.get("TFS_DEMO_SETUP_SECONDS")
+    say("== time per phase" + ("" if setup else " (this script; make demo prints its setup time too)"))
+    if setup:
+        say(f"   {'setup: system packages, venvs, SeaweedFS, Docker engine':58} {float(setup):6.0f}s")
+    for name, dt in out.phases:
+        say(f"   {name:58} {dt:6.0f}s")
 
 
 def _presigned(client, uri: str | None) -> str:
@@ -272,4 +412,4 @@ def _tasks(tasks: dict[str, str]) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

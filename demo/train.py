@@ -183,12 +183,15 @@ def training_dataset(kind: str, params, serialized: list, seed: int):
 
 
 def set_seeds(seed: int) -> None:
+  """Seeds every generator and makes TensorFlow's ops deterministic: the same seed gives the same
+  weights on one machine (other CPUs or TensorFlow builds may still round differently)."""
   import numpy as np
   import tensorflow as tf
   import tf_keras
   tf.keras.utils.set_random_seed(seed)
   tf_keras.utils.set_random_seed(seed)
   np.random.seed(seed)
+  tf.config.experimental.enable_op_determinism()
 
 
 def build_task_and_model(params):

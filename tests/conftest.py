@@ -24,6 +24,17 @@ sys.path.insert(0, ROOT)
 import services  # noqa: E402
 
 
+def pytest_configure(config):
+    """Under CI (CI=true) the demo models are trained from nothing in every run, into this session's
+    own folder, exactly as a newcomer's `make demo` trains them (seeded, gated by their golden sets):
+    CI machines keep caches, and a cached checkpoint would hide a trainer that no longer learns.
+    Elsewhere the checkpoint cache is used. TFS_RELEASE_FRESH_TRAINING=1 (or 0) forces either way."""
+    fresh = os.environ.get("TFS_RELEASE_FRESH_TRAINING", "1" if os.environ.get("CI") else "0") == "1"
+    if fresh and not os.environ.get("TFS_RELEASE_CHECKPOINTS"):
+        import tempfile
+        os.environ["TFS_RELEASE_CHECKPOINTS"] = tempfile.mkdtemp(prefix="tfsr-fresh-checkpoints-")
+
+
 @pytest.fixture(scope="session")
 def seaweedfs(tmp_path_factory):
     sw = services.start_seaweedfs(str(tmp_path_factory.mktemp("seaweedfs")))

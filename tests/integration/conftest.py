@@ -19,7 +19,8 @@ KINDS = {
 
 @pytest.fixture(scope="session")
 def trained():
-    """kind -> local folder of the demo trainer's checkpoints (trained once, then cached)."""
+    """kind -> local folder of the demo trainer's checkpoints that passed their golden set (trained
+    once per session under CI, see tests/conftest.py; else from the checkpoint cache)."""
     from demo import checkpoint_cache
     cache = {}
 

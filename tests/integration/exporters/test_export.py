@@ -74,11 +74,12 @@ def test_truncated_data_shard(export_env, model_env, s3, trained):
     assert "truncated or corrupt" in err
 
 
-def test_missing_index(export_env, model_env, s3):
+def test_missing_index(export_env, model_env, s3, trained):
     name = export_env("classification")
     prefix = f"{name}/checkpoints/"
-    s3.delete_object(Bucket=model_env.training, Key=f"{prefix}ckpt-200.index")
-    err = _bad(model_env, s3, name, "--checkpoint", f"s3://{model_env.training}/{prefix}ckpt-200")
+    first = min(int(f[len("ckpt-"):-len(".index")]) for f in os.listdir(trained("classification")) if f.endswith(".index"))
+    s3.delete_object(Bucket=model_env.training, Key=f"{prefix}ckpt-{first}.index")
+    err = _bad(model_env, s3, name, "--checkpoint", f"s3://{model_env.training}/{prefix}ckpt-{first}")
     assert "incomplete: no .index file" in err
 
 

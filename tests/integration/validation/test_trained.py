@@ -1,5 +1,6 @@
 """Trained demo candidates of every kind pass validation through the docker launcher (stand-in
-image) and through the process launcher; a random-weight candidate misses the golden expectations."""
+image) and through the process launcher; an under-trained checkpoint of the same training run and a
+random-weight candidate fail the golden set (per image and the set-metric floor)."""
 import json
 import os
 import subprocess
@@ -57,6 +58,21 @@ tf.train.Checkpoint(model=model).write({str(tmp_path / 'random' / 'ckpt-1')!r})
     assert "golden: " in v["reason"]                                                # ...but answers wrongly
     p = model_env.cli("publish", name, "--candidate", cand)
     assert p.returncode == 2 and "failed validation" in p.stderr
+
+
+def test_undertrained_checkpoint_fails_the_gate(export_env, model_env, trained, standin_image):
+    """The classifier's first saved checkpoint (early in training) must not pass: the golden set and
+    the config's accuracy floor tell it from the final one (which passes, test above)."""
+    name = export_env("classification", min_accuracy=0.95)
+    first = min(int(f[len("ckpt-"):-len(".index")]) for f in os.listdir(trained("classification")) if f.endswith(".index"))
+    ck = f"s3://{model_env.training}/{name}/checkpoints/ckpt-{first}"
+    cand = json.loads(model_env.cli("export", name, "--checkpoint", ck, "--json", check=0, timeout=900).stdout)["candidate"]
+    p = model_env.cli("validate", name, "--candidate", cand, "--image", standin_image, "--json", timeout=900)
+    v = json.loads(p.stdout)
+    assert p.returncode == 1 and not v["passed"]
+    floor = next(c for c in v["checks"] if c["name"].startswith("metrics: accuracy"))
+    assert not floor["passed"] and v["metrics"]["accuracy"] < 0.95, floor
+    assert v["metrics"]["images_failed"] >= 3, v["metrics"]
 
 
 def test_detection_output_options(export_env, model_env):

@@ -1,0 +1,44 @@
+"""The main job as a newcomer runs it: demo/run_demo.py (what `make demo` runs after `make services`)
+against this session's SeaweedFS and the Docker engine, with the demo models this session trained
+(under CI they are trained from nothing in every run: tests/conftest.py), in a demo folder of its own.
+
+Real parts: SeaweedFS over HTTP, the Docker engine running the stand-in serving image, Model Garden
+training + export, Airflow 3 (`airflow dags test`, SQLite), local SMTP and webhook receivers.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = [pytest.mark.slow, pytest.mark.docker]
+
+
+def test_demo_publishes_three_models_skips_and_alerts(s3_env, docker_engine, standin_image, trained, tmp_path):
+    for kind in ("classification", "segmentation", "detection"):
+        trained(kind)  # passed their golden sets (the demo would train them the same way)
+    demo_dir = tmp_path / "demo"
+    env = {**os.environ, **s3_env, "PYTHONPATH": ROOT, "TFS_RELEASE_DEMO_DIR": str(demo_dir)}
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "demo", "run_demo.py")], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=1800)
+    out = p.stdout
+    print(out[-6000:])
+    assert p.returncode == 0, f"demo exit {p.returncode}\n{out[-4000:]}\n{p.stderr[-4000:]}"
+    assert "Demo done: every expected outcome happened." in out
+    summary = out[out.index("== summary"):]
+    for name in ("shapes-classifier", "shapes-segmenter", "shapes-detector"):
+        row = next(line for line in summary.splitlines() if line.split()[:2] == [name, "release"])
+        assert re.search(r"PASSED\s+v1 \(new\)", row), row
+    assert re.search(r"shapes-classifier\s+again, nothing new\s+\S+\s+skipped", summary), summary
+    broken = next(line for line in summary.splitlines() if "broken ckpt-" in line)
+    assert "FAILED" in broken and "none (nothing published)" in broken, broken
+    alerts = os.listdir(demo_dir / "alerts")
+    assert any(f.endswith(".eml") for f in alerts) and any(f.endswith(".json") for f in alerts), alerts
+    for name in ("shapes-classifier", "shapes-segmenter", "shapes-detector"):
+        assert (demo_dir / "model_base_path" / name / "1" / "saved_model.pb").exists()
+    assert "== time per phase" in out
