@@ -173,16 +173,32 @@ def newest_complete(client, location: S3Uri) -> Checkpoint:
     return listing.newest
 
 
+def check_inside(location: S3Uri, uri: str) -> S3Uri:
+    """``uri`` parsed, when it names a checkpoint inside ``location`` (the model's own checkpoints
+    prefix, sub-folders included); raises CheckpointError otherwise. A trigger parameter or a
+    ``--checkpoint`` flag can never make a release export another model's (or bucket's) weights."""
+    target = S3Uri.parse(uri, folder=False)
+    inside = (target.bucket == location.bucket and target.prefix.startswith(location.prefix)
+              and len(target.prefix) > len(location.prefix) and not target.prefix.endswith("/"))
+    if not inside:
+        raise CheckpointError(f"checkpoint {uri} is not inside this model's checkpoints prefix {location}: "
+                              f"name a checkpoint under it (e.g. {location}ckpt-N), or leave it empty "
+                              "for the newest complete one.")
+    return target
+
+
 def resolve(client, location: S3Uri, uri: str | None) -> tuple[Checkpoint, Listing]:
-    """The checkpoint ``uri`` names (must be complete), or the newest complete one."""
+    """The checkpoint ``uri`` names (inside ``location``, complete), or the newest complete one."""
+    if uri is not None:
+        target = check_inside(location, uri)  # before any listing: refused without touching storage
     listing = list_checkpoints(client, location)
     if uri is None:
         return newest_complete(client, location), listing
-    target = S3Uri.parse(uri, folder=False)
     parent = posixpath.dirname(target.prefix)
+    parent = parent + "/" if parent else ""
     name = posixpath.basename(target.prefix)
-    if target.bucket != location.bucket or parent + "/" != location.prefix:
-        listing = list_checkpoints(client, S3Uri(target.bucket, parent + "/"))
+    if parent != location.prefix:  # a sub-folder of the checkpoints prefix
+        listing = list_checkpoints(client, S3Uri(target.bucket, parent))
     for c in listing.checkpoints:
         if c.name == name:
             if not c.complete:

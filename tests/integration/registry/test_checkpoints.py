@@ -92,3 +92,25 @@ def test_only_incomplete_checkpoints_error_names_each_reason(s3, model_env):
     with pytest.raises(CheckpointError) as e:
         newest_complete(s3, loc(model_env))
     assert "ckpt-1: missing data shard(s) [0] of 2" in str(e.value) and "ckpt-2: no .index" in str(e.value)
+
+
+def test_explicit_checkpoint_outside_the_models_prefix_is_refused(s3, model_env):
+    """Another model's complete checkpoint (same bucket) and one in another bucket: both exist and
+    are complete, and both are refused, by resolve (the DAG's newest_checkpoint task) and the CLI."""
+    put_checkpoint(s3, model_env.training, model_env.checkpoints_prefix, 1)
+    put_checkpoint(s3, model_env.training, "other-model/checkpoints/", 7)
+    other_bucket = f"{model_env.training}-x"
+    s3.create_bucket(Bucket=other_bucket)
+    put_checkpoint(s3, other_bucket, model_env.checkpoints_prefix, 9)
+    for uri in (f"s3://{model_env.training}/other-model/checkpoints/ckpt-7",
+                f"s3://{other_bucket}/{model_env.checkpoints_prefix}ckpt-9"):
+        with pytest.raises(CheckpointError, match="is not inside this model's checkpoints prefix"):
+            resolve(s3, loc(model_env), uri)
+        p = model_env.cli("release", model_env.name, "--checkpoint", uri, "--json", check=2)
+        assert f"checkpoint {uri} is not inside this model's checkpoints prefix " \
+               f"s3://{model_env.training}/{model_env.checkpoints_prefix}" in p.stderr, p.stderr
+    # inside (a sub-folder too) is still accepted
+    put_checkpoint(s3, model_env.training, model_env.checkpoints_prefix + "run-2/", 3)
+    base = f"s3://{model_env.training}/{model_env.checkpoints_prefix}"
+    assert resolve(s3, loc(model_env), base + "ckpt-1")[0].step == 1
+    assert resolve(s3, loc(model_env), base + "run-2/ckpt-3")[0].uri == base + "run-2/ckpt-3"
