@@ -1,8 +1,10 @@
 """Where a temporary TF Serving runs: a Docker container (default) or a local process.
 
 Both take a local ``model_base_path`` (``<dir>/<model>/<N>/``), start a server on 127.0.0.1 and
-hand back a ``Server`` (ports, logs, stop). Stopping is idempotent and runs on every path; the
-docker launcher also sweeps containers an earlier, killed validator left behind (by label).
+hand back a ``Server`` (ports, logs, stop). Stopping is idempotent and runs on every path. Docker
+containers carry their owner and expiry in labels, end by themselves at the expiry, and have a
+reaper beside them that removes them if the validator is killed; each start also sweeps leftovers
+(validation/sweep.py).
 
 A validator that itself runs in a container (the compose stack's worker image) cannot reach ports
 bound to the engine host's 127.0.0.1, and its own files are not on the engine host to bind-mount.
@@ -23,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 
 from registry.errors import BadInput, ReleaseError
+from validation import sweep as sweep_mod
 
 log = logging.getLogger(__name__)
 LABEL = "tfs-release.role"
@@ -86,6 +89,11 @@ class DockerLauncher:
         self.mem_limit, self.cpus, self.pids_limit, self.pull = mem_limit, cpus, pids_limit, pull
         self._client = None
         self._names: list[str] = []
+        self._reapers: list = []  # one per container: removes it if this process dies (SIGKILL)
+        try:
+            self.ttl_s = sweep_mod.ttl_from_env()  # the expiry of its containers
+        except ValueError as exc:
+            raise LauncherError(str(exc)) from None
 
     @property
     def client(self):
@@ -102,45 +110,30 @@ class DockerLauncher:
         return self._client
 
     def sweep(self) -> list[str]:
-        """Remove validation containers whose validator is gone (killed mid-run)."""
-        removed = []
-        for c in self.client.containers.list(all=True, filters={"label": f"{LABEL}={ROLE}"}):
-            labels = c.labels or {}
-            host, pid = labels.get("tfs-release.host"), labels.get("tfs-release.pid", "0")
-            mine_alive = host == socket.gethostname() and pid.isdigit() and _pid_alive(int(pid))
-            if host != socket.gethostname() and self._validator_container_running(host):
-                mine_alive = True  # started by a validator that runs in a (still running) container
-            if mine_alive and c.status in ("running", "created", "restarting"):
-                continue  # another validation on this machine is using it
-            c.remove(force=True)
-            removed.append(c.name)
+        """Remove validation containers whose validator is gone or whose expiry passed; never another
+        host's live one (validation/sweep.py: labels name the owner)."""
+        removed = sweep_mod.sweep(self.client, ("validation",))
         if removed:
             log.info("swept %d leftover validation container(s): %s", len(removed), ", ".join(removed))
         return removed
-
-    def _validator_container_running(self, host: str | None) -> bool:
-        """A containerised validator's hostname is its container id: is that container running?"""
-        import docker
-        if not host:
-            return False
-        try:
-            return self.client.containers.get(host).status in ("running", "restarting")
-        except (docker.errors.NotFound, docker.errors.APIError):
-            return False
 
     def start(self, base_path: str, model: str) -> Server:
         import docker
         self.sweep()
         try:
-            self.client.images.get(self.image)
+            image = self.client.images.get(self.image)
         except docker.errors.ImageNotFound:
             if not self.pull:
                 raise LauncherError(f"serving image {self.image!r} is not on this Docker engine: pull or "
                                     "build it first (no registry is reachable here; the stand-in image is "
                                     "built by `python -m standin.image`).") from None
-            self.client.images.pull(self.image)
-        labels = {LABEL: ROLE, "tfs-release.model": model, "tfs-release.run": self.run_id[:60],
-                  "tfs-release.host": socket.gethostname(), "tfs-release.pid": str(os.getpid())}
+            image = self.client.images.pull(self.image)
+            image = image[0] if isinstance(image, list) else image
+        # owner (host, pid, expiry) for the sweep and the reaper; a containerised validator (network
+        # mode) also names its own container, so its servers go when that container goes
+        labels = {**sweep_mod.owner_labels(ROLE, ttl_s=self.ttl_s,
+                                           owner_container=socket.gethostname() if self.network else None),
+                  "tfs-release.model": model, "tfs-release.run": self.run_id[:60]}
         name = f"tfsr-validate-{model}-{os.getpid()}-{int(time.time() * 1000) % 10**8}"
         self._names.append(name)  # cleanup() finds it by name even if create() is interrupted
         t0 = time.monotonic()
@@ -156,7 +149,9 @@ class DockerLauncher:
                 environment={"MODEL_NAME": model, "MODEL_BASE_PATH": "/models"},
                 mem_limit=self.mem_limit, nano_cpus=int(self.cpus * 1e9), pids_limit=self.pids_limit,
                 cap_drop=["ALL"], security_opt=["no-new-privileges"], privileged=False, name=name,
-                **placement)
+                # container-side expiry: the server ends at the label's time even with nobody left
+                entrypoint=sweep_mod.expiring_entrypoint(image.attrs.get("Config"), self.ttl_s), **placement)
+            self._reapers.append(sweep_mod.spawn_reaper(name, expires=float(labels[sweep_mod.EXPIRES])))
             if self.network:
                 with _model_tar(model_dir, f"models/{model}") as tar:
                     container.put_archive("/", tar)
@@ -197,6 +192,8 @@ class DockerLauncher:
                 log.info("removed container %s", name)
             except docker.errors.NotFound:
                 pass
+        while self._reapers:
+            sweep_mod.stop_reaper(self._reapers.pop())
 
 
 def _model_tar(model_dir: str, arcname: str):
@@ -218,16 +215,6 @@ def _model_tar(model_dir: str, arcname: str):
         tar.add(model_dir, arcname=arcname, filter=readonly)
     fh.seek(0)
     return fh
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
 
 
 class ProcessLauncher:

@@ -5,6 +5,7 @@ host does not have), answers by container name, and is removed on stop. The swee
 whose containerised validator still runs. Real Docker engine and the stand-in image."""
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
@@ -70,7 +71,8 @@ def test_sweep_keeps_servers_of_a_running_containerised_validator(docker_engine,
                                           labels={"tfsr.test": "holder"})
     name = f"tfsr-validate-sweeptest-{uuid.uuid4().hex[:8]}"
     labels = {LABEL: ROLE, "tfs-release.model": "m", "tfs-release.run": "sweeptest",
-              "tfs-release.host": holder.id[:12], "tfs-release.pid": "7"}
+              "tfs-release.host": holder.id[:12], "tfs-release.host-id": "0" * 16, "tfs-release.pid": "7",
+              "tfs-release.owner-container": holder.id[:12], "tfs-release.expires": str(int(time.time()) + 600)}
     docker_engine.containers.create(standin_image, name=name, labels=labels)
     try:
         launcher = DockerLauncher(standin_image, run_id="sweeper", network="")
