@@ -156,6 +156,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Failed to start server. Error: {msg}", flush=True)
         _exit(255)
     log.info("[stand-in] model %s AVAILABLE %.2f s after start", name, time.monotonic() - t_start)
+    # TF Serving parses JSON in C++; here a REST batch of images is hundreds of thousands of Python
+    # lists, and every cyclic-GC pass they trigger would also walk TensorFlow's own objects (5-10x
+    # the parsing itself). Objects alive now (TF, the loaded model) are left out of those passes.
+    import gc
+    gc.collect()
+    gc.freeze()
 
     from . import grpc_api, rest
     try:

@@ -10,8 +10,11 @@ request of that image alone would have been answered.
 from __future__ import annotations
 
 import base64
+import gc
 import json
+import threading
 import time
+from contextlib import contextmanager
 import urllib.error
 import urllib.request
 
@@ -22,6 +25,31 @@ from validation.contracts import INPUT_KEY, signatures_from_grpc_metadata, signa
 
 class ServingError(Exception):
     """The server answered with an error (message is the server's)."""
+
+
+_gc_lock = threading.Lock()
+_gc_users = 0
+
+
+@contextmanager
+def _gc_paused():
+    """No cyclic GC while a REST body is built or parsed: a batch of images is hundreds of
+    thousands of short-lived lists, and every collection they trigger also walks the whole heap
+    (TensorFlow's and great-expectations' objects): 5-10x the JSON work itself."""
+    global _gc_users
+    with _gc_lock:
+        mine = _gc_users > 0 or gc.isenabled()  # else disabled by someone else: leave it so
+        if mine:
+            _gc_users += 1
+            gc.disable()
+    try:
+        yield
+    finally:
+        if mine:
+            with _gc_lock:
+                _gc_users -= 1
+                if _gc_users == 0:
+                    gc.enable()
 
 
 class RestClient:
@@ -56,15 +84,27 @@ class RestClient:
         return signatures_from_rest_metadata(self._call(self.base + "/metadata"))
 
     def predict(self, signature: str, input_type: str, x: np.ndarray) -> dict:
-        if x.dtype == object:
-            value = [{"b64": base64.b64encode(v).decode()} for v in x]
-        else:
-            value = x.tolist()
-        out = self._call(self.base + ":predict", {"signature_name": signature, "inputs": {INPUT_KEY: value}})
-        outputs = out.get("outputs")
-        if not isinstance(outputs, dict):  # TF Serving unwraps a single output
-            outputs = {"output_0": outputs}
-        return {k: np.asarray(v) for k, v in outputs.items()}
+        with _gc_paused():  # the request's and the answer's lists are all freed before GC resumes
+            if x.dtype == object:
+                value = [{"b64": base64.b64encode(v).decode()} for v in x]
+            else:
+                value = x.tolist()
+            body = {"signature_name": signature, "inputs": {INPUT_KEY: value}}
+            del value
+            try:
+                out = self._call(self.base + ":predict", body)
+            except (TimeoutError, urllib.error.URLError) as exc:
+                if not isinstance(getattr(exc, "reason", exc), TimeoutError):
+                    raise
+                raise ServingError(f"REST predict: no answer within {self.timeout:.0f}s") from None
+            finally:
+                del body
+            outputs = out.get("outputs")
+            if not isinstance(outputs, dict):  # TF Serving unwraps a single output
+                outputs = {"output_0": outputs}
+            result = {k: np.asarray(v) for k, v in outputs.items()}
+            del out, outputs
+        return result
 
 
 class GrpcClient:
@@ -118,19 +158,24 @@ class GrpcClient:
         return {k: tf.make_ndarray(v) for k, v in resp.outputs.items()}
 
 
-def predict_images(client, signature: str, input_type: str, images: list, *, batch_size: int) -> tuple[list[dict], int]:
+def predict_images(client, signature: str, input_type: str, images: list, *, batch_size: int,
+                   in_flight: int = 2) -> tuple[list[dict], int]:
     """Every golden image's answer ({output: [1, ...]}, in the order of ``images``), asked in
     batches of at most ``batch_size`` (same-shaped images only for image_tensor; see
-    exporters/batching.py). Returns (answers, number of requests). Raises ServingError."""
+    exporters/batching.py), ``in_flight`` requests at a time (the client encodes the next batch
+    while the server works on the previous one). Returns (answers, number of requests).
+    Raises ServingError."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from exporters import batching
     from exporters.reference import model_input
-    answers: list = [None] * len(images)
     groups = batching.plan_images(input_type, images, batch_size)
-    for idx in groups:
+
+    def ask(idx: list[int]) -> list[dict]:
         x = batching.stack([model_input(input_type, images[i]) for i in idx])
         try:
-            parts = batching.split(client.predict(signature, input_type, x), len(idx),
-                                   what=f"the {client.protocol} answer of signature {signature!r}")
+            return batching.split(client.predict(signature, input_type, x), len(idx),
+                                  what=f"the {client.protocol} answer of signature {signature!r}")
         except batching.BatchError as exc:
             raise ServingError(str(exc)) from None
         except ServingError as exc:
@@ -138,8 +183,16 @@ def predict_images(client, signature: str, input_type: str, images: list, *, bat
                 raise
             raise ServingError(f"{exc} (the request carried a batch of {len(idx)} golden images; if the model "
                                "cannot take batches, set validation_batch_size: 1 for it)") from None
-        for i, part in zip(idx, parts):
-            answers[i] = part
+
+    answers: list = [None] * len(images)
+    pool = ThreadPoolExecutor(max_workers=max(1, in_flight), thread_name_prefix=f"golden-{client.protocol}")
+    try:
+        futures = [pool.submit(ask, idx) for idx in groups]
+        for idx, fut in zip(groups, futures):
+            for i, part in zip(idx, fut.result()):
+                answers[i] = part
+    finally:  # on an error or SIGTERM: drop what has not started, do not wait for what has
+        pool.shutdown(wait=False, cancel_futures=True)
     return answers, len(groups)
 
 

@@ -135,13 +135,16 @@ def test_batched_answers_equal_single_image_answers(tmp_path, debug_server):
     got = numbers["golden_requests"]["REST serving_default"]
     assert (got["requests"], got["images"], got["batch_size"]) == (4, 11, 4)
 
-    # what the server saw: batches of <= 4, one shape per image_tensor batch, then 3 single-image
-    # latency requests (images 0, 3, 7 of the set: sizes A, C, B)
+    # what the server saw: batches of <= 4, one shape per image_tensor batch (two requests in
+    # flight: their order may vary), then 3 single-image latency requests (images 0, 3, 7 of the
+    # set: sizes A, C, B)
     a, b, c = ((*HW[s], 3) for s in "ABC")
     seen = logged_requests(server, 2 * (7 + 6))
     for proto in ("REST", "gRPC"):
-        assert seen[proto]["serving_default"] == [(4, *a), (1, *a), (4, *b), (2, *c), (1, *a), (1, *c), (1, *b)]
-        assert seen[proto]["serving_bytes"] == [(4,), (4,), (3,), (1,), (1,), (1,)]
+        got = seen[proto]["serving_default"]
+        assert sorted(got[:-3]) == sorted([(4, *a), (1, *a), (4, *b), (2, *c)]) and got[-3:] == [(1, *a), (1, *c), (1, *b)], got
+        got = seen[proto]["serving_bytes"]
+        assert sorted(got[:-3]) == [(3,), (4,), (4,)] and got[-3:] == [(1,)] * 3, got
     for key in ("REST serving_default", "gRPC serving_default", "REST serving_bytes", "gRPC serving_bytes"):
         assert numbers["latency_ms"][key]["n"] == 3 and numbers["latency_ms"][key]["p95"] > 0
 
@@ -182,5 +185,8 @@ def test_answers_that_cannot_be_split_fail_with_the_way_out(tmp_path, debug_serv
     checks, *_ = serve_and_check(server, model_config(validation_batch_size=1, latency_samples=1), contract, golden,
                                  ref, deadline_s=180, tolerance=1e-5, latency_budget_ms=None)
     assert all(c["passed"] for c in checks), [c for c in checks if not c["passed"]]
-    seen = logged_requests(server, 1 + 4 * 12)  # the failed batch; per protocol and signature 11 + 1
-    assert len(seen["REST"]["serving_default"]) == 1 + 11 + 1 and len(seen["gRPC"]["serving_bytes"]) == 11 + 1
+    seen = logged_requests(server, 1 + 4 * 12)  # the failed batch(es); per protocol and signature 11 + 1
+    first, second = seen["REST"]["serving_default"][:-12], seen["REST"]["serving_default"][-12:]
+    # the first batch failed the run; at most the batches already in flight or queued went out too
+    assert (4, *HW["A"], 3) in first and len(first) <= 4 and [x[0] for x in second] == [1] * 12, first + second
+    assert [x[0] for x in seen["gRPC"]["serving_bytes"]] == [1] * 12
