@@ -5,8 +5,15 @@
 Light steps (finding the checkpoint, publishing) call ``registry/`` here with an S3 client from the
 model's Airflow connection (``conn_id`` in the config, default ``aws_default``). Export and
 validation run as the worker-env step command (``bin/tfs-release``, TensorFlow) with the same
-connection's settings in its environment. Parsing this file imports no TensorFlow and touches no
-object storage: it reads the config only.
+connection's settings in its environment, through an operator chosen here, when the DAG is built
+(``plugins/tfs_release_airflow/operators.py``): a local subprocess, or the worker image through
+DockerOperator; either way Airflow's kill path (``on_kill``) stops the step and its containers.
+Parsing this file imports no TensorFlow and touches no object storage: it reads the config only.
+
+Every task has an ``execution_timeout`` and the run a ``dagrun_timeout`` (the model's ``timeouts``);
+validate takes a slot of the ``serving_pool`` Airflow pool (one temporary serving container each).
+A model whose config entry is invalid gets a DAG of the same id that cannot release: its only task
+fails with the error naming the key, and its description says it; the other models are unaffected.
 
 Alerts (a model's ``alerts`` config): every task's ``on_failure_callback`` and, with ``on_success``,
 publish's ``on_success_callback`` send one message through the Slack-webhook and SMTP provider
@@ -21,8 +28,10 @@ the steps in that worker image through DockerOperator instead; see plugins/.../s
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import logging
 import os
+import re
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -34,8 +43,9 @@ from airflow.sdk import Asset, Param, dag, task, teardown  # noqa: E402
 
 from registry import config as config_mod  # noqa: E402
 from tfs_release_airflow.alerts import release_alert, reports_root  # noqa: E402
+from tfs_release_airflow.operators import step_operator  # noqa: E402
 from tfs_release_airflow.report_link import attach as attach_report_link  # noqa: E402
-from tfs_release_airflow.step_command import StepFailed, run_step  # noqa: E402
+from tfs_release_airflow.step_image import StepImage  # noqa: E402
 
 log = logging.getLogger("tfs_release.model_release")  # __name__ is mangled by Airflow
 
@@ -55,6 +65,15 @@ def schedules_on() -> bool:
 
 def step_command() -> str:
     return os.environ.get("TFS_RELEASE_STEP_COMMAND") or os.path.join(ROOT, "bin", "tfs-release")
+
+
+def pulled(task_id: str, key: str) -> str:
+    """A template for one key of an upstream task's XCom result."""
+    return f"{{{{ ti.xcom_pull(task_ids='{task_id}')['{key}'] }}}}"
+
+
+def seconds(s: float) -> _dt.timedelta:
+    return _dt.timedelta(seconds=s)
 
 
 def asset_for(model: config_mod.ModelConfig) -> Asset:
@@ -115,26 +134,22 @@ def alerts_doc(model: config_mod.ModelConfig) -> str:
             f"report link: {link}.\n")
 
 
-def build_dag(model: config_mod.ModelConfig, config_path: str):
+def build_dag(model: config_mod.ModelConfig, config_path: str,
+              pool: config_mod.ServingPool = config_mod.ServingPool(), image: StepImage | None = None):
     conn_id = model.extra.get("conn_id", "aws_default")
     serving_asset = asset_for(model)
     keep_days = float(model.extra.get("staging_keep_days", 7))
     on_failure, on_success = release_alert(model, "failure"), release_alert(model, "success")
+    t = model.timeouts
 
     def s3():
         from tfs_release_airflow.connection import s3_settings
         return s3_settings(conn_id)
 
-    def step(name: str, *args: str) -> dict:
-        """The step command: a local subprocess (worker venv), or the worker image when configured."""
-        from tfs_release_airflow.step_image import StepImage, run_step_in_image
-        image = StepImage.from_env()
-        if image is not None:
-            from airflow.sdk import get_current_context
-            return run_step_in_image(image, get_current_context(), name, model.name, *args,
-                                     config=config_path, s3_env=s3().env())
-        return run_step(step_command(), name, model.name, *args, config=config_path,
-                        s3_env=s3().env(), cwd=ROOT)
+    def step(name: str, *args: str, **kwargs):
+        """The step command's operator: the worker image when configured, else a local subprocess."""
+        return step_operator(name, model.name, *args, config=config_path, conn_id=conn_id,
+                             command=step_command(), cwd=ROOT, image=image, **kwargs)
 
     @dag(
         dag_id=f"release__{model.name}",
@@ -145,7 +160,9 @@ def build_dag(model: config_mod.ModelConfig, config_path: str):
         tags=["tfs-release", "release", *([model.task] if model.task else []), *model.extra.get("tags", [])],
         doc_md=doc_for(model) + alerts_doc(model),
         params=params_for(model),
+        dagrun_timeout=seconds(t.run),
         default_args={"owner": model.extra.get("owner", "tfs-release"), "retries": 0,
+                      "execution_timeout": seconds(t.other),
                       **({"on_failure_callback": on_failure} if on_failure else {})},
     )
     def release():
@@ -173,22 +190,18 @@ def build_dag(model: config_mod.ModelConfig, config_path: str):
                      "release it again)", ck["uri"], ck["published_as"])
             return False
 
-        @task
-        def export(ck: dict, run_id=None, ti=None) -> dict:
-            """Export the checkpoint to a staged candidate SavedModel (worker env)."""
-            return step("export", "--checkpoint", ck["uri"], "--run-id", f"{run_id}-t{ti.try_number}")
+        # export -> validate: the step command, as an operator (its kill path stops the step)
+        exported = step("export", "--checkpoint", pulled("newest_checkpoint", "uri"),
+                        "--run-id", "{{ run_id }}-t{{ ti.try_number }}", execution_timeout=seconds(t.export),
+                        doc_md="Export the checkpoint to a staged candidate SavedModel (worker env).")
+        verdict = step("validate", "--candidate", pulled("export", "candidate"), "--launcher", "{{ params.launcher }}",
+                       execution_timeout=seconds(t.validate), pool=pool.name, pool_slots=1,
+                       failed_result_key="verdict",  # a failed verdict (checks, report) for the alerts
+                       doc_md="Validate the candidate in a temporary TF Serving (worker env; one slot of "
+                              f"the `{pool.name}` pool); fails on a failed verdict.")
 
-        @task
-        def validate(exported: dict, params=None, ti=None) -> dict:
-            """Validate the candidate in a temporary TF Serving (worker env); fails on a failed verdict."""
-            try:
-                return step("validate", "--candidate", exported["candidate"], "--launcher", params["launcher"])
-            except StepFailed as exc:
-                if exc.result is not None:  # the verdict (failed checks, report) for alerts
-                    ti.xcom_push(key="verdict", value=exc.result)
-                raise
-
-        @task(outlets=[serving_asset], **({"on_success_callback": on_success} if on_success else {}))
+        @task(outlets=[serving_asset], execution_timeout=seconds(t.publish),
+              **({"on_success_callback": on_success} if on_success else {}))
         def publish(exported: dict, verdict: dict, params=None, outlet_events=None) -> dict:
             """Publish the validated candidate as the next version; the Asset event carries it."""
             if params["dry_run"]:
@@ -221,26 +234,55 @@ def build_dag(model: config_mod.ModelConfig, config_path: str):
             return {"removed": removed, "swept": [x["uri"] for x in swept]}
 
         ck = newest_checkpoint()
-        exported = export(ck)
-        is_new(ck) >> exported
-        verdict = validate(exported)
+        [ck, is_new(ck)] >> exported >> verdict
         # never a presigned URL (extra links live in XCom): report_base_url, else the API server's
         # report endpoint (plugins/tfs_release_airflow/report_app.py)
-        attach_report_link(verdict.operator, model.extra.get("report_base_url"), model=model.name,
+        attach_report_link(verdict, model.extra.get("report_base_url"), model=model.name,
                            reports_root=reports_root(model))
-        publish(exported, verdict) >> clean_staging()
+        publish(exported.output, verdict.output) >> clean_staging()
 
     return release()
 
 
+def broken_dag_id(name: str) -> str:
+    """``release__<name>``; a name that cannot be a DAG id gets a stable stand-in id."""
+    if re.match(r"^[A-Za-z0-9_.-]{1,200}$", name):
+        return f"release__{name}"
+    return f"release__invalid-{hashlib.sha1(name.encode()).hexdigest()[:10]}"
+
+
+def build_broken_dag(name: str, error: str, config_path: str):
+    """A model whose config entry is invalid: a manual DAG that says so and cannot release (its only
+    task fails with the error), instead of an import error that would hide every release DAG."""
+    log.error("release DAG of %r not built: %s", name, error)
+
+    @dag(dag_id=broken_dag_id(name), schedule=None, start_date=START, catchup=False, max_active_runs=1,
+         tags=["tfs-release", "release", "config-error"], is_paused_upon_creation=True,
+         doc_md=f"### Release `{name}`: invalid configuration\n\nIts entry in `{config_path}` is invalid, so "
+                f"this DAG cannot release anything until it is fixed:\n\n> {error}\n\nThe other models' DAGs "
+                "are not affected.\n",
+         default_args={"owner": "tfs-release", "retries": 0})
+    def broken():
+        @task(task_id="config_error")
+        def config_error():
+            """Fails with the configuration error."""
+            from registry.errors import ConfigError
+            raise ConfigError(f"models.{name} in {config_path} is invalid: {error}")
+        config_error()
+    return broken()
+
+
 def build_all(config_path: str = CONFIG) -> dict:
-    cfg = config_mod.load(config_path)
+    cfg = config_mod.load(config_path, strict=False)  # one bad model must not hide the others
+    image = StepImage.from_env()  # the step operator is chosen here, at parse time
     dags = {}
     for name, model in sorted(cfg.models.items()):
         if model.checkpoints is None:
             log.info("no release DAG for %s: it has no 'checkpoints' in %s", name, config_path)
             continue
-        dags[f"release__{name}"] = build_dag(model, os.path.abspath(config_path))
+        dags[f"release__{name}"] = build_dag(model, os.path.abspath(config_path), cfg.serving_pool, image)
+    for name, error in sorted(cfg.errors.items()):
+        dags[broken_dag_id(name)] = build_broken_dag(name, error, os.path.abspath(config_path))
     return dags
 
 

@@ -30,8 +30,11 @@ ALIAS = AssetAlias("tfs-release-rollback")
 
 
 def build_dag(config_path: str = CONFIG):
-    cfg = config_mod.load(config_path)
+    cfg = config_mod.load(config_path, strict=False)  # a model with an invalid entry is left out, not fatal
     names = sorted(cfg.models)
+    for name, error in sorted(cfg.errors.items()):
+        log.error("model_rollback leaves out %r: %s", name, error)
+    broken = "".join(f"\n\nNot offered (invalid config entry): `{n}`: {e}" for n, e in sorted(cfg.errors.items()))
 
     @dag(
         dag_id="model_rollback",
@@ -40,7 +43,7 @@ def build_dag(config_path: str = CONFIG):
         catchup=False,
         max_active_runs=1,
         tags=["tfs-release", "rollback"],
-        doc_md=__doc__,
+        doc_md=__doc__ + broken,
         params={
             "model": Param(names[0] if names else "", type="string", enum=names or [""], title="Model",
                            description="the TF Serving model to roll back"),
@@ -49,7 +52,8 @@ def build_dag(config_path: str = CONFIG):
             "reason": Param("", type="string", maxLength=500, title="Reason",
                             description="why (logged and kept in the run's XCom)"),
         },
-        default_args={"owner": "tfs-release", "retries": 0},
+        dagrun_timeout=_dt.timedelta(hours=2),
+        default_args={"owner": "tfs-release", "retries": 0, "execution_timeout": _dt.timedelta(hours=1)},
     )
     def model_rollback():
         @task(outlets=[ALIAS])
@@ -60,7 +64,7 @@ def build_dag(config_path: str = CONFIG):
             from registry.versions import list_versions
             from tfs_release_airflow.connection import s3_settings
 
-            model = config_mod.load(config_path).model(params["model"])
+            model = config_mod.load(config_path, strict=False).model(params["model"])
             client = s3_settings(model.extra.get("conn_id", "aws_default")).client()
             before = [v["version"] for v in list_versions(client, model.serving)]
             log.info("rolling back %s to version %s (published: %s; served now: %s); reason: %s",

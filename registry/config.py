@@ -20,12 +20,24 @@ TASKS = ("detection", "segmentation", "classification")
 INPUT_TYPES = ("image_tensor", "image_bytes", "tf_example")
 KNOWN_KEYS = {
     "task", "checkpoints", "serving", "golden", "experiment", "params_override", "input_types",
-    "input_size", "batch_size", "schedule", "keep", "output_normalized_coordinates",
-    "class_dtype", "labels", "latency_budget_ms", "conn_id", "owner", "tags", "launcher",
+    "input_size", "batch_size", "schedule", "output_normalized_coordinates", "timeouts",
+    "class_dtype", "latency_budget_ms", "conn_id", "owner", "tags", "launcher",
     "tolerance", "alerts", "serving_image", "validation_deadline_s", "report_base_url",
     "staging_keep_days", "validation_batch_size", "latency_samples",
     "min_map", "min_ap50", "min_accuracy", "min_miou_set",
 }
+# keys that were accepted once but nothing reads: refused with what to use instead
+UNREAD_KEYS = {
+    "keep": "retention is not a per-model setting: run `tfs-release retention MODEL --keep K` for the "
+            "serving bucket (it leaves tombstones; never the newest or a rollback target) and give the "
+            "sync sidecar `--keep K` for the local volume",
+    "labels": "class names come from the golden set (golden.json 'classes'); TF Serving version labels "
+              "(stable/canary) are not set from this file",
+}
+# release DAG timeouts (seconds): execution_timeout per task, and the run's dagrun_timeout
+TIMEOUT_KEYS = ("export", "validate", "publish", "other", "run")
+TOP_LEVEL_KEYS = ("models", "serving_pool")
+POOL_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,256}$")
 # golden-set metric floors: config key -> the task whose set metric it bounds (validation/metrics.py)
 METRIC_FLOORS = {"min_map": "detection", "min_ap50": "detection", "min_accuracy": "classification",
                  "min_miou_set": "segmentation"}
@@ -52,6 +64,26 @@ class AlertsConfig:
 
 
 @dataclass(frozen=True)
+class Timeouts:
+    """``timeouts:`` of a model, in seconds: each release task's ``execution_timeout`` (``other``:
+    newest_checkpoint, is_new, clean_staging) and the run's ``dagrun_timeout`` (``run``). A task
+    that runs out is killed like a task marked failed: its step process and containers go too."""
+    export: float = 3600
+    validate: float = 3600
+    publish: float = 1800
+    other: float = 600
+    run: float = 4 * 3600
+
+
+@dataclass(frozen=True)
+class ServingPool:
+    """Top-level ``serving_pool:``: the Airflow pool every validate task takes a slot of, so at most
+    ``slots`` temporary serving containers run at once (created by the plugin when missing)."""
+    name: str = "tfs_release_serving"
+    slots: int = 4
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     name: str
     serving: S3Uri
@@ -64,7 +96,7 @@ class ModelConfig:
     input_size: tuple[int, int] | None = None
     batch_size: int | None = None
     schedule: str | None = None
-    keep: int | None = None
+    timeouts: Timeouts = field(default_factory=Timeouts)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -92,8 +124,13 @@ class ModelConfig:
 class Config:
     path: str
     models: dict[str, ModelConfig]
+    serving_pool: ServingPool = field(default_factory=ServingPool)
+    # models whose entry is invalid (``load(strict=False)``): name -> the error naming the key
+    errors: dict[str, str] = field(default_factory=dict)
 
     def model(self, name: str) -> ModelConfig:
+        if name in self.errors:
+            raise ConfigError(self.errors[name])
         if name not in self.models:
             known = ", ".join(sorted(self.models)) or "none"
             raise ConfigError(f"model {name!r} is not in {self.path} (configured: {known}).")
@@ -170,6 +207,9 @@ def parse_model(name: str, raw: Any, *, base_dir: str = ".") -> ModelConfig:
                           "(it becomes the TF Serving model name and a folder name).")
     if not isinstance(raw, dict):
         raise ConfigError(f"models.{name} must be a mapping of settings, got {type(raw).__name__}")
+    for key in sorted(set(raw) & set(UNREAD_KEYS)):
+        raise ConfigError(f"models.{name}.{key} is not supported (nothing would read it): {UNREAD_KEYS[key]}. "
+                          f"Remove it from models.{name}.")
     unknown = set(raw) - KNOWN_KEYS
     if unknown:
         raise ConfigError(f"models.{name} has unknown key(s) {sorted(unknown)}; known keys: "
@@ -209,7 +249,7 @@ def parse_model(name: str, raw: Any, *, base_dir: str = ".") -> ModelConfig:
                 or not all(isinstance(v, int) and v > 0 for v in s)):
             raise ConfigError(f"models.{name}.input_size must be [height, width] positive integers, got {s!r}")
         kw["input_size"] = (s[0], s[1])
-    for key in ("batch_size", "keep"):
+    for key in ("batch_size",):
         if raw.get(key) is not None:
             v = raw[key]
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -242,10 +282,59 @@ def parse_model(name: str, raw: Any, *, base_dir: str = ".") -> ModelConfig:
             kw["extra"][key] = float(v)
     if raw.get("report_base_url") is not None:
         kw["extra"]["report_base_url"] = _http_base(name, "report_base_url", raw["report_base_url"])
+    if raw.get("validation_deadline_s") is not None:
+        v = raw["validation_deadline_s"]
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
+            raise ConfigError(f"models.{name}.validation_deadline_s must be a number of seconds > 0 (how long "
+                              f"validation waits for the server to say AVAILABLE), got {v!r}")
+    kw.pop("timeouts", None)
+    kw["extra"].pop("timeouts", None)
+    if raw.get("timeouts") is not None:
+        kw["timeouts"] = parse_timeouts(name, raw["timeouts"])
     return ModelConfig(**kw)
 
 
-def load(path: str) -> Config:
+def parse_timeouts(name: str, raw: Any) -> Timeouts:
+    """``models.<name>.timeouts``: seconds > 0 per key; ``run`` at least each task's."""
+    where = f"models.{name}.timeouts"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must map {', '.join(TIMEOUT_KEYS)} to seconds, e.g. {{export: 3600, "
+                          f"validate: 3600, run: 14400}}; got {raw!r}")
+    unknown = set(raw) - set(TIMEOUT_KEYS)
+    if unknown:
+        raise ConfigError(f"{where} has unknown key(s) {sorted(map(str, unknown))}; known: {list(TIMEOUT_KEYS)} "
+                          "(other: newest_checkpoint, is_new, clean_staging; run: the whole DAG run)")
+    for key, v in raw.items():
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
+            raise ConfigError(f"{where}.{key} must be a number of seconds > 0, got {v!r}")
+    t = Timeouts(**{k: float(v) for k, v in raw.items()})
+    longest = max(TIMEOUT_KEYS[:-1], key=lambda k: getattr(t, k))
+    if t.run < getattr(t, longest):
+        raise ConfigError(f"{where}.run ({t.run:g}s) is shorter than timeouts.{longest} ({getattr(t, longest):g}s): "
+                          f"the run would be cut before that task could time out; raise run or lower {longest}.")
+    return t
+
+
+def parse_serving_pool(raw: Any) -> ServingPool:
+    if raw is None:
+        return ServingPool()
+    if not isinstance(raw, dict) or set(raw) - {"name", "slots"}:
+        raise ConfigError(f"serving_pool must be a mapping with name and/or slots, e.g. {{name: tfs_release_serving, "
+                          f"slots: 4}}; got {raw!r}")
+    name, slots = raw.get("name", ServingPool.name), raw.get("slots", ServingPool.slots)
+    if not isinstance(name, str) or not POOL_NAME.match(name):
+        raise ConfigError(f"serving_pool.name must be an Airflow pool name (letters, digits, '_', '-', '.'), "
+                          f"got {name!r}")
+    if not isinstance(slots, int) or isinstance(slots, bool) or not 1 <= slots <= 1000:
+        raise ConfigError(f"serving_pool.slots must be an integer from 1 to 1000 (temporary serving containers "
+                          f"at once), got {slots!r}")
+    return ServingPool(name=name, slots=slots)
+
+
+def load(path: str, *, strict: bool = True) -> Config:
+    """Parse and validate ``path``. ``strict`` (the CLI): the first invalid model entry raises.
+    Otherwise (the DAG files) invalid entries land in ``Config.errors`` and the rest load, so one bad
+    model does not take the others down; a broken file or top-level key still raises."""
     try:
         with open(path, encoding="utf-8") as fh:
             data = yaml.safe_load(fh)
@@ -256,6 +345,18 @@ def load(path: str) -> Config:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("models"), dict):
         raise ConfigError(f"config file {path} must have a top-level 'models:' mapping.")
+    unknown = set(data) - set(TOP_LEVEL_KEYS)
+    if unknown:
+        raise ConfigError(f"config file {path} has unknown top-level key(s) {sorted(map(str, unknown))}; "
+                          f"known: {list(TOP_LEVEL_KEYS)}")
     base_dir = os.path.dirname(os.path.dirname(os.path.abspath(path)))  # config/ lives in the repo root
-    models = {name: parse_model(name, raw, base_dir=base_dir) for name, raw in data["models"].items()}
-    return Config(path=path, models=models)
+    models, errors = {}, {}
+    for name, raw in data["models"].items():
+        try:
+            models[name] = parse_model(name, raw, base_dir=base_dir)
+        except ConfigError as exc:
+            if strict:
+                raise
+            errors[str(name)] = str(exc)
+    return Config(path=path, models=models, serving_pool=parse_serving_pool(data.get("serving_pool")),
+                  errors=errors)

@@ -5,43 +5,40 @@
 The step runs in the worker env (TensorFlow, Model Garden); S3 settings reach it only through the
 environment. Its output lines go to the task log as they come (the CLI never logs a credential).
 Exit 0: the result object (minus anything secret) is returned for XCom. Exit 1 (a check said no)
-or 2 (bad input): ``StepFailed`` with the step's one-line reason. A task killed while the step
-runs (or timed out: the task's ``execution_timeout``) terminates the step first (SIGTERM: the
-validator removes its serving container).
+or 2 (bad input): ``StepFailed`` with the step's one-line reason (step_result.py reads both).
+
+The step runs in its own process group, so the task can stop the whole step (and nothing else)
+with one signal: ``StepProcess.stop`` sends SIGTERM (the validator removes its serving container),
+then SIGKILL after a grace. The release DAG's ``StepCommandOperator`` (operators.py) calls it from
+``on_kill`` (task marked failed, killed) and when ``execution_timeout`` interrupts it. On Linux the
+step also gets SIGTERM when the task process itself dies (PR_SET_PDEATHSIG): a task process killed
+with SIGKILL leaves no step behind either.
 
 Stdlib only: importable from DAG files at parse time and testable without Airflow.
 """
 from __future__ import annotations
 
-import json
+import ctypes
+import ctypes.util
 import logging
 import os
+import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections import deque
+from typing import Callable
+
+from tfs_release_airflow.step_result import SECRET_KEYS, StepFailed, outcome, public, read_result  # noqa: F401
 
 log = logging.getLogger(__name__)
 
-# Keys never handed to XCom: a presigned URL carries the access key id and a signature.
-SECRET_KEYS = frozenset({"report_url"})
 # Environment of the Airflow task that the step must not inherit (other connections' secrets).
 _DROP_ENV_PREFIXES = ("AIRFLOW_CONN_", "AIRFLOW_VAR_", "AIRFLOW__SECRETS__")
 _TERM_GRACE_S = 60.0
-
-
-class StepFailed(Exception):
-    """The step exited non-zero. ``exit_code`` 1: a check said no; 2: bad input; other: crashed."""
-
-    def __init__(self, step: str, exit_code: int, reason: str, result: dict | None):
-        self.step, self.exit_code, self.reason, self.result = step, exit_code, reason, result
-        kind = {1: "a check failed", 2: "bad input or configuration"}.get(exit_code, "the step crashed")
-        super().__init__(f"tfs-release {step} failed (exit {exit_code}, {kind}): {reason}")
-
-
-def public(result: dict) -> dict:
-    """The result without secret keys (safe for XCom and logs)."""
-    return {k: v for k, v in result.items() if k not in SECRET_KEYS}
+# what the validate step's serving containers may live: the release DAG sets it to the task's timeout
+SERVING_TTL_ENV = "TFS_RELEASE_SERVING_TTL_S"
 
 
 def step_env(s3_env: dict[str, str], base: dict[str, str] | None = None) -> dict[str, str]:
@@ -52,58 +49,94 @@ def step_env(s3_env: dict[str, str], base: dict[str, str] | None = None) -> dict
     return env
 
 
+class StepProcess:
+    """One step command in its own process group, dying with its parent (Linux)."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], cwd: str | None = None):
+        self.argv, self.env, self.cwd = argv, env, cwd
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "StepProcess":
+        self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     stdin=subprocess.DEVNULL, env=self.env, cwd=self.cwd, bufsize=1,
+                                     process_group=0, preexec_fn=_die_with_parent())
+        return self
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def lines(self):
+        for line in self.proc.stdout:
+            yield line.rstrip("\n")
+
+    def wait(self) -> int:
+        return self.proc.wait()
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, grace_s: float = _TERM_GRACE_S) -> None:
+        """SIGTERM to the step's process group, SIGKILL after ``grace_s``; a no-op once it exited."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        step = self.argv[1] if len(self.argv) > 1 else "?"
+        log.warning("stopping the %s step (pid %d): SIGTERM, SIGKILL after %.1fs", step, self.proc.pid, grace_s)
+        _killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            log.warning("the %s step (pid %d) still runs %.1fs after SIGTERM: SIGKILL", step, self.proc.pid, grace_s)
+            _killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A preexec_fn asking the kernel to SIGTERM the child when this process dies (Linux only)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before the call: do not outlive it
+            os.kill(os.getpid(), signal.SIGTERM)
+    return preexec
+
+
 def run_step(command: str, step: str, model: str, *args: str, config: str, s3_env: dict[str, str],
-             cwd: str | None = None) -> dict:
-    """Run ``command step model *args --config config --result FILE``; return its public result."""
+             cwd: str | None = None, extra_env: dict[str, str] | None = None,
+             on_start: Callable[[StepProcess], None] | None = None, term_grace_s: float = _TERM_GRACE_S) -> dict:
+    """Run ``command step model *args --config config --result FILE``; return its public result.
+    ``on_start`` gets the running ``StepProcess`` (the operator keeps it for ``on_kill``)."""
     with tempfile.TemporaryDirectory(prefix=f"tfsr-{step}-") as tmp:
         result_path = os.path.join(tmp, "result.json")
         argv = [command, step, model, *args, "--config", config, "--result", result_path]
         log.info("step command: %s", " ".join(argv))
         t0 = time.monotonic()
         tail: deque[str] = deque(maxlen=20)
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                stdin=subprocess.DEVNULL, env=step_env(s3_env), cwd=cwd, bufsize=1)
+        proc = StepProcess(argv, {**step_env(s3_env), **(extra_env or {})}, cwd).start()
         try:
-            for line in proc.stdout:
-                line = line.rstrip("\n")
+            if on_start:
+                on_start(proc)
+            for line in proc.lines():
                 tail.append(line)
                 log.info("[%s] %s", step, line)
             code = proc.wait()
         finally:  # task killed, timeout, or any error while reading: never leave the step running
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=_TERM_GRACE_S)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            proc.stdout.close()
-        result = _read_result(result_path)
+            proc.stop(grace_s=term_grace_s)
+            proc.proc.stdout.close()
+        result = read_result(result_path)
         log.info("tfs-release %s %s: exit %d in %.1fs", step, model, code, time.monotonic() - t0)
-    if code == 0 and result is not None:
-        return public(result)
-    if code == 0:
-        raise StepFailed(step, code, f"it exited 0 but wrote no result file; last output: {_last(tail)}", None)
-    raise StepFailed(step, code, _reason(result, tail), public(result) if result else None)
-
-
-def _read_result(path: str) -> dict | None:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            obj = json.load(fh)
-    except (OSError, ValueError):
-        return None
-    return obj if isinstance(obj, dict) else None
-
-
-def _last(tail) -> str:
-    return next((ln for ln in reversed(tail) if ln.strip()), "(no output)")
-
-
-def _reason(result: dict | None, tail) -> str:
-    """The step's one-line reason: the result's error/reason, else its last output line."""
-    if result:
-        for key in ("reason", "error"):
-            if result.get(key):
-                return str(result[key]).splitlines()[0]
-    return _last(tail)
+    return outcome(step, code, result, tail)

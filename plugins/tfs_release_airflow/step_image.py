@@ -16,26 +16,39 @@ Configured by the Airflow processes' environment:
 
 S3 credentials go in as the operator's ``private_environment``: not on the command line, not in
 rendered templates, not in logs or XCom. The step writes its ``--result`` JSON inside the
-container; it is copied out after the container exits (success or not), then the container is
-removed. A task that is killed stops the container with a grace period first (SIGTERM: the
-validator removes its own serving container), then removes it.
+container; it is copied out after the container exits (success or not), then the container and
+any serving container it started are removed.
+
+Killing (``StepImageOperator``, a ``DockerOperator`` chosen at DAG-parse time):
+- ``on_kill`` (task marked failed or killed; Airflow SIGKILLs the task 5 s later): SIGTERM to the
+  step container (the validator removes its serving container), up to ``KILL_GRACE_S``, then the
+  serving containers it owns (label ``tfs-release.owner-container``) and the step container are
+  removed by force;
+- ``execution_timeout``: the same after a longer grace, from ``execute`` itself;
+- the task process gone without either (SIGKILL, a lost worker): a reaper started beside the step
+  container (validation/sweep.py) does the same within a second or two, and the container's labels
+  (owner host and pid, expiry) let any later sweep remove it.
 """
 from __future__ import annotations
 
 import io
-import json
 import logging
 import os
 import tarfile
+import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tfs_release_airflow.step_command import StepFailed, public
+from airflow.providers.docker.operators.docker import DockerOperator
+
+from tfs_release_airflow.operators import KILL_GRACE_S, TIMEOUT_GRACE_S, TTL_MARGIN_S, push_failed_result, serving_ttl
+from tfs_release_airflow.step_result import StepFailed, outcome, parse_result
 
 log = logging.getLogger(__name__)
 
 RESULT_PATH = "/tmp/tfs-release-result.json"
-_STOP_GRACE_S = 60
+_STOP_GRACE_S = 10  # the reaper: SIGTERM to removal when the task process is gone
 
 
 @dataclass(frozen=True)
@@ -77,78 +90,106 @@ class StepImage:
         return out
 
 
-def run_step_in_image(spec: StepImage, context, step: str, model: str, *args: str, config: str,
-                      s3_env: dict[str, str]) -> dict:
-    """Run ``tfs-release step model *args`` in ``spec.image``; return its public result (as run_step)."""
-    from airflow.providers.docker.exceptions import DockerContainerFailedException
-    from airflow.providers.docker.operators.docker import DockerOperator
+class StepImageOperator(DockerOperator):
+    """``tfs-release <step> <model> <step_args>`` in the worker image (``spec``), result as XCom."""
 
-    name = f"tfsr-step-{model}-{step}-{uuid.uuid4().hex[:8]}"
-    env = {"TFS_RELEASE_SERVING_NETWORK": spec.serving_network} if spec.serving_network else {}
-    op = DockerOperator(
-        task_id=f"{step}_in_worker_image", image=spec.image, container_name=name,
-        command=[step, model, *args, "--config", spec.config or config, "--result", RESULT_PATH],
-        environment=env, private_environment=dict(s3_env), mounts=spec.docker_mounts(),
-        network_mode=spec.network, docker_url=spec.docker_url, auto_remove="never",
-        mount_tmp_dir=False, do_xcom_push=False, tty=False,
-        labels={"tfs-release.step": step, "tfs-release.model": model})
-    log.info("step %s runs in the worker image %s (container %s, network %s)", step, spec.image, name,
-             spec.network or "default")
-    failed = None
-    try:
-        op.execute(context)
-    except DockerContainerFailedException as exc:
-        failed = exc
-    finally:
-        code, result = _finish(op)
-    if failed is None and code == 0 and result is not None:
-        return public(result)
-    reason = _reason(result) or (f"exit {code}; last output: {_last(failed)}" if failed else
-                                 "it exited 0 but wrote no result file")
-    raise StepFailed(step, code, reason, public(result) if result else None)
+    template_fields: Sequence[str] = (*DockerOperator.template_fields, "step_args")
+    ui_color = "#e8f0fe"
 
+    def __init__(self, *, step: str, model: str, step_args: Sequence[str], config: str, conn_id: str,
+                 spec: StepImage, failed_result_key: str | None = None, **kwargs):
+        env = {"TFS_RELEASE_SERVING_NETWORK": spec.serving_network} if spec.serving_network else {}
+        super().__init__(image=spec.image, command=None, environment=env, mounts=spec.docker_mounts(),
+                         network_mode=spec.network, docker_url=spec.docker_url, auto_remove="never",
+                         mount_tmp_dir=False, tty=False, **kwargs)
+        self.step, self.model, self.step_args, self.spec = step, model, list(step_args), spec
+        self.config, self.conn_id, self.failed_result_key = spec.config or config, conn_id, failed_result_key
+        self._reaper, self._killed = None, False
 
-def _finish(op) -> tuple[int, dict | None]:
-    """Exit code and result of the step container; the container is stopped (if still running:
-    the task is being killed) and removed on every path."""
-    container = getattr(op, "container", None)
-    if not container:
-        return -1, None
-    cid, cli = container["Id"], op.cli
-    try:
-        state = cli.inspect_container(cid)["State"]
-        if state.get("Running"):
-            log.warning("stopping step container %s (grace %ss)", container.get("Id", "")[:12], _STOP_GRACE_S)
-            cli.stop(cid, timeout=_STOP_GRACE_S)
-            state = cli.inspect_container(cid)["State"]
-        return int(state.get("ExitCode", -1)), _read_result(cli, cid)
-    finally:
+    def execute(self, context) -> dict:
+        from airflow.providers.docker.exceptions import DockerContainerFailedException
+
+        from tfs_release_airflow.connection import s3_settings
+        from validation import sweep
+        self.command = [self.step, self.model, *self.step_args, "--config", self.config, "--result", RESULT_PATH]
+        self._private_environment = dict(s3_settings(self.conn_id).env())
+        self.environment.update(serving_ttl(self.execution_timeout))
+        self.container_name = f"tfsr-step-{self.model}-{self.step}-{uuid.uuid4().hex[:8]}"
+        ttl = (self.execution_timeout.total_seconds() if self.execution_timeout else 6 * 3600) + TTL_MARGIN_S
+        ti = context["ti"]
+        self.labels = {**sweep.owner_labels("step", ttl_s=ttl), "tfs-release.step": self.step,
+                       "tfs-release.model": self.model,
+                       "tfs-release.task": f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{ti.try_number}"[:250]}
+        try:  # what killed tasks of this host left (their reaper died too)
+            sweep.sweep(self._docker(), ("step",))
+        except Exception as exc:  # noqa: BLE001 - a sweep problem must not fail the step
+            log.warning("sweep of leftover step containers failed: %s", exc)
+        self._reaper = sweep.spawn_reaper(self.container_name, expires=float(self.labels[sweep.EXPIRES]),
+                                          grace_s=_STOP_GRACE_S)
+        log.info("step %s runs in the worker image %s (container %s, network %s)", self.step, self.image,
+                 self.container_name, self.network_mode or "default")
+        failed = None
         try:
-            cli.remove_container(cid, force=True)
-        except Exception as exc:  # already gone: nothing to clean
-            log.info("removing step container %s: %s", cid[:12], exc)
+            if self._killed:  # on_kill came before the container existed
+                raise StepFailed(self.step, -15, "the task was killed before its container started", None)
+            super().execute(context)
+        except DockerContainerFailedException as exc:
+            failed = exc
+        finally:
+            code, result = self._finish(TIMEOUT_GRACE_S)
+            sweep.stop_reaper(self._reaper)
+        try:
+            return outcome(self.step, code, result, (failed.logs or []) if failed else [])
+        except StepFailed as exc:
+            push_failed_result(context, self.failed_result_key, exc)
+            raise
+
+    def on_kill(self) -> None:
+        self._killed = True
+        self._finish(KILL_GRACE_S, fresh=True)
+
+    def _docker(self):
+        import docker
+        return docker.DockerClient(base_url=self.docker_url, timeout=30)
+
+    def _finish(self, grace_s: float, fresh: bool = False) -> tuple[int, dict | None]:
+        """Exit code and result of the step container; if it still runs (the task is being killed
+        or timed out), SIGTERM first and up to ``grace_s`` for the validator's own cleanup. Then the
+        serving containers it owns and the step container are removed, on every path.
+        ``fresh``: a new engine connection (on_kill runs in a signal handler, maybe mid-request)."""
+        import docker
+        container = getattr(self, "container", None)
+        if not container:
+            return -1, None
+        client = self._docker() if fresh else docker.DockerClient(base_url=self.docker_url, timeout=60)
+        code, result = -1, None
+        try:
+            c = client.containers.get(container["Id"])
+            if c.status == "running":
+                log.warning("stopping step container %s (SIGTERM, up to %.0fs before removal)", c.name, grace_s)
+                c.kill(signal="SIGTERM")
+                deadline = time.monotonic() + grace_s
+                while c.status == "running" and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                    c.reload()
+            code = int(c.attrs["State"].get("ExitCode", -1)) if c.status != "running" else -1
+            result = _read_result(c)
+        except docker.errors.NotFound:
+            return -1, None
+        finally:
+            from validation import sweep
+            try:
+                sweep.stop_and_remove(client, container["Id"], why=f"{self.step} step done")
+            except Exception as exc:  # noqa: BLE001 - already gone
+                log.info("removing step container %s: %s", container["Id"][:12], exc)
+        return code, result
 
 
-def _read_result(cli, cid: str) -> dict | None:
+def _read_result(c) -> dict | None:
     try:
-        stream, _ = cli.get_archive(cid, RESULT_PATH)
+        stream, _ = c.get_archive(RESULT_PATH)
         with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
             member = tar.getmembers()[0]
-            obj = json.loads(tar.extractfile(member).read())
-    except Exception:  # no result file (crashed before writing it): the reason comes from the logs
+            return parse_result(tar.extractfile(member).read())
+    except Exception:  # noqa: BLE001 - no result file (crashed before writing it): the reason is in the logs
         return None
-    return obj if isinstance(obj, dict) else None
-
-
-def _reason(result: dict | None) -> str | None:
-    if result:
-        for key in ("reason", "error"):
-            if result.get(key):
-                return str(result[key]).splitlines()[0]
-    return None
-
-
-def _last(exc) -> str:
-    lines = [ln.decode(errors="replace") if isinstance(ln, bytes) else str(ln) for ln in (exc.logs or [])]
-    lines = [ln.strip() for ln in lines if ln.strip()]
-    return lines[-1] if lines else "(no output)"

@@ -25,6 +25,11 @@ def describe(dag) -> dict:
         "edges": sorted([t.task_id, d] for t in dag.tasks for d in t.downstream_task_ids),
         "outlets": {t.task_id: [getattr(o, "uri", str(o)) for o in t.outlets] for t in dag.tasks if t.outlets},
         "task_types": {t.task_id: type(t).__name__ for t in dag.tasks},
+        "timeouts": {t.task_id: t.execution_timeout.total_seconds() if t.execution_timeout else None
+                     for t in dag.tasks},
+        "dagrun_timeout": dag.dagrun_timeout.total_seconds() if dag.dagrun_timeout else None,
+        "pools": {t.task_id: [t.pool, t.pool_slots] for t in dag.tasks},
+        "is_paused_upon_creation": dag.is_paused_upon_creation,
     }
 
 

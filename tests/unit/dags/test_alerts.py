@@ -313,8 +313,11 @@ def test_dag_wiring_callbacks_and_report_link(airflow_python, tmp_path):
     print(f"\n20 models (2 with alerts): model_release.py parsed in {r['seconds']:.3f}s; probe wall {wall:.1f}s")
 
 
-def test_a_bad_alerts_block_is_an_import_error_naming_it(airflow_python, tmp_path):
-    cfg = _dag_config(tmp_path, 1, **{"model-00": {"alerts": {"slack_conn_id": "s", "email_too": ["a@b.c"]}}})
+def test_a_bad_alerts_block_breaks_that_models_dag_naming_it(airflow_python, tmp_path):
+    cfg = _dag_config(tmp_path, 2, **{"model-00": {"alerts": {"slack_conn_id": "s", "email_too": ["a@b.c"]}}})
     r = run_probe(airflow_python, tmp_path, "dag", RELEASE, TFS_RELEASE_CONFIG=cfg)
-    [err] = r["import_errors"].values()
-    assert "models.model-00.alerts has unknown key(s) ['email_too']" in err
+    assert r["import_errors"] == {}
+    broken = r["dags"]["release__model-00"]
+    assert "models.model-00.alerts has unknown key(s) ['email_too']" in broken["doc_md"]
+    assert set(broken) == {"config_error", "doc_md"}  # it cannot release
+    assert "validate" in r["dags"]["release__model-01"]  # the other model is unaffected

@@ -28,6 +28,8 @@ TASK_EDGES = sorted([["newest_checkpoint", "export"], ["newest_checkpoint", "is_
 # conf values the release DAG's Params must refuse at trigger time (index -> what is wrong)
 BAD_CONFS = [{"launcher": "kubernetes"}, {"force": "yes"}, {"dry_run": 1},
              {"checkpoint": "gs://bucket/ckpt-1"}, {"checkpoint": 7}]
+DEFAULT_TIMEOUTS = {"newest_checkpoint": 600, "is_new": 600, "export": 3600, "validate": 3600, "publish": 1800,
+                    "clean_staging": 600}
 GOOD_CONFS = [{}, {"checkpoint": "s3://training/m/checkpoints/ckpt-5", "force": True, "dry_run": True,
                    "launcher": "process"}, {"checkpoint": None}]
 
@@ -98,7 +100,12 @@ def test_one_release_dag_per_configured_model(every_file):
         assert d["param_schemas"]["launcher"]["enum"] == ["docker", "process"]
         assert d["edges"] == TASK_EDGES
         assert d["task_types"]["is_new"] == "_ShortCircuitDecoratedOperator"
+        # chosen at parse time: Airflow's kill path (on_kill) reaches the step
+        assert d["task_types"]["export"] == d["task_types"]["validate"] == "StepCommandOperator"
         assert d["outlets"] == {"publish": [cfg["serving"].rstrip("/")]}
+        assert d["timeouts"] == DEFAULT_TIMEOUTS and d["dagrun_timeout"] == 4 * 3600
+        assert d["pools"]["validate"] == ["tfs_release_serving", 1]
+        assert {p for t, (p, _) in d["pools"].items() if t != "validate"} == {"default_pool"}
 
 
 def test_params_refuse_bad_values_and_accept_good_ones(every_file):
@@ -151,9 +158,75 @@ def test_twenty_configured_models_parse(airflow_python, tmp_path):
           f"already imported Airflow in {r['airflow_import_s']:.2f}s); subprocess wall {r['wall_s']:.2f}s")
 
 
-def test_a_broken_config_is_an_import_error_that_names_the_problem(airflow_python, tmp_path):
+def test_a_broken_config_file_is_an_import_error_that_names_the_problem(airflow_python, tmp_path):
+    """Nothing can be known from a file that is not a config: that is an import error (every release
+    DAG is gone), and it says what is wrong."""
     config = tmp_path / "models.yaml"
-    config.write_text(yaml.safe_dump({"models": {"Bad_Name": {"serving": "s3://serving/x/"}}}))
+    config.write_text("models: [not, a, mapping]\n")
     r = probe(airflow_python, tmp_path, [RELEASE], config=config)
     errors = r["files"][RELEASE]["import_errors"]
-    assert len(errors) == 1 and "Bad_Name" in next(iter(errors.values()))
+    assert len(errors) == 1 and "top-level 'models:' mapping" in next(iter(errors.values()))
+
+
+def _good(name: str) -> dict:
+    return {"task": "classification", "checkpoints": f"s3://training/{name}/checkpoints/",
+            "serving": f"s3://serving/{name}/", "golden": "demo/golden/shapes-classifier/",
+            "experiment": "resnet_imagenet", "input_size": [64, 64], "schedule": "@daily"}
+
+
+def test_one_bad_model_breaks_only_its_own_dag(airflow_python, tmp_path):
+    """An invalid entry (here a bad task kind, a removed key, a bad name) gives that model a DAG
+    that says what is wrong and cannot release; every other release DAG and model_rollback load
+    with no import error (an import error would mark every DAG of the file broken in Airflow)."""
+    models = {"good-a": _good("good-a"), "good-b": _good("good-b"),
+              "bad-task": {**_good("bad-task"), "task": "detect"},
+              "bad-keep": {**_good("bad-keep"), "keep": 3},
+              "Bad Name!": _good("x")}
+    config = tmp_path / "config" / "models.yaml"
+    config.parent.mkdir()
+    config.write_text(yaml.safe_dump({"models": models}))
+    r = probe(airflow_python, tmp_path, DAG_FILES, config=config)
+    for path in DAG_FILES:
+        assert r["files"][path]["import_errors"] == {}, (path, r["files"][path]["import_errors"])
+    dags = r["files"][RELEASE]["dags"]
+    for name in ("good-a", "good-b"):
+        d = dags[f"release__{name}"]
+        assert d["edges"] == TASK_EDGES and d["schedule"] == "@daily", name
+    bad = {"release__bad-task": "models.bad-task.task is 'detect'",
+           "release__bad-keep": "models.bad-keep.keep is not supported"}
+    [invalid_id] = [d for d in dags if d.startswith("release__invalid-")]
+    bad[invalid_id] = "model name 'Bad Name!' is not valid"
+    assert sorted(dags) == sorted(["release__good-a", "release__good-b", *bad])
+    for dag_id, message in bad.items():
+        d = dags[dag_id]
+        assert message in d["doc_md"], (dag_id, d["doc_md"])
+        assert "config-error" in d["tags"] and d["schedule"] is None and d["is_paused_upon_creation"] is True
+        assert list(d["task_types"]) == ["config_error"]  # nothing to release with
+    rollback = r["files"][os.path.join(DAGS, "model_rollback.py")]["dags"]["model_rollback"]
+    assert rollback["param_schemas"]["model"]["enum"] == ["good-a", "good-b"]
+    assert "bad-task" in rollback["doc_md"] and "models.bad-task.task" in rollback["doc_md"]
+
+
+def test_timeouts_and_pool_come_from_the_config(airflow_python, tmp_path):
+    models = {"quick": {**_good("quick"), "timeouts": {"validate": 120, "export": 300, "run": 2400}}}
+    config = tmp_path / "config" / "models.yaml"
+    config.parent.mkdir()
+    config.write_text(yaml.safe_dump({"models": models, "serving_pool": {"name": "serving_slots", "slots": 2}}))
+    r = probe(airflow_python, tmp_path, [RELEASE], config=config)
+    d = r["files"][RELEASE]["dags"]["release__quick"]
+    assert d["timeouts"] == {**DEFAULT_TIMEOUTS, "validate": 120, "export": 300}
+    assert d["dagrun_timeout"] == 2400 and d["pools"]["validate"] == ["serving_slots", 1]
+
+
+def test_worker_image_mode_chooses_docker_operators_at_parse_time(airflow_python, tmp_path):
+    out = tmp_path / "probe.json"
+    env = airflow_env(tmp_path / "airflow-home", TFS_RELEASE_STEP_IMAGE="tfs-release/worker:test",
+                      TFS_RELEASE_STEP_NETWORK="tfsr-net")
+    p = subprocess.run([airflow_python, PROBE, str(out), RELEASE], env=env, cwd=str(tmp_path),
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    f = json.loads(out.read_text())["files"][RELEASE]
+    assert f["import_errors"] == {}
+    for d in f["dags"].values():
+        assert d["task_types"]["export"] == d["task_types"]["validate"] == "StepImageOperator"
+        assert d["edges"] == TASK_EDGES and d["pools"]["validate"] == ["tfs_release_serving", 1]
