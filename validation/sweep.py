@@ -185,7 +185,7 @@ def sweep(client, roles: tuple[str, ...] = ("validation",), *, now: float | None
             if not remove:
                 continue
             try:
-                c.remove(force=True)
+                c.remove(force=True, v=True)  # v: a serving container's anonymous model volume
             except docker.errors.NotFound:
                 continue
             except docker.errors.APIError as exc:  # being removed by its owner right now
@@ -224,12 +224,12 @@ def stop_and_remove(client, ref: str, *, grace_s: float = 0.0, why: str = "") ->
             pass
     for d in dependents(client, c):
         try:
-            d.remove(force=True)
+            d.remove(force=True, v=True)
             log.info("removed %s (owned by %s)", d.name, c.name)
         except docker.errors.APIError:
             pass
     try:
-        c.remove(force=True)
+        c.remove(force=True, v=True)
     except docker.errors.NotFound:
         return False
     except docker.errors.APIError as exc:
@@ -240,10 +240,11 @@ def stop_and_remove(client, ref: str, *, grace_s: float = 0.0, why: str = "") ->
 
 
 def watch(client, name: str, *, pid: int, pid_start: str | None, expires: float | None,
-          grace_s: float = 0.0, poll_s: float = 0.5, check_s: float = 2.0) -> str:
-    """The reaper's loop: remove ``name`` when its owner is gone or it expired; return why it ended."""
+          grace_s: float = 0.0, poll_s: float = 0.5, check_s: float = 2.0, appear_s: float = 120.0) -> str:
+    """The reaper's loop: remove ``name`` when its owner is gone or it expired; return why it ended.
+    It may start before the container exists (``appear_s`` to wait for it)."""
     import docker
-    last = 0.0
+    last, seen, t0 = 0.0, False, time.monotonic()
     while True:
         now = time.time()
         if not pid_alive(pid, pid_start):
@@ -256,8 +257,10 @@ def watch(client, name: str, *, pid: int, pid_start: str | None, expires: float 
             last = time.monotonic()
             try:
                 client.containers.get(name)
+                seen = True
             except docker.errors.NotFound:
-                return "container gone"
+                if seen or time.monotonic() - t0 > appear_s:
+                    return "container gone"
             except docker.errors.APIError:
                 pass
         time.sleep(poll_s)
