@@ -29,10 +29,10 @@ from registry.s3 import S3Uri
 from registry.staging import candidate_digest, read_candidate
 from registry.transfer import RemoteFile, download_files, download_prefix, upload_dir
 from registry.s3 import local_path_for
-from validation import contracts, expectations, launchers
+from validation import contracts, expectations, launchers, serving_image
 
 log = logging.getLogger(__name__)
-DEFAULT_IMAGE = "tensorflow/serving:2.19.0"
+DEFAULT_IMAGE = serving_image.default_image(serving_image.FALLBACK_TF)  # per candidate: serving_image.default_image
 
 
 def _clip(text: str, head: int = 400, tail: int = 1400) -> str:
@@ -241,12 +241,17 @@ def validate_candidate(client, model: ModelConfig, candidate_uri: str, *, launch
     model = ModelConfig(**{**model.__dict__, "input_types": input_types})
     contract = contracts.Contract.for_model(model.task, input_types,
                                             class_dtype=model.extra.get("class_dtype", "int32"))
-    # --image, then config 'serving_image', then the worker image's TFS_RELEASE_SERVING_IMAGE
-    image = image or model.extra.get("serving_image") or os.environ.get("TFS_RELEASE_SERVING_IMAGE") or DEFAULT_IMAGE
+    # --image, then config 'serving_image', then the worker image's TFS_RELEASE_SERVING_IMAGE, then the
+    # TF Serving release of the TensorFlow that exported the candidate; a mismatch is a check
+    tf_version = serving_image.exporter_tf(body)
+    image = (image or model.extra.get("serving_image") or os.environ.get("TFS_RELEASE_SERVING_IMAGE")
+             or serving_image.default_image(tf_version))
     chosen = launchers.make(launcher, image=image, run_id=run)
     work = tempfile.mkdtemp(prefix=f"tfsr-validate-{model.name}-")
     out_dir = report_dir or os.path.join(work, "report")
     checks, pictures, numbers, server_desc, set_metrics = [], [], {}, "", {}
+    if launcher == "docker":
+        checks.append(serving_image.version_check(image, tf_version))
     previous = _on_sigterm()
     server = None
     try:
