@@ -42,8 +42,42 @@ def _png(array) -> bytes:
   return buf.getvalue()
 
 
+def _features(args) -> dict:
+  """One synthetic sample's tf.Example features as plain Python values (numpy + pillow only, so
+  it runs in a worker process without TensorFlow)."""
+  kind, seed, i, size = args
+  rng = shapes._sample_rng(seed, i)  # pylint: disable=protected-access
+  if kind == 'classification':
+    image, label = shapes.classification_sample(rng, size)
+    return {'image/encoded': _png(image), 'image/format': b'png',
+            'image/class/label': int(label)}
+  if kind == 'segmentation':
+    image, mask = shapes.segmentation_sample(rng, size)
+    return {'image/encoded': _png(image), 'image/format': b'png',
+            'image/height': size, 'image/width': size,
+            'image/segmentation/class/encoded': _png(mask),
+            'image/segmentation/class/format': b'png'}
+  if kind == 'detection':
+    scene = shapes.detection_sample(rng, size)
+    boxes = scene.boxes / float(size)  # tf.Example boxes are normalised
+    return {'image/encoded': _png(scene.image), 'image/format': b'png',
+            'image/height': size, 'image/width': size,
+            'image/source_id': str(i).encode(),
+            'image/object/bbox/ymin': [float(v) for v in boxes[:, 0]],
+            'image/object/bbox/xmin': [float(v) for v in boxes[:, 1]],
+            'image/object/bbox/ymax': [float(v) for v in boxes[:, 2]],
+            'image/object/bbox/xmax': [float(v) for v in boxes[:, 3]],
+            'image/object/class/label': [int(c) for c in scene.classes],
+            'image/object/is_crowd': [0] * len(scene.classes)}
+  raise ValueError(kind)
+
+
 def serialized_examples(kind: str, count: int, seed: int, size: int) -> list:
-  """Synthetic samples as serialized tf.Examples in Model Garden's layout."""
+  """Synthetic samples as serialized tf.Examples in Model Garden's layout.
+
+  Samples depend only on (seed, index), so they are drawn in parallel worker processes (spawned:
+  they import numpy and pillow, never TensorFlow) and come back in index order."""
+  import multiprocessing
   import tensorflow as tf
 
   def feature(value):
@@ -57,37 +91,15 @@ def serialized_examples(kind: str, count: int, seed: int, size: int) -> list:
       return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
     return tf.train.Feature(int64_list=tf.train.Int64List(value=list(value)))
 
-  out = []
-  for i in range(count):
-    rng = shapes._sample_rng(seed, i)  # pylint: disable=protected-access
-    if kind == 'classification':
-      image, label = shapes.classification_sample(rng, size)
-      feats = {'image/encoded': _png(image), 'image/format': b'png',
-               'image/class/label': int(label)}
-    elif kind == 'segmentation':
-      image, mask = shapes.segmentation_sample(rng, size)
-      feats = {'image/encoded': _png(image), 'image/format': b'png',
-               'image/height': size, 'image/width': size,
-               'image/segmentation/class/encoded': _png(mask),
-               'image/segmentation/class/format': b'png'}
-    elif kind == 'detection':
-      scene = shapes.detection_sample(rng, size)
-      boxes = scene.boxes / float(size)  # tf.Example boxes are normalised
-      feats = {'image/encoded': _png(scene.image), 'image/format': b'png',
-               'image/height': size, 'image/width': size,
-               'image/source_id': str(i).encode(),
-               'image/object/bbox/ymin': [float(v) for v in boxes[:, 0]],
-               'image/object/bbox/xmin': [float(v) for v in boxes[:, 1]],
-               'image/object/bbox/ymax': [float(v) for v in boxes[:, 2]],
-               'image/object/bbox/xmax': [float(v) for v in boxes[:, 3]],
-               'image/object/class/label': [int(c) for c in scene.classes],
-               'image/object/is_crowd': [0] * len(scene.classes)}
-    else:
-      raise ValueError(kind)
-    ex = tf.train.Example(features=tf.train.Features(
-        feature={k: feature(v) for k, v in feats.items()}))
-    out.append(ex.SerializeToString())
-  return out
+  jobs = [(kind, seed, i, size) for i in range(count)]
+  workers = min(os.cpu_count() or 1, 4)
+  if workers > 1 and count >= 500:
+    with multiprocessing.get_context('spawn').Pool(workers) as pool:
+      samples = pool.map(_features, jobs, chunksize=100)
+  else:
+    samples = [_features(j) for j in jobs]
+  return [tf.train.Example(features=tf.train.Features(
+      feature={k: feature(v) for k, v in feats.items()})).SerializeToString() for feats in samples]
 
 
 def decoder_and_parser(kind: str, params, is_training: bool):

@@ -89,4 +89,12 @@ def test_segmentation_mask_must_match_image(gset, tmp_path):
 def test_demo_golden_sets_load(model, tmp_path):
     shutil.copytree(f"{ROOT}/demo/golden/{model}", tmp_path / model)
     g = golden.load(str(tmp_path / model) + "/")
-    assert len(g.images) == 8
+    assert len(g.images) >= 100  # large enough to measure (issue: golden sets that measure)
+    if g.task == "classification":
+        seen = [i.expect["label"] for i in g.images]
+    elif g.task == "detection":
+        seen = [c for i in g.images for c in i.expect["classes"]]
+    else:
+        seen = [int(c) for i in g.images for c in np.unique(i.mask)]
+    shape_classes = [c for c in g.classes if c > 0 or g.task == "classification"]
+    assert all(seen.count(c) >= 20 for c in shape_classes), {c: seen.count(c) for c in g.classes}
