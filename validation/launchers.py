@@ -1,16 +1,26 @@
 """Where a temporary TF Serving runs: a Docker container (default) or a local process.
 
-Both take a local ``model_base_path`` (``<dir>/<model>/<N>/``), start a server on 127.0.0.1 and
-hand back a ``Server`` (ports, logs, stop). Stopping is idempotent and runs on every path. Docker
-containers carry their owner and expiry in labels, end by themselves at the expiry, and have a
-reaper beside them that removes them if the validator is killed; each start also sweeps leftovers
+Both take a local ``model_base_path`` (``<dir>/<model>/<N>/``), start a server only this host can
+reach (a process on 127.0.0.1, a container on an internal network) and hand back a ``Server``
+(address, ports, logs, stop). Stopping is idempotent and runs on every path. Docker containers
+carry their owner and expiry in labels, end by themselves at the expiry, and have a reaper beside
+them that removes them if the validator is killed; each start also sweeps leftovers
 (validation/sweep.py).
 
-A validator that itself runs in a container (the compose stack's worker image) cannot reach ports
-bound to the engine host's 127.0.0.1, and its own files are not on the engine host to bind-mount.
-With ``TFS_RELEASE_SERVING_NETWORK=<docker network>`` (the network the validator's container is
-on) the docker launcher attaches the serving container to that network, talks to it by container
-name on 8501/8500, publishes no port, and copies the model into it before it starts.
+The serving container runs a model nobody has vetted yet, so it gets as little as possible: a
+read-only root filesystem (a small tmpfs on /tmp), a non-root user (``SERVING_USER``), no
+capabilities, no environment but the model's name and path, and no network egress: it is the only
+container on an ``internal`` Docker network of its own (no route out, other containers unreachable),
+and the validator talks to its address on that network. Docker ignores published ports on internal
+networks (measured on Engine 20.10: ``Ports`` stays empty), so nothing is published: the address on
+the network's bridge is reachable from the engine's host only. Networks left by a killed validator
+are pruned (by label, once unused) at the next start.
+
+A validator that itself runs in a container (the compose stack's worker image) cannot reach the
+bridge addresses of the engine's host, and its own files are not there to bind-mount. With
+``TFS_RELEASE_SERVING_NETWORK=<docker network>`` (the network the validator's container is on) the
+docker launcher copies the model into the serving container (an anonymous volume, removed with it),
+and connects the validator's own container (its hostname) to the server's internal network.
 """
 from __future__ import annotations
 
@@ -33,6 +43,14 @@ LABEL = "tfs-release.role"
 SERVER_ARGS = ["--max_num_load_retries=0", "--file_system_poll_wait_seconds=1"]
 ROLE = "validation"
 NETWORK_ENV = "TFS_RELEASE_SERVING_NETWORK"
+SERVING_USER = "65534:65534"  # nobody:nogroup: reads the (world-readable) model, writes only its tmpfs
+SERVING_TMPFS = {"/tmp": "rw,nosuid,nodev,noexec,size=64m"}
+NETWORK_PRUNE_AFTER = "5m"  # an unused labelled network older than this is a killed validator's
+# What a serving process (process launcher) may inherit: locale, search paths, TensorFlow/BLAS
+# tuning. Never storage credentials (AWS_*), Airflow, Docker or tfs-release settings.
+SERVER_ENV_NAMES = frozenset({"PATH", "LANG", "LANGUAGE", "TZ", "TMPDIR", "LD_LIBRARY_PATH",
+                              "CUDA_VISIBLE_DEVICES", "STANDIN_LOG_LEVEL"})
+SERVER_ENV_PREFIXES = ("LC_", "TF_", "OMP_", "KMP_", "MKL_")
 
 
 class LauncherError(BadInput):
@@ -82,10 +100,14 @@ class DockerLauncher:
     name = "docker"
 
     def __init__(self, image: str, *, run_id: str, mem_limit: str = "2g", cpus: float = 2.0,
-                 pids_limit: int = 512, pull: bool = False, network: str | None = None):
+                 pids_limit: int = 512, pull: bool = False, network: str | None = None,
+                 own_container: str | None = None):
         self.image, self.run_id = image, run_id
-        # None: from the environment (set in the compose stack); "" forces the host-port mode
+        # None: from the environment (set in the compose stack); "" forces the engine-host mode
         self.network = os.environ.get(NETWORK_ENV, "") if network is None else network
+        # network mode: the validator's own container (a container's hostname is its id)
+        self.own_container = (own_container or socket.gethostname()) if self.network else None
+        self._networks: list[str] = []
         self.mem_limit, self.cpus, self.pids_limit, self.pull = mem_limit, cpus, pids_limit, pull
         self._client = None
         self._names: list[str] = []
@@ -132,43 +154,42 @@ class DockerLauncher:
         # owner (host, pid, expiry) for the sweep and the reaper; a containerised validator (network
         # mode) also names its own container, so its servers go when that container goes
         labels = {**sweep_mod.owner_labels(ROLE, ttl_s=self.ttl_s,
-                                           owner_container=socket.gethostname() if self.network else None),
+                                           owner_container=self.own_container),
                   "tfs-release.model": model, "tfs-release.run": self.run_id[:60]}
         name = f"tfsr-validate-{model}-{os.getpid()}-{int(time.time() * 1000) % 10**8}"
         self._names.append(name)  # cleanup() finds it by name even if create() is interrupted
         t0 = time.monotonic()
         model_dir = os.path.abspath(os.path.join(base_path, model))
-        if self.network:  # in-container validator: same network, model copied in, no host ports
-            placement = dict(network=self.network)
+        if self.network:  # in-container validator: the model is copied into an anonymous volume
+            from docker.types import Mount
+            placement = dict(mounts=[Mount("/models", None, type="volume")])
         else:
-            placement = dict(volumes={model_dir: {"bind": f"/models/{model}", "mode": "ro"}},
-                             ports={"8500/tcp": ("127.0.0.1", None), "8501/tcp": ("127.0.0.1", None)})
+            _world_readable(model_dir)  # the server's user is not the validator's
+            placement = dict(volumes={model_dir: {"bind": f"/models/{model}", "mode": "ro"}})
         try:
+            self._internal_network(name, labels)
             container = self.client.containers.create(
                 self.image, command=SERVER_ARGS, detach=True, init=True, labels=labels,
                 environment={"MODEL_NAME": model, "MODEL_BASE_PATH": "/models"},
                 mem_limit=self.mem_limit, nano_cpus=int(self.cpus * 1e9), pids_limit=self.pids_limit,
                 cap_drop=["ALL"], security_opt=["no-new-privileges"], privileged=False, name=name,
+                read_only=True, tmpfs=SERVING_TMPFS, user=SERVING_USER, network=name,
                 # container-side expiry: the server ends at the label's time even with nobody left
                 entrypoint=sweep_mod.expiring_entrypoint(image.attrs.get("Config"), self.ttl_s), **placement)
             self._reapers.append(sweep_mod.spawn_reaper(name, expires=float(labels[sweep_mod.EXPIRES])))
             if self.network:
-                with _model_tar(model_dir, f"models/{model}") as tar:
-                    container.put_archive("/", tar)
+                with _model_tar(model_dir, model) as tar:
+                    container.put_archive("/models", tar)
+                self._connect_own_container(name)
             container.start()
             container.reload()
-            if self.network:
-                host, rest, grpc_port = name, 8501, 8500
-            else:
-                ports = container.attrs["NetworkSettings"]["Ports"]
-                host = "127.0.0.1"
-                rest, grpc_port = int(ports["8501/tcp"][0]["HostPort"]), int(ports["8500/tcp"][0]["HostPort"])
+            host, rest, grpc_port = container.attrs["NetworkSettings"]["Networks"][name]["IPAddress"], 8501, 8500
         except BaseException:  # also SIGTERM (Terminated) mid-start: never leave it behind
             self.cleanup()
             raise
-        log.info("started container %s (%s) for %s in %.1fs: REST %s:%d gRPC %s:%d%s",
+        log.info("started container %s (%s) for %s in %.1fs: REST %s:%d gRPC %s:%d on its internal network%s",
                  name, self.image, model, time.monotonic() - t0, host, rest, host, grpc_port,
-                 f" (network {self.network})" if self.network else "")
+                 f" (validator container {self.own_container} connected)" if self.network else "")
 
         def logs(tail):
             return container.logs(tail=tail).decode("utf-8", "replace")
@@ -188,12 +209,55 @@ class DockerLauncher:
         while self._names:
             name = self._names.pop()
             try:
-                self.client.containers.get(name).remove(force=True)
+                self.client.containers.get(name).remove(force=True, v=True)  # v: its anonymous volume
                 log.info("removed container %s", name)
             except docker.errors.NotFound:
                 pass
         while self._reapers:
             sweep_mod.stop_reaper(self._reapers.pop())
+        self._remove_networks()
+
+    def _internal_network(self, name: str, labels: dict) -> None:
+        """The server's own ``internal`` network (no egress); pruned leftovers first."""
+        import docker
+        try:
+            self.client.networks.prune(filters={"label": f"{LABEL}={ROLE}", "until": NETWORK_PRUNE_AFTER})
+        except docker.errors.APIError as exc:  # a concurrent prune: not ours to fail on
+            log.info("pruning leftover serving networks: %s", exc)
+        self._networks.append(name)
+        try:
+            self.client.networks.create(name, driver="bridge", internal=True, check_duplicate=True,
+                                        labels={k: v for k, v in labels.items() if k in (LABEL, "tfs-release.run")})
+        except docker.errors.APIError as exc:
+            raise LauncherError(f"cannot create the serving container's internal network {name} "
+                                f"({exc.explanation or exc}); if the engine ran out of address pools, remove "
+                                "unused networks (docker network prune) or widen default-address-pools") from None
+
+    def _connect_own_container(self, network: str) -> None:
+        import docker
+        try:
+            self.client.networks.get(network).connect(self.own_container)
+        except docker.errors.NotFound:
+            raise LauncherError(f"{NETWORK_ENV} is set (a validator in a container) but this process's container "
+                                f"{self.own_container!r} is not on this Docker engine: unset {NETWORK_ENV} when the "
+                                "validator runs on the engine's host") from None
+
+    def _remove_networks(self) -> None:
+        import docker
+        while self._networks:
+            name = self._networks.pop()
+            try:
+                net = self.client.networks.get(name)
+                if self.own_container:
+                    try:
+                        net.disconnect(self.own_container, force=True)
+                    except docker.errors.APIError:
+                        pass  # not connected (start failed before), or already gone
+                net.remove()
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.APIError as exc:  # e.g. its container is still being removed
+                log.warning("could not remove network %s (pruned at a later start): %s", name, exc)
 
 
 def _model_tar(model_dir: str, arcname: str):
@@ -209,12 +273,29 @@ def _model_tar(model_dir: str, arcname: str):
         return info
 
     with tarfile.open(fileobj=fh, mode="w") as tar:
-        parent = tarfile.TarInfo(os.path.dirname(arcname))
-        parent.type, parent.mode = tarfile.DIRTYPE, 0o755
-        tar.addfile(parent)
+        if os.path.dirname(arcname):
+            parent = tarfile.TarInfo(os.path.dirname(arcname))
+            parent.type, parent.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(parent)
         tar.add(model_dir, arcname=arcname, filter=readonly)
     fh.seek(0)
     return fh
+
+
+def _world_readable(path: str) -> None:
+    """o+r on files, o+rx on folders under ``path`` (and ``path``): the serving user can read it."""
+    for root, dirs, files in os.walk(path):
+        os.chmod(root, os.stat(root).st_mode | 0o005)
+        for f in files:
+            full = os.path.join(root, f)
+            if not os.path.islink(full):
+                os.chmod(full, os.stat(full).st_mode | 0o004)
+
+
+def server_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a serving process: the allow-listed part of ``base`` (default: ours)."""
+    base = os.environ if base is None else base
+    return {k: v for k, v in base.items() if k in SERVER_ENV_NAMES or k.startswith(SERVER_ENV_PREFIXES)}
 
 
 class ProcessLauncher:
@@ -244,8 +325,9 @@ class ProcessLauncher:
             args.append("--host=127.0.0.1")
         logf = tempfile.NamedTemporaryFile(prefix=f"tfsr-serving-{model}-", suffix=".log", delete=False,
                                            dir=self.log_dir)
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        env = server_env()  # no credentials: the model under test must not be able to read any
+        if not self.executable:  # the stand-in's package
+            env["PYTHONPATH"] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         proc = subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True, env=env)
         log.info("started %s for %s: pid %d, REST 127.0.0.1:%d gRPC 127.0.0.1:%d", what, model, proc.pid,
                  rest, grpc_port)

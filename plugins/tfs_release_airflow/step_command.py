@@ -31,22 +31,13 @@ from collections import deque
 from typing import Callable
 
 from tfs_release_airflow.step_result import SECRET_KEYS, StepFailed, outcome, public, read_result  # noqa: F401
+from tfs_release_airflow.step_env import step_env  # noqa: F401 - an allow-list (no Airflow secrets)
 
 log = logging.getLogger(__name__)
 
-# Environment of the Airflow task that the step must not inherit (other connections' secrets).
-_DROP_ENV_PREFIXES = ("AIRFLOW_CONN_", "AIRFLOW_VAR_", "AIRFLOW__SECRETS__")
 _TERM_GRACE_S = 60.0
 # what the validate step's serving containers may live: the release DAG sets it to the task's timeout
 SERVING_TTL_ENV = "TFS_RELEASE_SERVING_TTL_S"
-
-
-def step_env(s3_env: dict[str, str], base: dict[str, str] | None = None) -> dict[str, str]:
-    """The step's environment: the task's own, minus other secrets, plus the S3 settings."""
-    base = dict(os.environ if base is None else base)
-    env = {k: v for k, v in base.items() if not k.startswith(_DROP_ENV_PREFIXES)}
-    env.update(s3_env)
-    return env
 
 
 class StepProcess:

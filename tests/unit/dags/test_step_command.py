@@ -26,7 +26,7 @@ import json, os, sys, time
 argv = sys.argv[1:]
 step, model = argv[0], argv[1]
 result = argv[argv.index("--result") + 1]
-with open(os.environ["FAKE_RECORD"], "w") as fh:
+with open(os.environ["TFS_RELEASE_FAKE_RECORD"], "w") as fh:
     json.dump({{"argv": argv, "env": dict(os.environ), "pid": os.getpid()}}, fh)
 print("INFO step starting", file=sys.stderr, flush=True)
 def write(obj):
@@ -56,7 +56,7 @@ if model == "silent":
 if model == "slow":
     import signal
     def bye(*_):
-        open(os.environ["FAKE_RECORD"] + ".terminated", "w").close()
+        open(os.environ["TFS_RELEASE_FAKE_RECORD"] + ".terminated", "w").close()
         sys.exit(143)
     signal.signal(signal.SIGTERM, bye)
     time.sleep(60)
@@ -69,7 +69,7 @@ def fake(tmp_path, monkeypatch):
     path.write_text(FAKE.format(python=sys.executable))
     path.chmod(0o755)
     record = tmp_path / "record.json"
-    monkeypatch.setenv("FAKE_RECORD", str(record))
+    monkeypatch.setenv("TFS_RELEASE_FAKE_RECORD", str(record))  # allow-listed prefix
     monkeypatch.setenv("AIRFLOW_CONN_OTHER_DB", "postgres://user:pw@db/x")
 
     def run(model, *args):
