@@ -10,8 +10,9 @@ Configured by the Airflow processes' environment:
   (``TFS_RELEASE_SERVING_NETWORK``, unless set explicitly).
 - ``TFS_RELEASE_STEP_CONFIG``: models.yaml path inside the image (default: the DAG's path).
 - ``TFS_RELEASE_STEP_MOUNTS``: extra ``SRC:DST[:ro]`` mounts, comma-separated (golden sets, config).
-- ``TFS_RELEASE_STEP_DOCKER_SOCKET``: host path of the engine socket mounted into the step so the
-  validator can start its serving container (default ``/var/run/docker.sock``).
+- ``TFS_RELEASE_STEP_DOCKER_SOCKET``: host path of the engine socket mounted into the validate step
+  (only that one: export never gets it) so the validator can start its serving container (default
+  ``/var/run/docker.sock``).
 - ``DOCKER_HOST``: the engine the operator talks to (default the local socket).
 
 S3 credentials go in as the operator's ``private_environment``: not on the command line, not in
@@ -48,6 +49,7 @@ from tfs_release_airflow.step_result import StepFailed, outcome, parse_result
 log = logging.getLogger(__name__)
 
 RESULT_PATH = "/tmp/tfs-release-result.json"
+SOCKET_STEPS = frozenset({"validate", "release"})  # they start a temporary serving container
 _STOP_GRACE_S = 10  # the reaper: SIGTERM to removal when the task process is gone
 
 
@@ -80,9 +82,10 @@ class StepImage:
                    docker_url=env.get("DOCKER_HOST") or "unix://var/run/docker.sock",
                    serving_network=env.get("TFS_RELEASE_SERVING_NETWORK") or network)
 
-    def docker_mounts(self) -> list:
+    def docker_mounts(self, step: str) -> list:
+        """The step's mounts: the engine's socket only for a step that starts serving containers."""
         from docker.types import Mount
-        out = [Mount(target="/var/run/docker.sock", source=self.socket, type="bind")]
+        out = [Mount(target="/var/run/docker.sock", source=self.socket, type="bind")] if step in SOCKET_STEPS else []
         for spec in self.mounts:
             src, dst, *mode = spec.split(":")
             kind = "bind" if src.startswith("/") else "volume"
@@ -99,7 +102,7 @@ class StepImageOperator(DockerOperator):
     def __init__(self, *, step: str, model: str, step_args: Sequence[str], config: str, conn_id: str,
                  spec: StepImage, failed_result_key: str | None = None, **kwargs):
         env = {"TFS_RELEASE_SERVING_NETWORK": spec.serving_network} if spec.serving_network else {}
-        super().__init__(image=spec.image, command=None, environment=env, mounts=spec.docker_mounts(),
+        super().__init__(image=spec.image, command=None, environment=env, mounts=spec.docker_mounts(step),
                          network_mode=spec.network, docker_url=spec.docker_url, auto_remove="never",
                          mount_tmp_dir=False, tty=False, **kwargs)
         self.step, self.model, self.step_args, self.spec = step, model, list(step_args), spec
