@@ -42,3 +42,16 @@ def test_demo_publishes_three_models_skips_and_alerts(s3_env, docker_engine, sta
     for name in ("shapes-classifier", "shapes-segmenter", "shapes-detector"):
         assert (demo_dir / "model_base_path" / name / "1" / "saved_model.pb").exists()
     assert "== time per phase" in out
+
+    # `make airflow` opens the demo's own Airflow home: the UI/API show the demo's runs
+    import services
+    af = services.start_airflow(str(demo_dir / "airflow"), config=str(demo_dir / "config" / "models.yaml"))
+    try:
+        status, body = af.api("GET", "/api/v2/dags/release__shapes-classifier/dagRuns?limit=20")
+        assert status == 200, body
+        states = sorted(r["state"] for r in body["dag_runs"])
+        assert states == ["failed", "success", "success"], states
+        status, body = af.api("GET", "/api/v2/dags/release__shapes-detector/dagRuns")
+        assert status == 200 and [r["state"] for r in body["dag_runs"]] == ["success"], body
+    finally:
+        af.stop()
