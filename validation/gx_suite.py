@@ -1,5 +1,7 @@
 """A great-expectations 1.x suite over every served output (ephemeral context, ExpectationSuite,
-ValidationDefinition, a Checkpoint that writes Data Docs into the report folder).
+ValidationDefinition, Checkpoint). The results go into the report folder as GX's own JSON and a
+self-contained page (``validation.report.write_gx``), not as Data Docs: those load scripts and
+styles from CDNs, which a report must not (it is served with a CSP that forbids both).
 
 Rows: detection = one row per reported detection (+ one per image for counts); segmentation = one
 row per image (finite logits, predicted classes); classification = one row per image and class.
@@ -88,22 +90,18 @@ def run(task: str, answers, *, labels: set[int], image_sizes, docs_dir: str | No
     import great_expectations as gx
     logging.getLogger("great_expectations").setLevel(logging.ERROR)
     ctx = gx.get_context(mode="ephemeral")
-    if docs_dir:
-        ctx.add_data_docs_site(site_name="report", site_config={
-            "class_name": "SiteBuilder", "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": docs_dir}})
     ds = ctx.data_sources.add_pandas("served_outputs")
-    checks = []
+    checks, results = [], []
     for asset_name, df in frames(task, answers, image_sizes=image_sizes).items():
         bd = ds.add_dataframe_asset(name=asset_name).add_batch_definition_whole_dataframe("all")
         suite = ctx.suites.add(gx.ExpectationSuite(name=f"{task}-{asset_name}"))
         for e in _expectations(task, asset_name, labels, max_detections):
             suite.add_expectation(e)
         vd = ctx.validation_definitions.add(gx.ValidationDefinition(name=f"served-{asset_name}", data=bd, suite=suite))
-        actions = [gx.checkpoint.UpdateDataDocsAction(name="docs", site_names=["report"])] if docs_dir else []
-        cp = ctx.checkpoints.add(gx.Checkpoint(name=f"cp-{asset_name}", validation_definitions=[vd], actions=actions))
+        cp = ctx.checkpoints.add(gx.Checkpoint(name=f"cp-{asset_name}", validation_definitions=[vd], actions=[]))
         result = cp.run(batch_parameters={"dataframe": df})
         for vr in result.run_results.values():
+            results.append({"asset": asset_name, "rows": len(df), **vr.to_json_dict()})
             for r in vr.results:
                 cfg = r.expectation_config
                 kw = {k: v for k, v in cfg.kwargs.items() if k not in ("batch_id", "value_set")}
@@ -114,4 +112,7 @@ def run(task: str, answers, *, labels: set[int], image_sizes, docs_dir: str | No
                     "detail": "holds" if r.success else
                     f"{unexpected} unexpected value(s), e.g. {(r.result or {}).get('partial_unexpected_list', [])[:5]}",
                     "numbers": {"rows": len(df), "unexpected": unexpected}})
+    if docs_dir:
+        from validation import report
+        report.write_gx(docs_dir, results)
     return checks

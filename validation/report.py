@@ -6,9 +6,13 @@
 - golden images: the failed ones first, worst first, then the worst passing ones, as full cards
   (pictures with each image's numbers beside them), at most ``FULL_FAILED`` + ``FULL_PASSING``;
   every other image as a small thumbnail in a grid (failed ones first, then worst first);
-- latency; a link to the great-expectations Data Docs in ``gx/``.
+- latency; a link to the great-expectations results in ``gx/``.
 
 One self-contained file: pictures are inline data URIs, styles inline, no scripts, nothing fetched.
+The great-expectations results get the same treatment (``gx/index.html``, written here from GX's
+own JSON results, kept beside it as ``gx/results.json``): GX's Data Docs pull Bootstrap, jQuery,
+Vega and fonts from CDNs and run scripts, which the report endpoint's Content-Security-Policy
+forbids, so they are not written.
 Pictures are drawn here, and only for the images shown: a per-image entry carries ``full`` and
 ``thumb`` callables (see ``validation.validate.golden_checks``).
 """
@@ -364,8 +368,80 @@ def write(out_dir: str, verdict: dict, images: list[dict], *, gx_docs: str | Non
 <h2>Checks{' (failed first)' if failed else ''}</h2>{_checks_html(checks)}
 <h2>Golden images</h2>{sections}
 <h2>Latency (single-image requests)</h2><table><tr><th>protocol / signature</th><th>p50 ms</th><th>p95 ms</th><th>n</th></tr>{lat_rows}</table>
-{'<p><a href="gx/index.html">great-expectations Data Docs</a></p>' if gx_docs else ''}
+{'<p><a href="gx/index.html">great-expectations results</a> (raw: <a href="gx/results.json">gx/results.json</a>)</p>' if gx_docs else ''}
 </body></html>"""
     with open(os.path.join(out_dir, "index.html"), "w") as fh:
         fh.write(page)
     return {"verdict": os.path.join(out_dir, "verdict.json"), "index": os.path.join(out_dir, "index.html")}
+
+
+# --- great-expectations results --------------------------------------------------------------------
+
+GX_SHOWN_KWARGS_SKIP = {"batch_id"}
+GX_UNEXPECTED_SHOWN = 10
+
+
+def _gx_kwargs(kwargs: dict) -> str:
+    parts = []
+    for k, v in kwargs.items():
+        if k in GX_SHOWN_KWARGS_SKIP:
+            continue
+        text = json.dumps(v, default=str)
+        parts.append(f"{k}={text if len(text) <= 80 else text[:77] + '...'}")
+    return ", ".join(parts)
+
+
+def _gx_observed(result: dict) -> str:
+    if "observed_value" in result:
+        return f"observed {json.dumps(result['observed_value'], default=str)}"
+    if "unexpected_count" in result:
+        sample = result.get("partial_unexpected_list") or []
+        text = f"{result['unexpected_count']} of {result.get('element_count', '?')} unexpected"
+        if sample:
+            text += f", e.g. {json.dumps(sample[:GX_UNEXPECTED_SHOWN], default=str)}"
+        return text
+    return json.dumps(result, default=str)[:200] if result else ""
+
+
+def gx_page(results: list[dict]) -> str:
+    """A self-contained page of great-expectations validation results (``to_json_dict()`` of each
+    ExpectationSuiteValidationResult, plus ``asset`` and ``rows``): failed expectations first."""
+    e = html.escape
+    sections = []
+    for r in results:
+        stats = r.get("statistics") or {}
+        rows = []
+        for x in sorted(r.get("results") or [], key=lambda x: bool(x.get("success"))):
+            cfg = x.get("expectation_config") or {}
+            ok = bool(x.get("success"))
+            exc = (x.get("exception_info") or {}).get("exception_message")
+            rows.append(f"<tr class='{'' if ok else 'failed'}'><td>{'PASS' if ok else 'FAIL'}</td>"
+                        f"<td>{e(str(cfg.get('type', '')))}</td><td class=small>{e(_gx_kwargs(cfg.get('kwargs') or {}))}</td>"
+                        f"<td class=small>{e(exc or _gx_observed(x.get('result') or {}))}</td></tr>")
+        ok = bool(r.get("success"))
+        sections.append(
+            f"<h2>{e(str(r.get('asset', '')))} <span class='{'pass' if ok else 'fail'}'>{'PASS' if ok else 'FAIL'}</span></h2>"
+            f"<p class=small>suite {e(str(r.get('suite_name', '')))}; {e(str(r.get('rows', '?')))} rows; "
+            f"{e(str(stats.get('successful_expectations', '?')))} of {e(str(stats.get('evaluated_expectations', '?')))} "
+            f"expectations hold</p>"
+            f"<table><tr><th></th><th>expectation</th><th>arguments</th><th>result</th></tr>{''.join(rows)}</table>")
+    version = next((str((r.get("meta") or {}).get("great_expectations_version", "")) for r in results), "")
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>great-expectations results</title>
+<style>{CSS}</style></head><body>
+<h1>great-expectations results</h1>
+<p class=small>Every served output of the golden set, as tables checked by great-expectations {e(version)}.
+Back to the <a href="../index.html">validation report</a>; the raw results are in
+<a href="results.json">results.json</a>.</p>
+{''.join(sections) or '<p>No results.</p>'}
+</body></html>"""
+
+
+def write_gx(out_dir: str, results: list[dict]) -> dict:
+    """``results.json`` (GX's own results) and ``index.html`` (gx_page) into out_dir."""
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {"results": os.path.join(out_dir, "results.json"), "index": os.path.join(out_dir, "index.html")}
+    with open(paths["results"], "w") as fh:
+        json.dump(results, fh, indent=1, default=str)
+    with open(paths["index"], "w") as fh:
+        fh.write(gx_page(results))
+    return paths

@@ -5,9 +5,12 @@
 streams ``s3://<serving>/<model>/_reports/<run>/<path>`` (the model and its serving URI from the
 release config, ``TFS_RELEASE_CONFIG``) with the model's Airflow connection (``conn_id``, default
 ``aws_default``). The browser never sees an S3 URL or a credential, and relative links inside a
-report (``gx/index.html``, the great-expectations Data Docs and their assets) resolve against this
+report (``gx/index.html``, the great-expectations results page) resolve against this
 endpoint, so they go through it too. This is what the validate task's "Validation report" extra link
 opens when the model has no ``report_base_url`` (``report_link.py``).
+
+Every file is served with ``REPORT_HEADERS``: a Content-Security-Policy that runs no script and
+fetches nothing (``sandbox``; pictures are data: URIs, styles inline), ``nosniff``, no referrer.
 
 Access: Airflow's own API authentication (``get_user``: ``Authorization: Bearer <JWT>``, else the
 ``_token`` cookie the UI sets at login, so clicking the extra link works) and authorization (the
@@ -42,6 +45,14 @@ log = logging.getLogger("tfs_release.report_app")
 CHUNK = 256 * 1024
 CLIENT_TTL_S = 300.0  # a connection's client is rebuilt after this (rotated credentials)
 GENERIC_TYPES = {"", "binary/octet-stream", "application/octet-stream"}
+# A report is written by a validation of a model nobody has vetted yet and served from Airflow's own
+# origin: the browser must treat every file as an inert document. No script runs (sandbox, no
+# script-src), nothing is fetched from anywhere (default-src 'none'; pictures are data: URIs, styles
+# inline), no form posts, no <base> redirection, no framing by other sites, no type sniffing.
+CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; "
+       "form-action 'none'; frame-ancestors 'self'; sandbox")
+REPORT_HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
+                  "Referrer-Policy": "no-referrer", "Cache-Control": "private, max-age=60"}
 
 
 class ReportNotFound(LookupError):
@@ -168,8 +179,7 @@ def create_app():
             finally:
                 body.close()
 
-        headers = {"Cache-Control": "private, max-age=60", "X-Content-Type-Options": "nosniff",
-                   "Referrer-Policy": "no-referrer"}
+        headers = dict(REPORT_HEADERS)
         if meta["length"] is not None:
             headers["Content-Length"] = str(meta["length"])
         return StreamingResponse(chunks(), media_type=meta["content_type"], headers=headers)

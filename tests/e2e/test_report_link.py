@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import time
 import urllib.error
@@ -221,3 +222,62 @@ def test_the_validate_task_links_to_the_endpoint_by_default(stack):
     assert "X-Amz-" not in out["url"] and af.secret not in p.stdout
     status, _, body = get(out["url"], Authorization=f"Bearer {af.test_token}")
     assert status == 200 and body == REPORT["index.html"]
+
+
+# an attribute or a style that would fetch from another host (absolute or protocol-relative URL)
+HTML_OUTSIDE = re.compile(r"""(?:src|href|action|srcset)\s*=\s*["']?\s*(?:https?:)?//"""
+                          r"""|url\(\s*["']?\s*(?:https?:)?//|@import""", re.I)
+
+
+def test_a_real_report_is_served_inert_and_needs_nothing_from_outside(stack, tmp_path):
+    """`tfs-release validate` (process launcher, the stand-in) writes a real report, great-expectations
+    results included, into the model's `_reports/`; every file of it comes back through the endpoint
+    with a CSP that runs no script and fetches nothing, and no page has a script or an outside URL."""
+    import sys
+
+    from registry.s3 import S3Uri, list_objects, make_client
+    from tests.integration.validation import candidates
+    af = stack
+    golden = os.path.join(ROOT, "demo", "golden", MODEL)
+    s3 = make_client(endpoint_url=af.conns["aws_default"]["extra"]["endpoint_url"],
+                     aws_access_key_id=af.conns["aws_default"]["login"], aws_secret_access_key=af.secret,
+                     region_name="us-east-1")
+    cand = candidates.stage_candidate(s3, S3Uri(af.serving, f"{MODEL}/"),
+                                      candidates.save(candidates.classifier_module(), str(tmp_path / "sm")),
+                                      golden, str(tmp_path))
+    config = tmp_path / "models.yaml"  # the stack's model, with the keys validation needs
+    config.write_text(yaml.safe_dump({"models": {MODEL: {
+        "task": "classification", "serving": f"s3://{af.serving}/{MODEL}/", "golden": golden,
+        "input_types": {"serving_default": "image_tensor"}, "input_size": [64, 64]}}}))
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "AIRFLOW"))}, "PYTHONPATH": ROOT,
+           "AWS_ENDPOINT_URL": af.conns["aws_default"]["extra"]["endpoint_url"], "AWS_REGION": "us-east-1",
+           "AWS_ACCESS_KEY_ID": af.conns["aws_default"]["login"], "AWS_SECRET_ACCESS_KEY": af.secret}
+    p = subprocess.run([sys.executable, "-m", "cli", "validate", MODEL, "--candidate", cand, "--launcher", "process",
+                        "--json", "--config", str(config)], env=env, cwd=ROOT, capture_output=True, text=True,
+                       timeout=900)
+    assert p.returncode in (0, 1), p.stderr[-3000:]
+    run = json.loads(p.stdout)["run_id"]
+    prefix = f"{MODEL}/_reports/{run}/"
+    files = sorted(o["Key"][len(prefix):] for o in list_objects(s3, af.serving, prefix))
+    assert {"index.html", "verdict.json", "gx/index.html", "gx/results.json"} <= set(files), files
+    assert not [f for f in files if f.startswith("gx/") and f not in ("gx/index.html", "gx/results.json")], \
+        f"no Data Docs assets (they come from CDNs): {files}"
+
+    bearer = {"Authorization": f"Bearer {af.test_token}"}
+    for rel in files:
+        status, headers, body = get(url(af, MODEL, run, rel), **bearer)
+        assert status == 200, (rel, body[:300])
+        csp = [d.strip() for d in headers["content-security-policy"].split(";")]
+        assert {"default-src 'none'", "img-src data:", "sandbox"} <= set(csp), (rel, csp)
+        assert not [d for d in csp if d.startswith(("script-src", "connect-src", "frame-src"))], csp
+        assert "sandbox" in csp and not [d for d in csp if d.startswith("sandbox ")], "a bare sandbox: no allow-*"
+        assert headers["x-content-type-options"] == "nosniff"
+        if rel.endswith(".html"):
+            page = body.decode("utf-8")
+            assert "<script" not in page.lower(), rel
+            assert not HTML_OUTSIDE.search(page), (rel, HTML_OUTSIDE.search(page))
+            for ref in re.findall(r"""(?:src|href)\s*=\s*["']([^"']+)""", page):
+                assert ref.startswith(("data:", "#")) or not re.match(r"^[a-z][a-z0-9+.-]*:", ref), \
+                    (rel, ref)  # pictures inline, links relative (through this endpoint)
+    page = get(url(af, MODEL, run, "gx/index.html"), **bearer)[2].decode()
+    assert "great-expectations results" in page and "expect_column_values_to_be_between" in page
