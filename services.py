@@ -57,7 +57,10 @@ class SeaweedFS:
 
 
 def start_seaweedfs(data_dir: str, *, access_key: str | None = None, secret_key: str | None = None,
-                    log_path: str | None = None, timeout: float = 60) -> SeaweedFS:
+                    log_path: str | None = None, timeout: float = 60, s3_config: str | None = None) -> SeaweedFS:
+    """``weed mini`` on free ports. ``s3_config``: a SeaweedFS identities file (``-s3.config``, see
+    deploy/storage_identities.py); ``access_key``/``secret_key`` must then be an identity in it
+    that may create buckets (the readiness probe does)."""
     os.makedirs(data_dir, exist_ok=True)
     access_key = access_key or "tfsr" + secrets.token_hex(6)
     secret_key = secret_key or secrets.token_urlsafe(24)
@@ -74,6 +77,8 @@ def start_seaweedfs(data_dir: str, *, access_key: str | None = None, secret_key:
             # every bucket is a collection with volumes of its own; the default cap (free disk /
             # volume size) ran out at ~60 buckets here and writes then fail with HTTP 500
             "-master.volumeSizeLimitMB=256", "-volume.max=2000"]
+    if s3_config:
+        args.append(f"-s3.config={s3_config}")
     env = dict(os.environ, AWS_ACCESS_KEY_ID=access_key, AWS_SECRET_ACCESS_KEY=secret_key,
                GOMEMLIMIT="512MiB")
     log_path = log_path or os.path.join(data_dir, "weed.log")

@@ -84,7 +84,9 @@ def new_secrets() -> dict[str, str]:
     return {"POSTGRES_PASSWORD": tok(), "AIRFLOW_ADMIN_USER": "admin", "AIRFLOW_ADMIN_PASSWORD": tok(),
             "AIRFLOW_FERNET_KEY": base64.urlsafe_b64encode(os.urandom(32)).decode(),
             "AIRFLOW_JWT_SECRET": tok(), "AIRFLOW_API_SECRET_KEY": tok(),
-            "S3_ACCESS_KEY": "tfsr" + secrets.token_hex(6), "S3_SECRET_KEY": tok()}
+            "S3_ACCESS_KEY": "tfsr" + secrets.token_hex(6), "S3_SECRET_KEY": tok(),  # the store's root
+            "S3_PIPELINE_ACCESS_KEY": "tfsrpipe" + secrets.token_hex(6), "S3_PIPELINE_SECRET_KEY": tok(),
+            "S3_SYNC_ACCESS_KEY": "tfsrsync" + secrets.token_hex(6), "S3_SYNC_SECRET_KEY": tok()}
 
 
 def docker_gid(sock: str = "/var/run/docker.sock") -> str:
@@ -247,8 +249,8 @@ def main(argv: list[str]) -> int:
     cmd = argv[0] if argv else "up"
     ensure_plugin()
     if cmd == "up":
-        if os.path.exists(LOCAL_ENV):  # keep the secrets of an earlier `make compose-up`
-            env = read_env_file(LOCAL_ENV)
+        if os.path.exists(LOCAL_ENV):  # keep the secrets of an earlier `make compose-up` (new ones added)
+            env = {**new_secrets(), **read_env_file(LOCAL_ENV)}
             from deploy import local_images
             env.update(local_images.ensure_all())
         else:

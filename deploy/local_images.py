@@ -123,7 +123,7 @@ IMAGES = {
     "postgres": Image("TFSR_POSTGRES_IMAGE", "tfs-release/postgres", "docker/postgres.Dockerfile", "debian",
                       ("docker/postgres-entrypoint.sh",)),
     "seaweedfs": Image("TFSR_SEAWEEDFS_IMAGE", "tfs-release/seaweedfs", "docker/seaweedfs.Dockerfile", "debian",
-                       ()),
+                       ("deploy/storage_identities.py",)),
     "redis": Image("TFSR_REDIS_IMAGE", "tfs-release/redis", "docker/redis.Dockerfile", "debian", ()),
 }
 

@@ -4,13 +4,14 @@
 #   2. the admin login: SimpleAuthManager users come from AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS,
 #      their passwords from the file AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE (a volume the
 #      API server reads), written here from AIRFLOW_ADMIN_PASSWORD;
-#   3. the connections: aws_default (S3 endpoint + keys), slack_webhook_default (alerts),
+#   3. the connections: aws_default (S3 endpoint + the pipeline identity's keys: read training,
+#      write serving; never the store's root keys), slack_webhook_default (alerts),
 #      smtp_default (e-mail), from the environment (.env), replaced at every run.
 # Secrets arrive only through the environment; nothing is printed but the names.
 set -euo pipefail
 : "${AIRFLOW_ADMIN_PASSWORD:?set AIRFLOW_ADMIN_PASSWORD (see .env.example)}"
-: "${S3_ACCESS_KEY:?set S3_ACCESS_KEY (see .env.example)}"
-: "${S3_SECRET_KEY:?set S3_SECRET_KEY (see .env.example)}"
+: "${S3_PIPELINE_ACCESS_KEY:?set S3_PIPELINE_ACCESS_KEY (see .env.example)}"
+: "${S3_PIPELINE_SECRET_KEY:?set S3_PIPELINE_SECRET_KEY (see .env.example)}"
 t0=$(date +%s)
 airflow db migrate >/tmp/db-migrate.log 2>&1 || { tail -n 40 /tmp/db-migrate.log; exit 1; }
 echo "airflow-init: database migrated in $(( $(date +%s) - t0 ))s"
@@ -26,7 +27,7 @@ fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
 with os.fdopen(fd, "w") as fh:
     json.dump({user: os.environ["AIRFLOW_ADMIN_PASSWORD"]}, fh)
 conns = {
-    "aws_default": {"conn_type": "aws", "login": e("S3_ACCESS_KEY"), "password": e("S3_SECRET_KEY"),
+    "aws_default": {"conn_type": "aws", "login": e("S3_PIPELINE_ACCESS_KEY"), "password": e("S3_PIPELINE_SECRET_KEY"),
                     "extra": json.dumps({"endpoint_url": e("S3_ENDPOINT_URL", "http://s3:9000"),
                                          "region_name": e("S3_REGION", "us-east-1")})},
     "slack_webhook_default": {"conn_type": "slackwebhook", "password": e("SLACK_WEBHOOK_URL", "")},

@@ -19,7 +19,8 @@ from tests.conftest import ROOT
 DEFAULT, LOCAL = compose_mod.DEFAULT_FILE, compose_mod.LOCAL_FILE
 ENV_EXAMPLE = os.path.join(ROOT, ".env.example")
 SECRETS = ("POSTGRES_PASSWORD", "AIRFLOW_ADMIN_PASSWORD", "AIRFLOW_FERNET_KEY", "AIRFLOW_JWT_SECRET",
-           "AIRFLOW_API_SECRET_KEY", "S3_ACCESS_KEY", "S3_SECRET_KEY")
+           "AIRFLOW_API_SECRET_KEY", "S3_ACCESS_KEY", "S3_SECRET_KEY", "S3_PIPELINE_ACCESS_KEY",
+           "S3_PIPELINE_SECRET_KEY", "S3_SYNC_ACCESS_KEY", "S3_SYNC_SECRET_KEY")
 SECRET_KEY_RE = re.compile(r"(PASSWORD|SECRET|_KEY|TOKEN|WEBHOOK)", re.I)
 
 
@@ -56,7 +57,8 @@ def test_config_quiet_passes(compose, files):
     assert p.returncode == 0, p.stderr
 
 
-@pytest.mark.parametrize("missing", ["POSTGRES_PASSWORD", "S3_SECRET_KEY", "AIRFLOW_JWT_SECRET", "DOCKER_GID"])
+@pytest.mark.parametrize("missing", ["POSTGRES_PASSWORD", "S3_SECRET_KEY", "AIRFLOW_JWT_SECRET", "DOCKER_GID",
+                                     "S3_PIPELINE_SECRET_KEY", "S3_SYNC_ACCESS_KEY"])
 def test_missing_secret_is_named(compose, tmp_path, missing):
     env = tmp_path / "env"
     lines = [ln for ln in open(ENV_EXAMPLE).read().splitlines() if not ln.startswith(f"{missing}=")]
@@ -165,3 +167,46 @@ def test_env_example_holds_placeholders_only():
         assert secret in values, f".env.example lacks {secret}"
         assert values[secret] == "change-me", f"{secret} in .env.example must be a placeholder"
     assert not values.get("SLACK_WEBHOOK_URL") and not values.get("SMTP_PASSWORD")
+
+
+def distinct_env(tmp_path) -> tuple[str, dict[str, str]]:
+    """.env.example with a different, recognisable value for every secret."""
+    values = {k: f"value-of-{k.lower().replace('_', '-')}" for k in SECRETS}
+    lines = [f"{ln.split('=', 1)[0]}={values[ln.split('=', 1)[0]]}" if ln.split("=", 1)[0] in values else ln
+             for ln in open(ENV_EXAMPLE).read().splitlines()]
+    path = tmp_path / "env"
+    path.write_text("\n".join(lines) + "\n")
+    return str(path), values
+
+
+@pytest.mark.parametrize("files", [(DEFAULT,), (DEFAULT, LOCAL)], ids=["default", "default+local"])
+def test_each_service_has_its_own_storage_identity_and_no_root_keys(compose, tmp_path, files):
+    env_file, values = distinct_env(tmp_path)
+    p = compose(*files, env_file=env_file, args=("config", "--format", "json"), profiles=("celery",))
+    assert p.returncode == 0, p.stderr
+    services = json.loads(p.stdout)["services"]
+
+    def holders(key: str) -> set[str]:
+        return {name for name, svc in services.items() if values[key] in json.dumps(svc)}
+    assert holders("S3_SECRET_KEY") == {"s3", "s3-init"}, "the store's root keys: the store and its init only"
+    assert holders("S3_PIPELINE_SECRET_KEY") <= {"s3", "s3-init", "airflow-init"}
+    assert "airflow-init" in holders("S3_PIPELINE_SECRET_KEY")  # -> the aws_default connection
+    assert holders("S3_SYNC_SECRET_KEY") <= {"s3", "s3-init", "model-sync"}
+    sync_env = services["model-sync"]["environment"]
+    assert (sync_env["AWS_ACCESS_KEY_ID"], sync_env["AWS_SECRET_ACCESS_KEY"]) == (
+        values["S3_SYNC_ACCESS_KEY"], values["S3_SYNC_SECRET_KEY"])
+    init_env = services["airflow-init"]["environment"]
+    assert init_env["S3_PIPELINE_ACCESS_KEY"] == values["S3_PIPELINE_ACCESS_KEY"]
+    assert "S3_ACCESS_KEY" not in init_env and "S3_SECRET_KEY" not in init_env
+
+
+def test_minio_policies_are_the_identities_module(compose):
+    from deploy.storage_identities import minio_policies
+    cfg = merged(compose, DEFAULT)
+    want = minio_policies("training", "serving")
+    assert json.loads(cfg["configs"]["s3-pipeline-policy"]["content"]) == want["pipeline"]
+    assert json.loads(cfg["configs"]["s3-sync-policy"]["content"]) == want["sync"]
+    targets = {c["source"]: c["target"] for c in cfg["services"]["s3-init"]["configs"]}
+    assert targets == {"s3-pipeline-policy": "/run/policies/pipeline.json",
+                       "s3-sync-policy": "/run/policies/sync.json"}
+    assert "/run/policies/$$who.json" in cfg["services"]["s3-init"]["command"][0]  # compose keeps $$

@@ -77,5 +77,7 @@ def test_config_and_secret_by_reference(docs):
         refs = c["envFrom"]
         assert {"configMapRef": {"name": docs["ConfigMap"]["metadata"]["name"]}} in refs
         assert any("secretRef" in r for r in refs), f"{c['name']}: S3 keys must come from a Secret"
+        # the sidecar's own read-only identity, not the pipeline's keys
+        assert [r["secretRef"]["name"] for r in refs if "secretRef" in r] == ["tfs-release-sync-s3"], refs
     text = open(MANIFEST).read()
     assert "AWS_SECRET_ACCESS_KEY:" not in text and "AWS_ACCESS_KEY_ID:" not in text
