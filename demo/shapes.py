@@ -308,6 +308,13 @@ def detection_set(count: int, seed: int, size: int = 128) -> list[Scene]:
 # golden sets on disk
 
 KINDS = ('classification', 'segmentation', 'detection')
+# What every golden image must meet (golden.json "defaults"; exporters/golden.py): the demo models
+# pass them with the margins measured in demo/TRAINING_RESULTS.md.
+GOLDEN_THRESHOLDS = {
+    'classification': {'top_k': 1},
+    'segmentation': {'min_miou': 0.5},
+    'detection': {'min_score': 0.5, 'min_iou': 0.5, 'max_false_positives': 0},
+}
 DEFAULT_SIZE = {'classification': 64, 'segmentation': 64, 'detection': 128}
 
 
@@ -360,6 +367,7 @@ def write_golden_set(out_dir: str, kind: str, count: int, seed: int,
   doc = {'schema': 1, 'task': kind, 'seed': seed, 'size': [size, size],
          'box_format': 'ymin,xmin,ymax,xmax pixels, max edges exclusive',
          'classes': {str(k): v for k, v in classes.items()},
+         'defaults': dict(GOLDEN_THRESHOLDS[kind]),
          'images': entries}
   path = os.path.join(out_dir, 'golden.json')
   with open(path, 'w') as f:
