@@ -45,7 +45,7 @@ ROLE = "validation"
 NETWORK_ENV = "TFS_RELEASE_SERVING_NETWORK"
 SERVING_USER = "65534:65534"  # nobody:nogroup: reads the (world-readable) model, writes only its tmpfs
 SERVING_TMPFS = {"/tmp": "rw,nosuid,nodev,noexec,size=64m"}
-NETWORK_PRUNE_AFTER = "5m"  # an unused labelled network older than this is a killed validator's
+NETWORK_PRUNE_AFTER = "1m"  # an unused labelled network older than this is a killed validator's
 # What a serving process (process launcher) may inherit: locale, search paths, TensorFlow/BLAS
 # tuning. Never storage credentials (AWS_*), Airflow, Docker or tfs-release settings.
 SERVER_ENV_NAMES = frozenset({"PATH", "LANG", "LANGUAGE", "TZ", "TMPDIR", "LD_LIBRARY_PATH",

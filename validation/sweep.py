@@ -191,9 +191,21 @@ def sweep(client, roles: tuple[str, ...] = ("validation",), *, now: float | None
             except docker.errors.APIError as exc:  # being removed by its owner right now
                 log.info("could not remove leftover %s: %s", c.name, exc)
                 continue
+            remove_network(client, c.name)
             log.info("removed leftover %s container %s: %s", role, c.name, why)
             removed.append(c.name)
     return removed
+
+
+def remove_network(client, name: str) -> None:
+    """The internal network a serving container had to itself (it has the container's name:
+    validation/launchers.py), once nothing uses it; a no-op when there is none or it is in use
+    (the next validation's prune takes it then)."""
+    import docker
+    try:
+        client.networks.get(name).remove()
+    except docker.errors.APIError:  # NotFound included
+        pass
 
 
 def dependents(client, container) -> list:
@@ -222,7 +234,8 @@ def stop_and_remove(client, ref: str, *, grace_s: float = 0.0, why: str = "") ->
                 time.sleep(0.25)
         except docker.errors.APIError:
             pass
-    for d in dependents(client, c):
+    owned = dependents(client, c)
+    for d in owned:
         try:
             d.remove(force=True, v=True)
             log.info("removed %s (owned by %s)", d.name, c.name)
@@ -235,6 +248,8 @@ def stop_and_remove(client, ref: str, *, grace_s: float = 0.0, why: str = "") ->
     except docker.errors.APIError as exc:
         if "already in progress" not in str(exc):
             raise
+    for name in (c.name, *(d.name for d in owned)):  # once the validator's container left them too
+        remove_network(client, name)
     log.info("removed %s%s", c.name, f": {why}" if why else "")
     return True
 

@@ -166,3 +166,37 @@ def test_a_validator_container_that_is_not_on_this_engine_is_a_clear_error(docke
         launcher.start(str(tmp_path / "models"), "m")
     assert not docker_engine.containers.list(all=True, filters={"label": "tfs-release.run=isonone"})
     assert not docker_engine.networks.list(filters={"label": "tfs-release.run=isonone"})
+
+
+def test_a_sigkilled_validator_leaves_no_network_behind(docker_engine, standin_image, tmp_path):
+    """The reaper that removes a killed validator's container removes its internal network too (a
+    leftover network per kill would use up the engine's address pools)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    candidates.save(candidates.classifier_module(), str(tmp_path / "models" / "m" / "1"))
+    code = (f"import sys, time; sys.path.insert(0, {ROOT!r})\n"
+            "from validation.launchers import DockerLauncher\n"
+            f"s = DockerLauncher({standin_image!r}, run_id='isokill', network='').start({str(tmp_path / 'models')!r}, 'm')\n"
+            "print('STARTED', s.describe, flush=True)\ntime.sleep(600)\n")
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": ROOT})
+    try:
+        line = p.stdout.readline()
+        assert line.startswith("STARTED"), line
+        name = line.rsplit("(", 1)[1].strip().rstrip(")")
+        assert docker_engine.networks.list(names=[name]) and docker_engine.containers.list(filters={"name": f"^/{name}$"})
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 60 and (docker_engine.networks.list(names=[name]) or
+                                          docker_engine.containers.list(all=True, filters={"name": f"^/{name}$"})):
+        time.sleep(0.2)
+    took = time.monotonic() - t0
+    print(f"\ncontainer and network of the SIGKILLed validator gone {took:.1f}s after the kill")
+    assert not docker_engine.containers.list(all=True, filters={"name": f"^/{name}$"})
+    assert not docker_engine.networks.list(names=[name]), "its internal network is still there"
