@@ -6,8 +6,9 @@ An Airflow task process holds the deployment's secrets in its environment (``AIR
 and ``AIRFLOW_VAR_*``) and possibly ambient cloud credentials (``AWS_PROFILE``, ``AWS_*``). A step
 gets none of them: only what a program needs to run (paths, locale, temp folder, proxy and CA
 settings), the project's own settings (``TFS_RELEASE_*``), the Docker client's (``DOCKER_*``: the
-validate step starts its serving container), TensorFlow/BLAS tuning, and the S3 settings of the
-model's Airflow connection, which the caller passes in.
+validate step starts its serving container), TensorFlow/BLAS tuning, pip's (``PIP_*``: the worker
+env is built on first use), and the S3 settings of the model's Airflow connection, which the
+caller passes in.
 
 Stdlib only: importable at DAG parse time and testable without Airflow.
 """
@@ -22,7 +23,8 @@ STEP_ENV_NAMES = frozenset({
     "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "AWS_CA_BUNDLE",
     "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
 })
-STEP_ENV_PREFIXES = ("LC_", "TFS_RELEASE_", "DOCKER_", "TF_", "OMP_", "KMP_", "MKL_", "STANDIN_")
+# PIP_: bin/venv builds the worker env on first use (index and CA settings)
+STEP_ENV_PREFIXES = ("LC_", "TFS_RELEASE_", "DOCKER_", "TF_", "OMP_", "KMP_", "MKL_", "STANDIN_", "PIP_")
 
 
 def allowed(name: str) -> bool:

@@ -20,6 +20,7 @@ TASK_ENV = {  # what an Airflow task process of the compose stack / a worker has
     "TFS_RELEASE_CONFIG": "/cfg/models.yaml", "TFS_RELEASE_SERVING_NETWORK": "stack",
     "DOCKER_HOST": "unix:///var/run/docker.sock", "TF_CPP_MIN_LOG_LEVEL": "2", "OMP_NUM_THREADS": "2",
     "SLACK_WEBHOOK_URL": "https://hooks/secret", "GOOGLE_APPLICATION_CREDENTIALS": "/keys/sa.json",
+    "PIP_INDEX_URL": "https://mirror/simple",
 }
 S3 = {"AWS_ENDPOINT_URL": "http://s3:9000", "AWS_ACCESS_KEY_ID": "pipeline-key",
       "AWS_SECRET_ACCESS_KEY": "pipeline-secret", "AWS_REGION": "us-east-1"}
@@ -31,7 +32,7 @@ def test_only_allow_listed_names_and_the_connections_s3_settings_pass():
         "AWS_CA_BUNDLE": "/etc/ca.pem", "HTTPS_PROXY": "http://proxy:3128", "no_proxy": "localhost",
         "TFS_RELEASE_CONFIG": "/cfg/models.yaml", "TFS_RELEASE_SERVING_NETWORK": "stack",
         "DOCKER_HOST": "unix:///var/run/docker.sock", "TF_CPP_MIN_LOG_LEVEL": "2", "OMP_NUM_THREADS": "2",
-        **S3}
+        "PIP_INDEX_URL": "https://mirror/simple", **S3}
 
 
 def test_ambient_aws_credentials_never_pass_even_without_a_connection_value():
