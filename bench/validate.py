@@ -1,10 +1,18 @@
 """Benchmark: the serving side of validation.
 
-For a trained demo classifier (exported here from the cached demo checkpoint), measured in the
-same run: time from start to AVAILABLE and golden-request throughput over REST and gRPC, for
-the docker launcher (stand-in image) and for the bare stand-in process (the baseline).
+Two parts, each measured against a baseline in the same run:
+- ``launchers``: for a trained demo classifier (exported here from the cached demo checkpoint),
+  time from start to AVAILABLE and golden-request throughput over REST and gRPC, for the docker
+  launcher (stand-in image) and for the bare stand-in process (the baseline);
+- ``golden-size``: wall time of a whole validation (``validate_candidate`` in this process: download,
+  temporary server through the docker launcher with the stand-in image, batched golden requests,
+  latency sample, checks, report upload) of one small SavedModel against golden sets of 8, 100 and
+  500 images (``demo/shapes.py`` classification sets; labels set to the model's own answers so every
+  image passes), printing each size's ratio to the 8-image run (target: 500 images <= 3x) and, for
+  the largest set, the same validation with ``validation_batch_size: 1`` (one image per request).
 
-    python bench/validate.py [--rounds 3] [--requests 200]
+    python bench/validate.py [--part all|launchers|golden-size] [--rounds 3] [--requests 200]
+                             [--sizes 8,100,500]
 """
 from __future__ import annotations
 
@@ -16,6 +24,8 @@ import statistics
 import sys
 import tempfile
 import time
+
+import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -60,26 +70,18 @@ def measure(launcher, base: str, images, requests: int) -> dict:
         server.stop()
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--requests", type=int, default=200)
-    a = ap.parse_args()
-    import services
+def launchers(rounds: int, requests: int, image: str) -> dict:
     from exporters import golden
-    from standin.image import ensure_image
     from validation.launchers import DockerLauncher, ProcessLauncher
-    services.ensure_docker()
-    image = ensure_image()
     work = tempfile.mkdtemp(prefix="bench-validate-")
     try:
         base = export_classifier(os.path.join(work, "models"))
         images = golden.load(os.path.join(ROOT, "demo", "golden", "shapes-classifier") + "/").images
         res = {"docker": [], "process": []}
-        for r in range(a.rounds):
+        for r in range(rounds):
             order = [("docker", DockerLauncher(image, run_id="bench")), ("process", ProcessLauncher())]
             for name, launcher in (order if r % 2 == 0 else order[::-1]):
-                m = measure(launcher, base, images, a.requests)
+                m = measure(launcher, base, images, requests)
                 res[name].append(m)
                 print(f"  round {r} {name:7}: AVAILABLE after {m['available_s']:5.1f}s, REST {m['rest_rps']:6.1f} req/s, "
                       f"gRPC {m['grpc_rps']:6.1f} req/s", flush=True)
@@ -91,9 +93,155 @@ def main():
             print(f"{n:7}: gRPC {med[n]['grpc_rps']:.1f} req/s vs REST {med[n]['rest_rps']:.1f} req/s "
                   f"= {med[n]['grpc_rps'] / med[n]['rest_rps']:.2f}x")
         print(f"docker vs process throughput: REST {d['rest_rps'] / p['rest_rps']:.2f}x, gRPC {d['grpc_rps'] / p['grpc_rps']:.2f}x")
-        print(json.dumps({"bench": "validate", "medians": med, "rounds": a.rounds, "requests": a.requests}))
+        return {"medians": med, "rounds": rounds, "requests": requests}
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def small_classifier(path: str) -> str:
+    """A small conv net (two strided convolutions, 64x64 resize, 3 classes; fixed random weights):
+    real per-image compute, built in a second."""
+    import tensorflow as tf
+
+    class Net(tf.Module):
+        def __init__(self):
+            g = tf.random.Generator.from_seed(1)
+            self.c1 = tf.Variable(g.normal([3, 3, 3, 16]) * 0.3)
+            self.c2 = tf.Variable(g.normal([3, 3, 16, 32]) * 0.1)
+            self.d = tf.Variable(g.normal([32, 3]))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="inputs")])
+        def serve(self, inputs):
+            x = tf.image.resize(tf.cast(inputs, tf.float32) / 255.0, [64, 64])
+            x = tf.nn.relu(tf.nn.conv2d(x, self.c1, 2, "SAME"))
+            x = tf.nn.relu(tf.nn.conv2d(x, self.c2, 2, "SAME"))
+            logits = tf.matmul(tf.reduce_mean(x, axis=[1, 2]), self.d) * 10.0
+            return {"logits": logits, "probs": tf.nn.softmax(logits)}
+    net = Net()
+    tf.saved_model.save(net, path, signatures={"serving_default": net.serve})
+    return path
+
+
+def stage_golden_candidate(s3, serving, sm_src: str, n: int, work: str) -> tuple[str, str]:
+    """A golden set of ``n`` images labelled with the model's own answers, and a candidate staged as
+    the exporter stages it (reference answers, warmup file). Returns (golden dir, candidate uri)."""
+    import json as _json
+    import tensorflow as tf
+    from demo.shapes import write_golden_set
+    from exporters import golden as golden_mod
+    from exporters.reference import reference_answers, write_warmup
+    from registry.staging import stage
+    gdir = os.path.join(work, f"golden-{n}")
+    write_golden_set(gdir, "classification", n, seed=1000)
+    fn = tf.saved_model.load(sm_src).signatures["serving_default"]
+    g = golden_mod.load(gdir + "/", task="classification")
+    with open(os.path.join(gdir, "golden.json")) as fh:
+        doc = _json.load(fh)
+    for entry, img in zip(doc["images"], g.images):
+        entry["label"] = int(np.argmax(fn(inputs=tf.constant(img.image[None]))["probs"].numpy()[0]))
+    with open(os.path.join(gdir, "golden.json"), "w") as fh:
+        _json.dump(doc, fh)
+    g = golden_mod.load(gdir + "/", task="classification")
+    sm = os.path.join(work, f"sm-{n}")
+    shutil.copytree(sm_src, sm)
+    types = {"serving_default": "image_tensor"}
+    write_warmup(sm, "bench-cls", g, types)
+    ref = os.path.join(work, f"ref-{n}")
+    reference_answers({"serving_default": tf.saved_model.load(sm).signatures["serving_default"]}, g, types, ref)
+    uri = stage(s3, serving, sm, fields={"input_types": types, "task": "classification", "model": "bench-cls"},
+                extra_dirs={"reference": ref})
+    return gdir, uri
+
+
+def golden_sizes(rounds: int, sizes: list[int], image: str) -> dict:
+    import logging
+
+    import services
+    from registry.config import ModelConfig
+    from registry.s3 import S3Uri, make_client
+    from validation.validate import validate_candidate
+    logging.basicConfig(level=logging.WARNING)
+    work = tempfile.mkdtemp(prefix="bench-validate-golden-")
+    sw = services.start_seaweedfs(os.path.join(work, "s3"))
+    try:
+        s3 = make_client(endpoint_url=sw.endpoint, aws_access_key_id=sw.access_key,
+                         aws_secret_access_key=sw.secret_key, region_name="us-east-1")
+        s3.create_bucket(Bucket="serving")
+        serving = S3Uri("serving", "bench-cls/")
+        sm_src = small_classifier(os.path.join(work, "sm-src"))
+        cands = {n: stage_golden_candidate(s3, serving, sm_src, n, work) for n in sizes}
+        runs = [(n, None) for n in sizes] + [(max(sizes), 1)]  # last: the largest set one image per request
+        res: dict = {r: [] for r in runs}
+
+        def validate(n, bs):
+            gdir, uri = cands[n]
+            model = ModelConfig(name="bench-cls", serving=serving, task="classification", golden=gdir + "/",
+                                input_types={"serving_default": "image_tensor"},
+                                extra={"validation_batch_size": bs} if bs else {})
+            t = time.monotonic()
+            v = validate_candidate(s3, model, uri, launcher="docker", image=image)
+            if not v["passed"]:
+                raise SystemExit(f"validation of the {n}-image set failed: {v['reason']}")
+            return v, time.monotonic() - t
+
+        t = time.monotonic()
+        validate(min(sizes), None)  # untimed: the validator's one-time imports (great-expectations ~10 s)
+        print(f"  warm-up validation (one-time imports), not counted: {time.monotonic() - t:.1f}s", flush=True)
+        for r in range(rounds):
+            for n, bs in (runs if r % 2 == 0 else runs[::-1]):
+                v, wall = validate(n, bs)
+                req = v["golden_requests"]
+                m = {"wall_s": wall, "available_s": v["seconds_to_available"],
+                     "without_start_s": wall - v["seconds_to_available"],
+                     "golden_requests_s": sum(x["seconds"] for x in req.values()),
+                     "requests": sum(x["requests"] for x in req.values())}
+                res[(n, bs)].append(m)
+                print(f"  round {r} {n:4} images{' (batch 1)' if bs else '':10}: {wall:6.1f}s (AVAILABLE after "
+                      f"{m['available_s']:.1f}s, golden requests {m['golden_requests_s']:.1f}s in {m['requests']} "
+                      f"requests)", flush=True)
+        med = {k: {f: statistics.median(x[f] for x in ms) for f in ms[0]} for k, ms in res.items()}
+        base = med[(min(sizes), None)]["wall_s"]
+        for n in sizes:
+            w = med[(n, None)]["wall_s"]
+            print(f"{n:4} golden images: validation {w:.1f}s = {w / base:.2f}x the {min(sizes)}-image run"
+                  + (f" (target <= 3x: {'PASS' if w / base <= 3 else 'FAIL'})" if n == max(sizes) else ""))
+        pairs = [res[(max(sizes), None)][r]["wall_s"] / res[(min(sizes), None)][r]["wall_s"] for r in range(rounds)]
+        print(f"{max(sizes)} / {min(sizes)} images per round: " + ", ".join(f"{x:.2f}x" for x in pairs)
+              + f" (median {statistics.median(pairs):.2f}x)")
+        rest0 = med[(min(sizes), None)]["without_start_s"]
+        for n in sizes:
+            m = med[(n, None)]
+            print(f"{n:4} golden images without start -> AVAILABLE (the part most exposed to other load): "
+                  f"{m['without_start_s']:.1f}s = {m['without_start_s'] / rest0:.2f}x; golden requests "
+                  f"{m['golden_requests_s']:.2f}s in {m['requests']:.0f} requests")
+        one = med[(max(sizes), 1)]["wall_s"]
+        print(f"{max(sizes):4} golden images one per request (validation_batch_size: 1): {one:.1f}s = "
+              f"{one / base:.2f}x the {min(sizes)}-image run; batched / one-per-request = "
+              f"{med[(max(sizes), None)]['wall_s'] / one:.2f}x")
+        return {"medians": {f"{n}" + ("-batch1" if bs else ""): m for (n, bs), m in med.items()}, "rounds": rounds,
+                "ratio_per_round": pairs}
+    finally:
+        sw.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--part", choices=["all", "launchers", "golden-size"], default="all")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--requests", type=int, default=200)
+    ap.add_argument("--sizes", default="8,100,500", help="golden-set sizes, the first is the baseline")
+    a = ap.parse_args()
+    import services
+    from standin.image import ensure_image
+    services.ensure_docker()
+    image = ensure_image()
+    out = {"bench": "validate"}
+    if a.part in ("all", "golden-size"):
+        out["golden_size"] = golden_sizes(a.rounds, [int(x) for x in a.sizes.split(",")], image)
+    if a.part in ("all", "launchers"):
+        out["launchers"] = launchers(a.rounds, a.requests, image)
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

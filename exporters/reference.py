@@ -1,8 +1,11 @@
 """What the exporter ships beside the SavedModel:
 
-- ``reference/``: the model's own in-process answers for every golden image and signature
-  (``<signature>/<image>.npz``, one array per output, plus ``index.json``): the parity reference
-  for the served answers;
+- ``reference/``: the model's own in-process answers for every golden image and signature, the
+  parity reference for the served answers: one ``<signature>/answers.npz`` per signature (arrays
+  ``<image key>/<output>``, written as the batches come) plus ``index.json`` naming each image's
+  key. One file per signature, not per image: a golden set of hundreds of images is then a few
+  objects to stage and download, not hundreds. (Candidates staged before this layout, with one
+  ``<signature>/<image>.npz`` per image, still load.)
 - ``assets.extra/tf_serving_warmup_requests`` inside the SavedModel: PredictionLog records of
   single-image requests, ``WARMUP_RECORDS`` (32) at most over all signatures, images spread over the
   golden set. TF Serving replays every record before the version becomes AVAILABLE (and allows at
@@ -17,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import zipfile
 
 import numpy as np
 
@@ -27,6 +31,7 @@ from exporters.model_garden import INPUT_KEY
 MAX_WARMUP = 1000   # TF Serving's limit
 WARMUP_RECORDS = 32  # what the exporter writes at most: replayed at every load
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+ANSWERS = "answers.npz"
 
 
 def example_bytes(encoded: bytes) -> bytes:
@@ -50,10 +55,6 @@ def model_input(input_type: str, image) -> np.ndarray:
     if input_type == "tf_example":
         return np.array([example_bytes(image.encoded)], dtype=object)
     raise ValueError(f"unknown input type {input_type!r}")
-
-
-def _safe_stem(name: str) -> str:
-    return os.path.splitext(name.replace("/", "__"))[0]
 
 
 def _fixed_batch(fn) -> int | None:
@@ -84,22 +85,31 @@ def reference_answers(functions: dict, golden: GoldenSet, input_types: dict[str,
         fn = functions[sig]
         size = min(batch_size, _fixed_batch(fn) or batch_size)
         os.makedirs(os.path.join(out_dir, sig), exist_ok=True)
-        entries = {}
-        for idx in batching.plan_images(typ, golden.images, size):
-            group = [golden.images[i] for i in idx]
-            x = batching.stack([model_input(typ, g) for g in group])
-            outs = {k: v.numpy() for k, v in fn(**{INPUT_KEY: _tensor(x)}).items()}
-            calls += 1
-            for g, out in zip(group, batching.split(outs, len(group), what=f"signature {sig!r} (in process)")):
-                stem = _safe_stem(g.name)
-                np.savez(os.path.join(out_dir, sig, stem + ".npz"), **out)
-                entries[g.name] = stem + ".npz"
-        index["signatures"][sig] = {"input_type": typ, "files": entries}
+        keys = {}
+        # an .npz is a zip of .npy files: written one answer at a time, never all held in memory
+        with zipfile.ZipFile(os.path.join(out_dir, sig, ANSWERS), "w", zipfile.ZIP_STORED) as zf:
+            for idx in batching.plan_images(typ, golden.images, size):
+                x = batching.stack([model_input(typ, golden.images[i]) for i in idx])
+                outs = {k: v.numpy() for k, v in fn(**{INPUT_KEY: _tensor(x)}).items()}
+                calls += 1
+                for i, out in zip(idx, batching.split(outs, len(idx), what=f"signature {sig!r} (in process)")):
+                    for name, value in out.items():
+                        _write_npy(zf, f"{i}/{name}", value)
+                    keys[golden.images[i].name] = str(i)
+        index["signatures"][sig] = {"input_type": typ, "archive": f"{sig}/{ANSWERS}", "keys": keys}
     with open(os.path.join(out_dir, "index.json"), "w") as fh:
         json.dump(index, fh, indent=2, sort_keys=True)
     index["seconds"] = round(time.monotonic() - t0, 3)
     index["calls"] = calls
     return index
+
+
+def _write_npy(zf: zipfile.ZipFile, key: str, value) -> None:
+    arr = np.asarray(value)
+    if arr.dtype == object:  # string outputs: fixed-width bytes, loadable without pickle
+        arr = arr.astype(np.bytes_)
+    with zf.open(key + ".npy", "w", force_zip64=True) as fh:
+        np.lib.format.write_array(fh, arr, allow_pickle=False)
 
 
 def load_reference(ref_dir: str) -> dict:
@@ -109,7 +119,16 @@ def load_reference(ref_dir: str) -> dict:
     out = {}
     for sig, entry in index["signatures"].items():
         out[sig] = {}
-        for name, f in entry["files"].items():
+        if "archive" in entry:
+            by_key: dict = {}
+            from registry.s3 import local_path_for  # a path named by index.json stays inside ref_dir
+            with np.load(local_path_for(ref_dir, entry["archive"]), allow_pickle=False) as z:
+                for f in z.files:
+                    key, _, name = f.partition("/")
+                    by_key.setdefault(key, {})[name] = z[f]
+            out[sig] = {image: by_key.get(key, {}) for image, key in entry["keys"].items()}
+            continue
+        for name, f in entry["files"].items():  # one file per image (exporters before the archive)
             with np.load(os.path.join(ref_dir, sig, f), allow_pickle=False) as z:
                 out[sig][name] = {k: z[k] for k in z.files}
     return out

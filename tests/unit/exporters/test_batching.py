@@ -1,4 +1,6 @@
 """Batching golden images: which images share a request, and each image's answer split back out."""
+import os
+
 import numpy as np
 import pytest
 
@@ -92,3 +94,50 @@ def test_warmup_is_capped_whatever_the_golden_set_size():
     assert len(warmup_images(small, {"serving_default": "image_tensor"})) == 3  # no repeats
     many_sigs = {f"s{i}": "image_bytes" for i in range(40)}
     assert len(warmup_images(big, many_sigs)) == 40  # one per signature even past the cap
+
+
+def test_reference_archive_round_trip_and_the_older_per_image_layout(tmp_path):
+    """One answers.npz per signature, written batch by batch; load_reference reads it and the
+    per-image layout of candidates staged before it. (A fake signature function: numpy in, numpy out.)"""
+    import json
+
+    from exporters.reference import load_reference, reference_answers
+
+    class Fn:  # stands in for a concrete function: returns per-image sums and the batch size seen
+        structured_input_signature = ((), {})
+        calls = []
+
+        def __call__(self, inputs):
+            x = np.asarray(inputs)
+            self.calls.append(len(x))
+            return {"sum": _Np(x.reshape(len(x), -1).sum(axis=1).astype(np.float32)[:, None]),
+                    "name_bytes": _Np(np.array([b"x"] * len(x), dtype=object))}
+
+    images = [img(str(i), 2 + i % 2, 3) for i in range(5)]
+    for i, g in enumerate(images):
+        g.image[:] = i
+    gs = GoldenSet("classification", {0: "a"}, images, "x")
+    fn = Fn()
+    idx = reference_answers({"serving_default": fn}, gs, {"serving_default": "image_tensor"}, str(tmp_path / "r"),
+                            batch_size=2)
+    assert sorted(fn.calls) == [1, 2, 2] and idx["calls"] == 3  # shapes 2x3 (0,2,4) and 3x3 (1,3)
+    ref = load_reference(str(tmp_path / "r"))["serving_default"]
+    assert [float(ref[str(i)]["sum"][0, 0]) for i in range(5)] == [i * (2 + i % 2) * 3 * 3 for i in range(5)]
+    assert ref["3"]["sum"].shape == (1, 1) and ref["3"]["name_bytes"].tolist() == [b"x"]
+    assert os.listdir(tmp_path / "r" / "serving_default") == ["answers.npz"]
+    # the layout before the archive: one npz per image
+    old = tmp_path / "old"
+    (old / "sig").mkdir(parents=True)
+    np.savez(old / "sig" / "a.npz", probs=np.ones((1, 3)))
+    (old / "index.json").write_text(json.dumps({"signatures": {"sig": {"input_type": "image_tensor",
+                                                                        "files": {"a.png": "a.npz"}}}}))
+    assert load_reference(str(old))["sig"]["a.png"]["probs"].tolist() == [[1.0, 1.0, 1.0]]
+
+
+class _Np:
+    """What a TF function's output tensor offers: .numpy()."""
+    def __init__(self, a):
+        self.a = a
+
+    def numpy(self):
+        return self.a
