@@ -13,10 +13,14 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
+from exporters.reference import load_reference  # noqa: E402 - numpy only, no Model Garden
+
 
 def main(sm_dir, ref_dir, golden_dir):
     with open(os.path.join(ref_dir, "index.json")) as fh:
         index = json.load(fh)
+    reference = load_reference(ref_dir)
     worst = {}
     with tf.compat.v1.Session(graph=tf.Graph()) as sess:
         meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], sm_dir)
@@ -24,7 +28,7 @@ def main(sm_dir, ref_dir, golden_dir):
             sd = meta.signature_def[sig]
             feed_name = sd.inputs["inputs"].name
             fetches = {k: v.name for k, v in sd.outputs.items()}
-            for image, npz in entry["files"].items():
+            for image, ref in reference[sig].items():
                 with open(os.path.join(golden_dir, image), "rb") as fh:
                     encoded = fh.read()
                 typ = entry["input_type"]
@@ -37,8 +41,7 @@ def main(sm_dir, ref_dir, golden_dir):
                         "image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[encoded]))}))
                     x = np.array([ex.SerializeToString()], dtype=object)
                 got = sess.run(fetches, {feed_name: x})
-                ref = np.load(os.path.join(ref_dir, sig, npz))
-                for k in ref.files:
+                for k in ref:
                     d = float(np.max(np.abs(got[k].astype(np.float64) - ref[k].astype(np.float64)))) if ref[k].size else 0.0
                     worst[f"{sig}/{k}"] = max(worst.get(f"{sig}/{k}", 0.0), d)
     heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("official", "tf_keras", "keras", "tensorflow_models"))

@@ -32,7 +32,8 @@ def test_export_stages_a_serving_ready_candidate(export_env, model_env, s3, tmp_
     assert out["candidate"].startswith(f"s3://{model_env.serving}/{name}/_staging/")
     assert set(out["signatures"]) == set(input_types) and out["params_source"] == "params.yaml"
     n_golden = len(json.load(open(os.path.join(ROOT, "demo", "golden", name, "golden.json")))["images"])
-    assert out["warmup_records"] == n_golden * len(input_types)
+    # warmup: single images for every signature, 32 records at most whatever the golden set's size
+    assert out["warmup_records"] == min(n_golden, 32 // len(input_types)) * len(input_types) <= 32
     # candidate.json carries the exporter's manifest fields
     run = out["candidate"].rstrip("/").rsplit("/", 1)[-1]
     cand = json.loads(s3.get_object(Bucket=model_env.serving, Key=f"{name}/_staging/{run}/candidate.json")["Body"].read())
