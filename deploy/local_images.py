@@ -116,7 +116,8 @@ class Image:
 PROJECT = ("cli.py", "registry", "exporters", "validation", "standin", "config", "demo/golden")
 IMAGES = {
     "airflow": Image("TFSR_AIRFLOW_IMAGE", "tfs-release/airflow", "docker/airflow.Dockerfile", "airflow",
-                     ("requirements.txt", "cli.py", "registry", "config", "dags", "plugins", "docker/airflow-init.sh")),
+                     ("requirements.txt", "cli.py", "registry", "validation/__init__.py", "validation/sweep.py",
+                      "config", "dags", "plugins", "docker/airflow-init.sh")),
     "worker": Image("TFSR_WORKER_IMAGE", "tfs-release/worker", "docker/worker.Dockerfile", "worker",
                     ("requirements-worker.txt", *PROJECT, "docker/tfs-release.sh", "docker/create-buckets.py"),
                     serving_arg=True),

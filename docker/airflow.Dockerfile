@@ -15,6 +15,8 @@ RUN if [ "$INSTALL_REQUIREMENTS" = 1 ]; then pip install --no-cache-dir -r /opt/
 USER 0
 COPY cli.py /opt/tfs-release/cli.py
 COPY registry /opt/tfs-release/registry
+# the container sweep/reaper only (plugins' step-image operator); no TensorFlow here
+COPY validation/__init__.py validation/sweep.py /opt/tfs-release/validation/
 COPY config /opt/tfs-release/config
 COPY dags /opt/tfs-release/dags
 COPY plugins /opt/tfs-release/plugins
