@@ -22,8 +22,9 @@ COPY docker/tfs-release.sh /usr/local/bin/tfs-release
 COPY docker/create-buckets.py /usr/local/bin/tfs-release-create-buckets
 RUN chmod 0755 /usr/local/bin/tfs-release /usr/local/bin/tfs-release-create-buckets
 # The image the validator starts its temporary TF Serving from (config 'serving_image' and
-# --image take precedence); the local build passes the TF-Serving stand-in's tag.
-ARG SERVING_IMAGE=tensorflow/serving:2.19.0
+# --image take precedence); the local build passes the TF-Serving stand-in's tag. Keep it the TF
+# Serving release of the TensorFlow in requirements-worker.txt (validation checks the match).
+ARG SERVING_IMAGE=tensorflow/serving:2.20.0
 ENV PYTHONPATH=/opt/tfs-release \
     TFS_RELEASE_CONFIG=/opt/tfs-release/config/models.yaml \
     TFS_RELEASE_SERVING_IMAGE=${SERVING_IMAGE} \
