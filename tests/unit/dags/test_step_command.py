@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 
@@ -14,7 +15,7 @@ import pytest
 from tests.conftest import ROOT
 
 sys.path.insert(0, os.path.join(ROOT, "plugins"))
-from tfs_release_airflow.step_command import StepFailed, public, run_step, step_env  # noqa: E402
+from tfs_release_airflow.step_command import StepFailed, StepProcess, public, run_step, step_env  # noqa: E402
 
 S3_ENV = {"AWS_ENDPOINT_URL": "http://127.0.0.1:1", "AWS_ACCESS_KEY_ID": "AKIDTEST",
           "AWS_SECRET_ACCESS_KEY": "s3cr3t-never-logged", "AWS_REGION": "us-east-1"}
@@ -59,6 +60,15 @@ if model == "slow":
         open(os.environ["TFS_RELEASE_FAKE_RECORD"] + ".terminated", "w").close()
         sys.exit(143)
     signal.signal(signal.SIGTERM, bye)
+    print("ready", flush=True)
+    time.sleep(60)
+if model == "stubborn":  # ignores SIGTERM, and leaves a helper process in its group
+    import signal, subprocess
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    helper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    with open(os.environ["TFS_RELEASE_FAKE_RECORD"] + ".helper", "w") as fh:
+        fh.write(str(helper.pid))
+    print("ready", flush=True)
     time.sleep(60)
 """
 
@@ -162,3 +172,68 @@ def test_public_drops_presigned_urls():
     assert public({"report": "s3://b/r/index.html", "report_url": "http://x?X-Amz-Signature=1"}) == \
         {"report": "s3://b/r/index.html"}
 
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
+    except OSError:
+        return False
+
+
+def _wait_ready(proc: StepProcess):
+    for line in proc.lines():
+        if line == "ready":
+            return
+
+
+def test_stop_kills_a_step_that_ignores_sigterm_and_its_whole_group(fake, tmp_path):
+    """on_kill's path: SIGTERM to the step's process group, SIGKILL after the grace."""
+    proc = StepProcess([str(tmp_path / "tfs-release"), "export", "stubborn", "--result", str(tmp_path / "r.json")],
+                       dict(os.environ), cwd=str(tmp_path)).start()
+    _wait_ready(proc)
+    helper = int(open(str(fake.record_path) + ".helper").read())
+    assert os.getpgid(proc.pid) == proc.pid != os.getpgid(0)  # its own group, not the task's
+    t0 = time.monotonic()
+    proc.stop(grace_s=1.0)
+    took = time.monotonic() - t0
+    assert 0.9 < took < 5, took
+    assert not proc.running()
+    deadline = time.monotonic() + 5
+    while _alive(helper) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(helper), "the step's helper process outlived the stop"
+
+
+def test_the_step_dies_with_its_task_process(fake, tmp_path):
+    """A task process killed with SIGKILL (no on_kill runs): the kernel sends the step SIGTERM."""
+    task = subprocess.Popen([sys.executable, "-c", TASK.format(plugins=os.path.join(ROOT, "plugins"),
+                                                               fake=str(tmp_path / "tfs-release"),
+                                                               result=str(tmp_path / "r.json"))],
+                            stdout=subprocess.PIPE, text=True, env=dict(os.environ))
+    step_pid = int(task.stdout.readline())
+    task.send_signal(signal.SIGKILL)
+    task.wait()
+    deadline = time.monotonic() + 10
+    while _alive(step_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(step_pid), "the step outlived its task process"
+    assert os.path.exists(str(fake.record_path) + ".terminated")  # SIGTERM: its cleanup ran
+
+
+TASK = """
+import os, sys
+sys.path.insert(0, {plugins!r})
+from tfs_release_airflow.step_command import StepProcess
+proc = StepProcess([{fake!r}, "export", "slow", "--result", {result!r}], dict(os.environ)).start()
+for line in proc.lines():
+    if line == "ready":
+        break
+print(proc.pid, flush=True)
+proc.wait()
+"""
