@@ -70,7 +70,7 @@ def report_key(model_name: str, run: str, path: str):
     from registry.errors import BadInput
     from registry.layout import REPORTS
     from registry.s3 import check_key
-    cfg = config_mod.load(config_path())
+    cfg = config_mod.load(config_path(), strict=False)  # another model's bad entry must not hide these
     if model_name not in cfg.models:
         raise ReportNotFound(f"model {model_name!r} is not in the release config: no reports for it")
     model = cfg.models[model_name]
