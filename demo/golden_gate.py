@@ -51,7 +51,7 @@ def margin(task: str, golden_image, outputs: dict) -> tuple[float, float]:
     classification: p(label) and p(label) - the best other class's p (top-1 needs it > 0);
     segmentation: mIoU and mIoU - min_miou; detection: the worst of (score - min_score, IoU - min_iou)
     over the expected objects (matched with every prediction counted, highest score first) and
-    min_score - the best score of a prediction that matches no expected object."""
+    fp_min_score - the best score of a prediction that matches no expected object."""
     from validation import expectations
     e = golden_image.expect
     if task == "classification":
@@ -65,8 +65,9 @@ def margin(task: str, golden_image, outputs: dict) -> tuple[float, float]:
     m = expectations.match(e["boxes"], e["classes"], boxes, scores, classes, min_iou=e["min_iou"], min_score=0.0)
     worst = [min(scores[i] - e["min_score"], iou - e["min_iou"]) for i, _, iou in m.pairs]
     worst += [-e["min_score"]] * len(m.missed)
+    fp_score = e["min_score"] if e.get("fp_min_score") is None else e["fp_min_score"]
     if int(e.get("max_false_positives", 0)) == 0 and m.false_positives:
-        worst.append(e["min_score"] - float(max(scores[i] for i in m.false_positives)))
+        worst.append(fp_score - float(max(scores[i] for i in m.false_positives)))
     ious = [iou for _, _, iou in m.pairs]
     return (float(min(ious)) if ious else 0.0), float(min(worst)) if worst else 0.0
 

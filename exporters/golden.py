@@ -11,7 +11,8 @@ A golden set is a folder (or s3:// prefix) with ``golden.json`` and the files it
       "images": [
         # detection: predictions with score >= min_score are matched one to one to the expected
         # objects (highest score first, same class, IoU >= min_iou); every expected object must be
-        # matched and at most max_false_positives predictions may match nothing. Boxes are
+        # matched and at most max_false_positives predictions with score >= fp_min_score (default:
+        # min_score) may match nothing. Boxes are
         # [ymin, xmin, ymax, xmax] in pixels, max edges exclusive; [] boxes = nothing to find
         {"file": "0000.png", "boxes": [[28, 22, 65, 52]], "classes": [2]},
         {"file": "0001.png", "boxes": [], "classes": [], "max_false_positives": 1},
@@ -35,7 +36,8 @@ import numpy as np
 from registry.errors import BadInput
 
 SCHEMA = 1
-DEFAULTS = {"min_score": 0.5, "min_iou": 0.5, "min_miou": 0.5, "top_k": 1, "max_false_positives": 0}
+DEFAULTS = {"min_score": 0.5, "min_iou": 0.5, "min_miou": 0.5, "top_k": 1, "max_false_positives": 0,
+            "fp_min_score": None}
 
 
 class GoldenError(BadInput):
@@ -162,6 +164,10 @@ def load(source: str, *, task: str | None = None) -> GoldenSet:
         if isinstance(fp, bool) or not isinstance(fp, int) or fp < 0:
             raise GoldenError(f"{name}: max_false_positives must be an integer >= 0 (how many predictions "
                               f"with score >= min_score may match no expected object), got {fp!r}")
+        fs = expect["fp_min_score"]
+        if fs is not None and (isinstance(fs, bool) or not isinstance(fs, (int, float)) or not 0 <= fs <= 1):
+            raise GoldenError(f"{name}: fp_min_score must be a number in [0, 1] (the score from which an "
+                              f"unmatched prediction is a false positive; default min_score), got {fs!r}")
         gi = GoldenImage(name=name, encoded=data, image=img, expect=expect)
         if gtask == "detection":
             boxes, cls = e.get("boxes"), e.get("classes")

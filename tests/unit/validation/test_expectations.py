@@ -81,6 +81,21 @@ def test_every_object_found_plus_a_confident_false_box_fails():
     assert r["passed"] is True and "allowed 1" in r["detail"]
 
 
+def test_fp_min_score_finds_objects_at_a_low_score_and_still_fails_confident_false_boxes():
+    """min_score 0.1 finds an object the model saw at 0.2; an unmatched 0.3 box is not a false
+    positive under fp_min_score 0.5, an unmatched 0.6 box is."""
+    low = answer([A, B, [100, 100, 120, 120]], [0.9, 0.2, 0.3], [1, 2, 1])
+    r = ex.detection(low, expect([A, B], [1, 2]))                      # issue's default: one threshold
+    assert r["passed"] is False and r["numbers"]["missed"] == 1
+    r = ex.detection(low, expect([A, B], [1, 2], min_score=0.1, fp_min_score=0.5))
+    assert r["passed"] is True and r["numbers"]["false_positives"] == 0 and r["match"].false_positives == []
+    assert (r["numbers"]["found"], r["numbers"]["fp_min_score"]) == (2, 0.5)
+    confident = answer([A, B, [100, 100, 120, 120]], [0.9, 0.2, 0.6], [1, 2, 1])
+    r = ex.detection(confident, expect([A, B], [1, 2], min_score=0.1, fp_min_score=0.5))
+    assert r["passed"] is False and r["match"].false_positives == [2]
+    assert "1 false positive(s) with score >= 0.5" in r["detail"]
+
+
 def test_duplicates_of_one_object_give_one_match_and_false_positives():
     dup = [[10, 10, 30, 31], [10, 10, 30, 30], [11, 10, 30, 30]]   # IoUs 0.952, 1.0, 0.95
     out = answer(dup, [0.9, 0.8, 0.7], [1, 1, 1])
