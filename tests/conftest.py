@@ -111,3 +111,17 @@ def docker_engine():
     client = docker.from_env(timeout=120)
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def trained():
+    """kind -> local folder of the demo trainer's checkpoints that passed their golden set (trained
+    once per session under CI, see pytest_configure above; else from the checkpoint cache)."""
+    from demo import checkpoint_cache
+    cache = {}
+
+    def get(kind):
+        if kind not in cache:
+            cache[kind] = checkpoint_cache.get(kind)
+        return cache[kind]
+    return get

@@ -17,20 +17,6 @@ KINDS = {
 }
 
 
-@pytest.fixture(scope="session")
-def trained():
-    """kind -> local folder of the demo trainer's checkpoints that passed their golden set (trained
-    once per session under CI, see tests/conftest.py; else from the checkpoint cache)."""
-    from demo import checkpoint_cache
-    cache = {}
-
-    def get(kind):
-        if kind not in cache:
-            cache[kind] = checkpoint_cache.get(kind)
-        return cache[kind]
-    return get
-
-
 def upload_checkpoints(s3, bucket, prefix, folder, *, skip=()):
     from demo.checkpoint_cache import checkpoint_files
     for f in checkpoint_files(folder):
