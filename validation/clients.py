@@ -158,24 +158,19 @@ class GrpcClient:
         return {k: tf.make_ndarray(v) for k, v in resp.outputs.items()}
 
 
-def predict_images(client, signature: str, input_type: str, images: list, *, batch_size: int,
-                   in_flight: int = 2) -> tuple[list[dict], int]:
+def predict_images(client, signature: str, input_type: str, images: list, *, batch_size: int) -> tuple[list[dict], int]:
     """Every golden image's answer ({output: [1, ...]}, in the order of ``images``), asked in
     batches of at most ``batch_size`` (same-shaped images only for image_tensor; see
-    exporters/batching.py), ``in_flight`` requests at a time (the client encodes the next batch
-    while the server works on the previous one). Returns (answers, number of requests).
-    Raises ServingError."""
-    from concurrent.futures import ThreadPoolExecutor
-
+    exporters/batching.py). Returns (answers, number of requests). Raises ServingError."""
     from exporters import batching
     from exporters.reference import model_input
+    answers: list = [None] * len(images)
     groups = batching.plan_images(input_type, images, batch_size)
-
-    def ask(idx: list[int]) -> list[dict]:
+    for idx in groups:
         x = batching.stack([model_input(input_type, images[i]) for i in idx])
         try:
-            return batching.split(client.predict(signature, input_type, x), len(idx),
-                                  what=f"the {client.protocol} answer of signature {signature!r}")
+            parts = batching.split(client.predict(signature, input_type, x), len(idx),
+                                   what=f"the {client.protocol} answer of signature {signature!r}")
         except batching.BatchError as exc:
             raise ServingError(str(exc)) from None
         except ServingError as exc:
@@ -183,16 +178,8 @@ def predict_images(client, signature: str, input_type: str, images: list, *, bat
                 raise
             raise ServingError(f"{exc} (the request carried a batch of {len(idx)} golden images; if the model "
                                "cannot take batches, set validation_batch_size: 1 for it)") from None
-
-    answers: list = [None] * len(images)
-    pool = ThreadPoolExecutor(max_workers=max(1, in_flight), thread_name_prefix=f"golden-{client.protocol}")
-    try:
-        futures = [pool.submit(ask, idx) for idx in groups]
-        for idx, fut in zip(groups, futures):
-            for i, part in zip(idx, fut.result()):
-                answers[i] = part
-    finally:  # on an error or SIGTERM: drop what has not started, do not wait for what has
-        pool.shutdown(wait=False, cancel_futures=True)
+        for i, part in zip(idx, parts):
+            answers[i] = part
     return answers, len(groups)
 
 
