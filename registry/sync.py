@@ -39,7 +39,7 @@ from registry.transfer import RemoteFile, download_files
 log = logging.getLogger(__name__)
 HEALTH_FILE = ".tfs-release-sync.json"
 STALE_INTERVALS = 3    # sync-health: stale after this many intervals without a successful round
-MIN_MAX_AGE_S = 30.0
+MIN_MAX_AGE_S = 120.0  # a passing S3 hiccup or a container restart next door is not "unhealthy"
 
 
 @dataclass

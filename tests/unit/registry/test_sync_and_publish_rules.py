@@ -75,8 +75,9 @@ def _record(tmp_path, **kw):
 
 @pytest.mark.parametrize("kw,now,max_age,healthy,says", [
     ({}, 1010.0, None, True, "last successful round 10s ago"),
-    ({}, 1031.0, None, False, "wrote no heartbeat for 31s (> 30s)"),            # default: max(3*5, 30) = 30
-    ({"interval_s": 20.0}, 1059.0, None, True, "last successful round 59s ago"),  # 3*20 = 60
+    ({}, 1121.0, None, False, "wrote no heartbeat for 121s (> 120s)"),          # default: max(3*5, 120) = 120
+    ({}, 1119.0, None, True, "last successful round 119s ago"),
+    ({"interval_s": 60.0}, 1179.0, None, True, "last successful round 179s ago"),  # 3*60 = 180
     ({}, 1010.0, 5.0, False, "wrote no heartbeat for 10s (> 5s)"),
     ({"heartbeat_unix": 1009.0, "problems": ["listing empty"]}, 1010.0, 5.0, False,
      "no successful sync round within 5s (last: 10s ago); versions [3]; problems: listing empty"),
