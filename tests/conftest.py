@@ -33,6 +33,24 @@ def pytest_configure(config):
     if fresh and not os.environ.get("TFS_RELEASE_CHECKPOINTS"):
         import tempfile
         os.environ["TFS_RELEASE_CHECKPOINTS"] = tempfile.mkdtemp(prefix="tfsr-fresh-checkpoints-")
+        config._tfsr_fresh_training = True
+
+
+def pytest_sessionstart(session):
+    """Fresh training happens once, before the first test (so no test's timeout pays for it), and
+    says how long each model took; a model that passes its golden set with no seed stops the run."""
+    if not getattr(session.config, "_tfsr_fresh_training", False) or session.config.option.collectonly:
+        return
+    import time
+
+    from demo import checkpoint_cache
+    tr = session.config.pluginmanager.get_plugin("terminalreporter")
+    for kind in ("classification", "segmentation", "detection"):
+        t0 = time.monotonic()
+        folder = checkpoint_cache.get(kind)
+        if tr is not None:
+            tr.write_line(f"fresh demo {kind} model (trained from nothing, passed its golden set) in "
+                          f"{time.monotonic() - t0:.0f}s: {folder}")
 
 
 @pytest.fixture(scope="session")

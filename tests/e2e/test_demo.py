@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import ROOT
 
-pytestmark = [pytest.mark.slow, pytest.mark.docker]
+pytestmark = [pytest.mark.slow, pytest.mark.docker, pytest.mark.timeout(2400)]
 
 
 def test_demo_publishes_three_models_skips_and_alerts(s3_env, docker_engine, standin_image, trained, tmp_path):
