@@ -35,7 +35,19 @@ from registry.s3 import make_client  # noqa: E402
 
 KINDS = {"shapes-classifier": "classification", "shapes-segmenter": "segmentation",
          "shapes-detector": "detection"}
-SERVING_IMAGE = "tensorflow/serving:2.19.0"
+
+
+def _serving_image() -> str:
+    """The real TF Serving image for the TensorFlow the exporter runs (validation/serving_image.py)."""
+    from validation.serving_image import default_image
+    try:
+        import importlib.metadata as md
+        return default_image(md.version("tensorflow"))
+    except Exception:  # noqa: BLE001 - no TensorFlow metadata: the validator's own fallback
+        return default_image(None)
+
+
+SERVING_IMAGE = _serving_image()
 DEMO = os.environ.get("TFS_RELEASE_DEMO_DIR") or os.path.join(ROOT, ".run", "demo")
 BASE_PATH = os.path.join(DEMO, "model_base_path")
 EMAIL_TO = "ml-oncall@example.com"
