@@ -114,8 +114,9 @@ def render() -> str:
         parts.append("| random weights | " + " | ".join(
             [f"**{'pass' if g['passed'] else 'FAIL'}** ({g['failed']} failed check(s)); "
              f"{_fmt_metrics(kind, g['metrics'])}"] + [""] * (len(seeds) - 1)) + " |")
-        parts.append("| training wall time | " + " | ".join(f"{r['seeds'][s]['train_seconds']:.0f} s"
-                                                          for s in seeds) + " |")
+        parts.append("| training wall time (shared, loaded machine) | " + " | ".join(
+            f"{r['seeds'][s]['train_seconds']:.0f} s" if r["seeds"][s]["train_seconds"] >= 1 else "(folder reused)"
+            for s in seeds) + " |")
         parts.append("")
         parts.append(f"Every golden image of the final checkpoints: {METRIC[kind]} and margin "
                      f"({MARGIN[kind]}); worst first by the lowest margin over the seeds.\n")
