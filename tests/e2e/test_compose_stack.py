@@ -98,7 +98,10 @@ def _wait(pred, timeout, what, interval=1.0):
 def _wait_run(api, dag, run_id, token, timeout) -> dict:
     """The DAG run once it is final (success or failed), polled over the REST API."""
     def finished():
-        r = _http("GET", f"{api}/api/v2/dags/{dag}/dagRuns/{run_id}", token=token)
+        try:
+            r = _http("GET", f"{api}/api/v2/dags/{dag}/dagRuns/{run_id}", token=token)
+        except (TimeoutError, ConnectionError, urllib.error.URLError):
+            return None  # a busy API server that answers late is polled again, not a failed run
         return r if r["state"] in ("success", "failed") else None
     return _wait(finished, timeout, f"run {run_id}", interval=3)
 
