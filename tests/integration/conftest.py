@@ -54,3 +54,15 @@ def copy_golden(tmp_path, name):
     dst = tmp_path / f"golden-{name}"
     shutil.copytree(os.path.join(ROOT, "demo", "golden", name), dst)
     return dst
+
+
+@pytest.fixture
+def cls_env(model_env):
+    """model_env configured as a classification model with the demo golden set."""
+    name = "shapes-classifier"
+    cfg = {"task": "classification", "serving": f"s3://{model_env.serving}/{name}/", "golden": os.path.join(ROOT, "demo", "golden", name),
+           "input_types": {"serving_default": "image_tensor"}, "input_size": [64, 64]}
+    with open(model_env.config, "w") as fh:
+        yaml.safe_dump({"models": {name: cfg}}, fh)
+    model_env.name = name
+    return model_env

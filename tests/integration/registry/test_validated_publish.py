@@ -6,7 +6,6 @@ import json
 import os
 
 import pytest
-import yaml
 
 from registry.s3 import S3Uri
 from registry.staging import candidate_digest
@@ -17,14 +16,6 @@ GOLDEN_CLS = os.path.join(ROOT, "demo", "golden", "shapes-classifier")
 NAME = "shapes-classifier"
 
 
-@pytest.fixture
-def cls_env(model_env):
-    cfg = {"task": "classification", "serving": f"s3://{model_env.serving}/{NAME}/", "golden": GOLDEN_CLS,
-           "input_types": {"serving_default": "image_tensor"}, "input_size": [64, 64]}
-    with open(model_env.config, "w") as fh:
-        yaml.safe_dump({"models": {NAME: cfg}}, fh)
-    model_env.name = NAME
-    return model_env
 
 
 def _verdict(s3, env, cand):

@@ -3,7 +3,6 @@ from __future__ import annotations
 import os
 
 import pytest
-import yaml
 
 from tests.conftest import ROOT
 
@@ -17,13 +16,3 @@ def standin_image(docker_engine):
     return ensure_image()
 
 
-@pytest.fixture
-def cls_env(model_env):
-    """model_env configured as a classification model with the demo golden set."""
-    name = "shapes-classifier"
-    cfg = {"task": "classification", "serving": f"s3://{model_env.serving}/{name}/", "golden": GOLDEN_CLS,
-           "input_types": {"serving_default": "image_tensor"}, "input_size": [64, 64]}
-    with open(model_env.config, "w") as fh:
-        yaml.safe_dump({"models": {name: cfg}}, fh)
-    model_env.name = name
-    return model_env
