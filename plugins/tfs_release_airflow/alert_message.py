@@ -11,6 +11,21 @@
     report:      https://reports.internal/serving/shapes-classifier/_reports/<run>/index.html
     airflow run: http://airflow.internal:8080/dags/release__shapes-classifier/runs/manual__...
 
+A candidate blocked by the regression gate (``verdict["regression"]``, validation/regression.py)
+says so, against which baseline, with the metric deltas and the worst images:
+
+    [tfs-release] shapes-classifier: release FAILED at validate (blocked by the regression gate vs v3)
+    ...
+    regression:  BLOCKED by the regression gate against baseline v3 (registry)
+    summary:     blocked: accuracy 1.000 -> 0.927 (-0.073 > 0.02); 11 of 150 images regressed ...
+    metric deltas (baseline -> candidate):
+      - accuracy: 1 -> 0.927 (-0.073) REGRESSED
+    flips:       11 of 150 images regressed, 0 fixed (rate 0.0733, limit 0)
+    worst images (5 of 11):
+      - 0097.png: label circle -> square; p(label) 0.99 -> 0.12
+
+An accepted regression (the ``accept_regression`` param) says so with its reason.
+
 Stdlib only (no Airflow): ``alerts.py`` gathers the facts from the Airflow context, this module
 only formats them, so the format is testable anywhere.
 """
@@ -24,6 +39,8 @@ from urllib.parse import quote
 MAX_CHECKS = 10  # failed checks listed in full; the report has every one
 MAX_DETAIL = 300
 MAX_REASON = 500
+MAX_METRICS = 8  # metric deltas listed (regressed ones first); the report has every one
+MAX_WORST = 5    # worst regressed images listed
 _URL = re.compile(r"(https?://[^\s<>\"']+)")
 
 
@@ -44,6 +61,7 @@ class Alert:
     report: str | None = None       # s3:// uri of the report
     report_link: str | None = None  # what a human opens (base URL or presigned)
     version: int | None = None      # success: the published version
+    regression: dict | None = None  # the verdict's "regression" (the gate against the baseline)
 
 
 def one_line(text: object, limit: int) -> str:
@@ -77,10 +95,72 @@ def report_url(report_uri: str, base_url: str) -> str:
     return f"{base_url.rstrip('/')}/{bucket}/{quote(key)}"
 
 
+def _baseline_version(reg: dict) -> str:
+    return str((reg.get("baseline") or {}).get("version", "?"))
+
+
 def subject(a: Alert) -> str:
+    status = (a.regression or {}).get("status")
     if a.event == "success":
-        return f"[tfs-release] {a.model}: version {a.version} published"
-    return f"[tfs-release] {a.model}: release FAILED at {a.task_id or 'the run'}"
+        tail = " (regression accepted)" if status == "accepted" else ""
+        return f"[tfs-release] {a.model}: version {a.version} published{tail}"
+    tail = f" (blocked by the regression gate vs v{_baseline_version(a.regression)})" if status == "blocked" else ""
+    return f"[tfs-release] {a.model}: release FAILED at {a.task_id or 'the run'}{tail}"
+
+
+def fmt_delta(m: dict) -> str:
+    """``name: baseline -> candidate (delta)``, marked when the gate counts it as a regression."""
+    delta = m.get("delta")
+    if delta is None and isinstance(m.get("baseline"), (int, float)) and isinstance(m.get("candidate"), (int, float)):
+        delta = m["candidate"] - m["baseline"]
+    d = "n/a" if delta is None else (f"{delta:+.4g}" if isinstance(delta, float) else f"{delta:+d}"
+                                     if isinstance(delta, int) else str(delta))
+    return (f"{m.get('name', '?')}: {fmt_number(m.get('baseline'))} -> {fmt_number(m.get('candidate'))} ({d})"
+            + (" REGRESSED" if m.get("regressed") else ""))
+
+
+def regression_lines(reg: dict | None) -> list[str]:
+    """The regression gate's part of the message (nothing for verdicts without one)."""
+    if not reg:
+        return []
+    status = reg.get("status")
+    base = reg.get("baseline") or {}
+    if status == "no baseline" or not base:
+        return [f"regression:  {'no baseline (first release of this model)' if status == 'no baseline' else status}"]
+    against = f"baseline v{_baseline_version(reg)}" + (f" ({base['source']})" if base.get("source") else "")
+    if status == "blocked":
+        lines = [f"regression:  BLOCKED by the regression gate against {against}"]
+    elif status == "accepted":
+        lines = [f"regression:  a regression against {against} was ACCEPTED",
+                 f"accepted:    {one_line(reg.get('accepted_reason') or '(no reason given)', MAX_REASON)}"]
+    else:
+        return [f"regression:  {status} against {against}"]
+    if reg.get("summary"):
+        lines.append(f"summary:     {one_line(reg['summary'], MAX_REASON)}")
+    metrics = sorted(reg.get("metrics") or [], key=lambda m: not m.get("regressed"))
+    if metrics:
+        lines.append("metric deltas (baseline -> candidate):")
+        lines += [f"  - {one_line(fmt_delta(m), MAX_DETAIL)}" for m in metrics[:MAX_METRICS]]
+        if len(metrics) > MAX_METRICS:
+            lines.append(f"  (+{len(metrics) - MAX_METRICS} more in the report)")
+    fl = reg.get("flips")
+    if fl:
+        lim = (reg.get("limits") or {}).get("max_flip_rate")
+        lines.append(f"flips:       {fl.get('regressed', '?')} of {fl.get('images', '?')} images regressed, "
+                     f"{fl.get('fixed', '?')} fixed (rate {fmt_number(fl.get('rate'))}"
+                     + (f", limit {fmt_number(lim)})" if lim is not None else ")"))
+    if status == "blocked":
+        failures = reg.get("failures") or []
+        if failures:
+            lines.append("blocked because:")
+            lines += [f"  - {one_line(f, MAX_DETAIL)}" for f in failures[:MAX_CHECKS]]
+        worst = reg.get("worst") or []
+        if worst:
+            n = (fl or {}).get("regressed", len(worst))
+            lines.append(f"worst images ({min(len(worst), MAX_WORST)} of {n}):")
+            lines += [f"  - {w.get('image', '?')}: {one_line(w.get('summary') or '', MAX_DETAIL)}"
+                      for w in worst[:MAX_WORST]]
+    return lines
 
 
 def text(a: Alert) -> str:
@@ -95,6 +175,7 @@ def text(a: Alert) -> str:
         lines.append(f"failed task: {task}" + (f" (try {a.try_number})" if a.try_number else ""))
         if a.reason:
             lines.append(f"reason:      {one_line(a.reason, MAX_REASON)}")
+    lines += regression_lines(a.regression)
     failed = [c for c in a.checks if not c.get("passed", True)]
     if failed:
         lines.append(f"failed checks ({len(failed)} of {len(a.checks)}):")
