@@ -1,6 +1,6 @@
 """gRPC API of the TF-Serving stand-in, with tensorflow-serving-api's generated stubs:
-PredictionService.Predict / GetModelMetadata and ModelService.GetModelStatus. Other methods
-(Classify, Regress, MultiInference, HandleReloadConfigRequest) answer UNIMPLEMENTED."""
+PredictionService.Predict / GetModelMetadata and ModelService.GetModelStatus /
+HandleReloadConfigRequest. Other methods (Classify, Regress, MultiInference) answer UNIMPLEMENTED."""
 from __future__ import annotations
 
 import logging
@@ -61,6 +61,25 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
             return self.core.model_status(spec.name, version)
         except ServingError as err:
             context.abort(err.grpc_code, err.message)
+
+    def HandleReloadConfigRequest(self, request, context):
+        """ModelServiceImpl::HandleReloadConfigRequest: ServerCore::ReloadConfig with the given
+        config (it replaces the running one; a later poll of --model_config_file may replace it again)."""
+        from tensorflow_serving.apis import model_management_pb2
+        try:
+            if request.config.WhichOneof("config") != "model_config_list":
+                raise ServingError(INVALID_ARGUMENT, "ServerModelConfig type not supported by "
+                                                     "HandleReloadConfigRequest. Only ModelConfigList is currently supported")
+            for index, c in enumerate(request.config.model_config_list.config):
+                log.info("[stand-in] Config entry index : %d path : %s name : %s platform : %s", index, c.base_path,
+                         c.name, c.model_platform)
+            self.core.reload_config(request.config)
+        except ServingError as err:
+            log.error("[stand-in] ReloadConfig failed: %s", err.message)
+            context.abort(err.grpc_code, err.message)
+        resp = model_management_pb2.ReloadConfigResponse()
+        resp.status.error_code = 0
+        return resp
 
 
 def make_server(core: Core, host: str, port: int, max_threads: int) -> tuple[grpc.Server, int]:

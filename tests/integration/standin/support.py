@@ -119,7 +119,7 @@ class StandinProcess:
         with open(self.log_path, "rb") as f:
             return f.read().decode("utf-8", "replace")
 
-    def wait_available(self, version: int | None = None, timeout: float = 120) -> float:
+    def wait_available(self, version: int | None = None, timeout: float = 120, model: str = MODEL) -> float:
         """Polls GET /v1/models/<name> (connection refused while loading, as with TF Serving) until
         AVAILABLE; returns seconds since start."""
         deadline = time.monotonic() + timeout
@@ -127,7 +127,7 @@ class StandinProcess:
             if self.proc.poll() is not None:
                 raise AssertionError(f"stand-in exited {self.proc.returncode}:\n{self.log()}")
             try:
-                code, body = get(f"{self.rest}/v1/models/{MODEL}")
+                code, body = get(f"{self.rest}/v1/models/{model}")
                 if code == 200 and any(s["state"] == "AVAILABLE" and (version is None or s["version"] == str(version))
                                        for s in body["model_version_status"]):
                     return time.monotonic() - self.t_start
@@ -136,17 +136,17 @@ class StandinProcess:
             time.sleep(0.2)
         raise AssertionError(f"not AVAILABLE within {timeout}s:\n{self.log()}")
 
-    def wait_state(self, version: int, state: str, timeout: float = 60) -> dict:
+    def wait_state(self, version: int, state: str, timeout: float = 60, model: str = MODEL) -> dict:
         deadline = time.monotonic() + timeout
         last = None
         while time.monotonic() < deadline:
-            code, body = get(f"{self.rest}/v1/models/{MODEL}/versions/{version}")
+            code, body = get(f"{self.rest}/v1/models/{model}/versions/{version}")
             if code == 200:
                 last = body["model_version_status"][0]
                 if last["state"] == state:
                     return last
             time.sleep(0.2)
-        raise AssertionError(f"version {version} not {state} within {timeout}s (last {last}):\n{self.log()}")
+        raise AssertionError(f"{model} version {version} not {state} within {timeout}s (last {last}):\n{self.log()}")
 
     def stop(self, timeout: float = 15) -> float:
         """SIGTERM; returns seconds until the process exited."""
@@ -192,7 +192,7 @@ class GrpcClient:
         self.model_stub = model_service_pb2_grpc.ModelServiceStub(self.channel)
 
     def predict(self, inputs: dict, signature: str = "", name: str = MODEL, version: int | None = None,
-                output_filter=()):
+                output_filter=(), label: str | None = None):
         import tensorflow as tf
         from tensorflow_serving.apis import predict_pb2
         req = predict_pb2.PredictRequest()
@@ -201,15 +201,19 @@ class GrpcClient:
             req.model_spec.signature_name = signature
         if version is not None:
             req.model_spec.version.value = version
+        if label is not None:
+            req.model_spec.version_label = label
         for k, v in inputs.items():
             req.inputs[k].CopyFrom(tf.make_tensor_proto(v))
         req.output_filter.extend(output_filter)
         return self.predict_stub.Predict(req, timeout=30)
 
-    def metadata(self, name: str = MODEL):
+    def metadata(self, name: str = MODEL, label: str | None = None):
         from tensorflow_serving.apis import get_model_metadata_pb2
         req = get_model_metadata_pb2.GetModelMetadataRequest()
         req.model_spec.name = name
+        if label is not None:
+            req.model_spec.version_label = label
         req.metadata_field.append("signature_def")
         return self.predict_stub.GetModelMetadata(req, timeout=30)
 
@@ -220,6 +224,14 @@ class GrpcClient:
         if version is not None:
             req.model_spec.version.value = version
         return self.model_stub.GetModelStatus(req, timeout=30)
+
+    def reload_config(self, config_text: str):
+        """ModelService.HandleReloadConfigRequest with a text-format ModelServerConfig."""
+        from google.protobuf import text_format
+        from tensorflow_serving.apis import model_management_pb2
+        req = model_management_pb2.ReloadConfigRequest()
+        text_format.Parse(config_text, req.config)
+        return self.model_stub.HandleReloadConfigRequest(req, timeout=60)
 
     def close(self):
         self.channel.close()

@@ -97,6 +97,6 @@ def test_model_needing_non_serving_ops_fails_to_start(py_function_model, tmp_pat
         s.stop()
     log = s.log()
     assert rc == 255, log
-    assert "Failed to start server. Error: UNKNOWN: 1 model(s) did not become available" in log
+    assert "Failed to start server. Error: UNKNOWN: 1 servable(s) did not become available" in log
     assert "{name: tiny version: 1} due to error: NOT_FOUND: Op type not registered 'EagerPyFunc'" in log
     assert "Running gRPC ModelServer" not in log and _refused(s.rest_port)
