@@ -67,10 +67,10 @@ class Core:
             for name in old_names - {m.name for m in new.models}:
                 self.managers[name].configure(None, None)
             self.config = new
-            if wait and added and not first:
+            if wait and added:
                 errors = self.wait_until_reached(added)
                 if errors:
-                    raise ServingError(UNKNOWN, unavailable_message(errors, "model(s)"))
+                    raise ServingError(UNKNOWN, unavailable_message(errors, "servable(s)" if first else "model(s)"))
             log.info("[stand-in] Finished adding/updating models")
             log.info("[stand-in] Finished reloading config")
             return added

@@ -323,3 +323,27 @@ def test_a_bad_config_file_stops_the_start(tmp_path, text, error):
     if text and text.startswith("model_config_list { config { name: 'tiny'"):
         assert "Error parsing text-format tensorflow.serving.ModelServerConfig: 1:" in proc.stderr
     assert "TensorFlow" not in proc.stderr and took < 30  # refused before the TensorFlow import
+
+
+def test_starts_with_no_model_then_loads_what_the_file_adds(tiny_models, tmp_path, images, refs):
+    """An empty config (no models yet) opens the ports at once; a model written into the file later
+    is loaded at the next poll."""
+    tiny = tmp_path / MODEL
+    tiny.mkdir()
+    copy_version(tiny_models["v1"], str(tiny), 5)
+    config = str(tmp_path / "models.config")
+    write(config, "model_config_list { }")
+    s = StandinProcess(None, str(tmp_path / "standin.log"), model_name=None,
+                       extra=[f"--model_config_file={config}", "--model_config_file_poll_wait_seconds=1"])
+    try:
+        wait_for("ports open", lambda: "Exporting HTTP/REST API" in s.log(), s, timeout=120)
+        code, body = get(f"{s.rest}/v1/models/{MODEL}")
+        assert (code, body) == (404, {"error": "Could not find any versions of model tiny"})
+        t0 = time.monotonic()
+        write(config, config_text(model(MODEL, tiny)))
+        s.wait_available(5, timeout=60)
+        print(f"model added by a config rewrite AVAILABLE {time.monotonic() - t0:.2f} s after the rewrite")
+        np.testing.assert_allclose(mean_of(s, images), refs["v1"], atol=TOL, rtol=0)
+        assert LOAD_LINE.search(s.log()).group(1, 2) == (MODEL, "5")
+    finally:
+        s.stop()
