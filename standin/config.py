@@ -199,8 +199,9 @@ def check(proto, old: ServerConfig = EMPTY) -> ServerConfig:
     for m in entries:
         platform = platform_of(m)
         if m.name in old_platforms and old_platforms[m.name] != platform:
-            raise ServingError(INVALID_ARGUMENT, f"Illegal to change a model's platform. For model {m.name} platform "
-                                                 f"was {old_platforms[m.name]} and new platform requested is {platform}")
+            raise ServingError(INVALID_ARGUMENT, f"Illegal to change a model's platform. For model {m.name} "
+                                                 f"platform was {old_platforms[m.name]} and new platform requested "
+                                                 f"is {platform}")
         models.append(ModelConfig(m.name, m.base_path, platform, VersionPolicy.from_proto(m.model_version_policy),
                                   tuple(sorted((k, int(v)) for k, v in m.version_labels.items()))))
     for m in models:  # CreateStoragePathRoutes

@@ -68,8 +68,8 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         from tensorflow_serving.apis import model_management_pb2
         try:
             if request.config.WhichOneof("config") != "model_config_list":
-                raise ServingError(INVALID_ARGUMENT, "ServerModelConfig type not supported by "
-                                                     "HandleReloadConfigRequest. Only ModelConfigList is currently supported")
+                raise ServingError(INVALID_ARGUMENT, "ServerModelConfig type not supported by HandleReloadConfigRequest."
+                                                     " Only ModelConfigList is currently supported")
             for index, c in enumerate(request.config.model_config_list.config):
                 log.info("[stand-in] Config entry index : %d path : %s name : %s platform : %s", index, c.base_path,
                          c.name, c.model_platform)

@@ -226,7 +226,8 @@ def test_all_versions_and_a_model_swapped(env, images, refs):
 
 
 @pytest.mark.parametrize("text,message", [
-    ("model_config_list { config { nmae: 'x' } }", "Failed to read ModelServerConfig file: Invalid protobuf file: '{config}'"),
+    ("model_config_list { config { nmae: 'x' } }",
+     "Failed to read ModelServerConfig file: Invalid protobuf file: '{config}'"),
     (config_text(model(MODEL, "tiny")), "PollFilesystemAndReloadConfig failed to ReloadConfig: Expected model tiny to "
                                         "have an absolute path or URI; got base_path()=tiny"),
     (config_text(model(MODEL, "/a"), model(MODEL, "/b")),

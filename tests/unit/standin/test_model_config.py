@@ -114,8 +114,10 @@ def test_refused_configs(text, code, message):
 
 
 def test_uris_and_deprecated_model_type_are_accepted():
-    c = check(config_text(entry("a", base_path="s3://bucket/a"), entry("b", platform=None, extra="model_type: TENSORFLOW")))
-    assert [(m.base_path, m.platform) for m in c.models] == [("s3://bucket/a", "tensorflow"), ("/models/m", "tensorflow")]
+    c = check(config_text(entry("a", base_path="s3://bucket/a"),
+                          entry("b", platform=None, extra="model_type: TENSORFLOW")))
+    assert [(m.base_path, m.platform) for m in c.models] == [("s3://bucket/a", "tensorflow"),
+                                                             ("/models/m", "tensorflow")]
 
 
 def test_transitions():
