@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "'serving_image', else tensorflow/serving)")
     p.add_argument("--deadline", type=float, help="seconds to wait for AVAILABLE (default 180)")
     p.add_argument("--report-dir", help="also keep the report here")
+    p.add_argument("--accept-regression", metavar="REASON", default="",
+                   help="pass although the regression gate (vs the version production serves) blocks it; "
+                        "the reason is recorded in the verdict, the manifest and the alert")
 
     p = cmd("release", "all steps without Airflow: checkpoint -> export -> validate -> publish")
     p.add_argument("model")
@@ -64,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="export and validate, but do not publish")
     p.add_argument("--launcher", choices=["docker", "process"], default="docker")
     p.add_argument("--image", help="serving image for the docker launcher")
+    p.add_argument("--accept-regression", metavar="REASON", default="",
+                   help="publish although the regression gate blocks it (recorded; --force does not do this)")
 
     p = cmd("stage", "stage a local SavedModel folder as a candidate; prints its staging uri")
     p.add_argument("model")
@@ -178,7 +183,7 @@ def run(args) -> dict:
                                deadline_s=args.deadline or model.extra.get("validation_deadline_s", 180),
                                tolerance=model.extra.get("tolerance", 1e-3),
                                latency_budget_ms=model.extra.get("latency_budget_ms"),
-                               report_dir=args.report_dir)
+                               report_dir=args.report_dir, accept_regression=args.accept_regression)
         if not args.json:
             print(f"{'PASSED' if v['passed'] else 'FAILED'}: report {v['report']}")
         if not v["passed"]:
@@ -295,8 +300,9 @@ def release(args, model) -> dict:
     verdict = validate_candidate(client, model, exported["candidate"], launcher=args.launcher, image=args.image,
                                  deadline_s=model.extra.get("validation_deadline_s", 180),
                                  tolerance=model.extra.get("tolerance", 1e-3),
-                                 latency_budget_ms=model.extra.get("latency_budget_ms"))
-    out = {"skipped": False, "checkpoint": ck.uri, "candidate": exported["candidate"], "passed": verdict["passed"],
+                                 latency_budget_ms=model.extra.get("latency_budget_ms"),
+                                 accept_regression=args.accept_regression)
+    out = {"skipped": False, "regression": (verdict.get("regression") or {}).get("summary"), "checkpoint": ck.uri, "candidate": exported["candidate"], "passed": verdict["passed"],
            "report": verdict["report"], "report_url": verdict.get("report_url"), "reason": verdict["reason"]}
     if not verdict["passed"]:
         print(f"tfs-release release: validation failed: {verdict['reason']}", file=sys.stderr)

@@ -9,9 +9,13 @@ Two parts, each measured against a baseline in the same run:
   latency sample, checks, report upload) of one small SavedModel against golden sets of 8, 100 and
   500 images (``demo/shapes.py`` classification sets; labels set to the model's own answers so every
   image passes), printing each size's ratio to the 8-image run (target: 500 images <= 3x) and, for
-  the largest set, the same validation with ``validation_batch_size: 1`` (one image per request).
+  the largest set, the same validation with ``validation_batch_size: 1`` (one image per request);
+- ``baseline``: the same validation (100 golden images) of one candidate without a baseline (a
+  model's first release, the baseline of this part) and with one (the regression gate: a published
+  version loaded beside it in the same server, empty -> baseline -> both for the memory readings,
+  the baseline's answers to every golden image, interleaved latency; target: at most 1.6x).
 
-    python bench/validate.py [--part all|launchers|golden-size] [--rounds 3] [--requests 200]
+    python bench/validate.py [--part all|launchers|golden-size|baseline] [--rounds 3] [--requests 200]
                              [--sizes 8,100,500]
 """
 from __future__ import annotations
@@ -225,9 +229,60 @@ def golden_sizes(rounds: int, sizes: list[int], image: str) -> dict:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def with_baseline(rounds: int, n: int, image: str) -> dict:
+    import logging
+
+    import services
+    from registry.config import ModelConfig
+    from registry.publish import publish
+    from registry.s3 import S3Uri, make_client
+    from validation.validate import validate_candidate
+    logging.basicConfig(level=logging.WARNING)
+    work = tempfile.mkdtemp(prefix="bench-validate-baseline-")
+    sw = services.start_seaweedfs(os.path.join(work, "s3"))
+    try:
+        s3 = make_client(endpoint_url=sw.endpoint, aws_access_key_id=sw.access_key,
+                         aws_secret_access_key=sw.secret_key, region_name="us-east-1")
+        s3.create_bucket(Bucket="serving")
+        first, gated = S3Uri("serving", "first/"), S3Uri("serving", "gated/")
+        sm_src = small_classifier(os.path.join(work, "sm-src"))
+        gdir, cand_first = stage_golden_candidate(s3, first, sm_src, n, work)
+        _, base = stage_golden_candidate(s3, gated, sm_src, n, os.path.join(work, "b"))
+        publish(s3, gated, "bench-cls", base, allow_unvalidated=True)
+        _, cand_gated = stage_golden_candidate(s3, gated, sm_src, n, os.path.join(work, "c"))
+
+        def validate(serving, uri):
+            model = ModelConfig(name="bench-cls", serving=serving, task="classification", golden=gdir + "/",
+                                input_types={"serving_default": "image_tensor"})
+            t = time.monotonic()
+            v = validate_candidate(s3, model, uri, launcher="docker", image=image)
+            if not v["passed"]:
+                raise SystemExit(f"validation failed: {v['reason']}")
+            return v, time.monotonic() - t
+
+        validate(first, cand_first)  # untimed: one-time imports
+        runs = {"without": (first, cand_first), "with": (gated, cand_gated)}
+        res = {k: [] for k in runs}
+        for r in range(rounds):
+            for k in (list(runs) if r % 2 == 0 else list(runs)[::-1]):
+                v, wall = validate(*runs[k])
+                res[k].append(wall)
+                g = v["regression"]
+                extra = (f"; gate {g['status']}, memory MB {g['memory_mb']}, loads {g['load_seconds']}"
+                         if k == "with" else "")
+                print(f"  round {r} {k:7} baseline: {wall:6.1f}s{extra}", flush=True)
+        w, wo = statistics.median(res["with"]), statistics.median(res["without"])
+        print(f"validation of {n} golden images with a baseline {w:.1f}s vs without {wo:.1f}s = {w / wo:.2f}x "
+              f"(target <= 1.6x: {'PASS' if w / wo <= 1.6 else 'FAIL'})")
+        return {"with_s": res["with"], "without_s": res["without"], "ratio": w / wo, "images": n}
+    finally:
+        sw.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--part", choices=["all", "launchers", "golden-size"], default="all")
+    ap.add_argument("--part", choices=["all", "launchers", "golden-size", "baseline"], default="all")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--sizes", default="8,100,500", help="golden-set sizes, the first is the baseline")
@@ -241,6 +296,8 @@ def main():
         out["golden_size"] = golden_sizes(a.rounds, [int(x) for x in a.sizes.split(",")], image)
     if a.part in ("all", "launchers"):
         out["launchers"] = launchers(a.rounds, a.requests, image)
+    if a.part in ("all", "baseline"):
+        out["baseline"] = with_baseline(a.rounds, 100, image)
     print(json.dumps(out))
 
 

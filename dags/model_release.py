@@ -93,6 +93,11 @@ def params_for(model: config_mod.ModelConfig) -> dict[str, Param]:
                        description="release even if this checkpoint is already published"),
         "dry_run": Param(False, type="boolean", title="Dry run",
                          description="export and validate, but do not publish"),
+        "accept_regression": Param(
+            "", type="string", maxLength=500, title="Accept a regression (reason)",
+            description="empty: a candidate the regression gate blocks (worse than the version production "
+                        "serves) is not published. A reason here publishes it anyway; the reason goes "
+                        "into the verdict, the version's manifest and the alert. force does not do this."),
         "launcher": Param(model.extra.get("launcher", "docker"), type="string", enum=LAUNCHERS,
                           title="Serving launcher",
                           description="where the temporary TF Serving runs during validation"),
@@ -107,8 +112,12 @@ Newest complete checkpoint under `{model.checkpoints}` → skip when already pub
 TF Serving (golden set `{model.golden}`) → publish the next version under `{model.serving}` and
 emit an Asset event for it (extra: `version`).
 
+Validation compares the candidate with the version production serves (the regression gate): a
+candidate that is worse is not published.
+
 Trigger with params: **checkpoint** (a `s3://.../ckpt-N`, empty for the newest), **force**,
-**dry_run** (validate, publish nothing), **launcher** (`docker` or `process`). S3 connection:
+**dry_run** (validate, publish nothing), **accept_regression** (a reason: publish although the
+regression gate blocks it; recorded), **launcher** (`docker` or `process`). S3 connection:
 `{model.extra.get("conn_id", "aws_default")}`. Same steps without Airflow:
 `tfs-release release {model.name}`.
 """
@@ -195,6 +204,7 @@ def build_dag(model: config_mod.ModelConfig, config_path: str,
                         "--run-id", "{{ run_id }}-t{{ ti.try_number }}", execution_timeout=seconds(t.export),
                         doc_md="Export the checkpoint to a staged candidate SavedModel (worker env).")
         verdict = step("validate", "--candidate", pulled("export", "candidate"), "--launcher", "{{ params.launcher }}",
+                       "--accept-regression={{ params.accept_regression or '' }}",
                        execution_timeout=seconds(t.validate), pool=pool.name, pool_slots=1,
                        failed_result_key="verdict",  # a failed verdict (checks, report) for the alerts
                        doc_md="Validate the candidate in a temporary TF Serving (worker env; one slot of "

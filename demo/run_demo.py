@@ -2,7 +2,8 @@
 
   a training job writes checkpoints -> DAG release__<model> (newest complete checkpoint -> Model
   Garden export -> validation in a temporary TF Serving -> publish the next version, Asset event)
-  for the three demo models -> a second run finds nothing new and skips -> a broken checkpoint
+  for the three demo models -> an earlier detector checkpoint, released on purpose, is blocked by the
+  regression gate (worse than the published version) -> a second run finds nothing new and skips -> a broken checkpoint
   fails validation, publishes nothing and alerts (Slack webhook + e-mail, to local receivers) ->
   tfs-release sync fills a TF Serving model_base_path.
 
@@ -293,6 +294,8 @@ def main() -> int:
             out.expect(state == "success" and (pub or ck.get("published_as") is not None),
                        f"release__{name} publishes its checkpoint (run {state}; task logs in {home}/logs, {af.log})")
 
+        regression_step(af, cfg, client, sinks, conf, out)
+
         name = "shapes-classifier"
         say(f"== {name}: the DAG runs again with no new checkpoint")
         with out.phase(f"{name}: run with nothing new"):
@@ -372,6 +375,52 @@ def main() -> int:
         return 1
     say("Demo done: every expected outcome happened.")
     return 0
+
+
+def regression_step(af, cfg, client, sinks, conf: dict, out) -> None:
+    """An earlier, under-trained checkpoint of the detector, released on purpose (the `checkpoint`
+    param) after the final one: the regression gate blocks it against the published version, even
+    where it would pass the absolute golden checks; nothing is published, the alerts say why."""
+    name = "shapes-detector"
+    m = cfg.model(name)
+    cks = [c for c in cli("checkpoints", name)["checkpoints"] if c.get("step") and c.get("complete", True)]
+    versions_before = [v["version"] for v in cli("versions", name)["versions"]]
+    if len(cks) < 2 or not versions_before:
+        out.expect(False, f"{name}: a published version and an earlier checkpoint to show the regression gate")
+        return
+    final = max(c["step"] for c in cks)
+    earlier = min((c for c in cks if c["step"] < final), key=lambda c: abs(c["step"] - final / 2))
+    say(f"== {name}: someone releases an earlier checkpoint ({_short(earlier['uri'])}, step {earlier['step']} of "
+        f"{final}) with the `checkpoint` param; production serves v{versions_before[-1]}")
+    with out.phase(f"{name}: earlier checkpoint vs production (regression gate)"):
+        n_mail, n_hook = len(sinks.mails), len(sinks.webhooks)
+        run_id, state, tasks, dt = af.dags_test(f"release__{name}", {**conf, "checkpoint": earlier["uri"]})
+        say(f"   {state} in {dt:.0f}s  ({_tasks(tasks)})")
+        verdict = af.xcom(f"release__{name}", run_id, "validate", key="verdict") or {}
+        gate = verdict.get("regression") or {}
+        other = [c for c in verdict.get("checks", []) if not c.get("passed", True)
+                 and not c.get("name", "").startswith(("regression:", "compatibility:"))]
+        say(f"   regression gate vs v{(gate.get('baseline') or {}).get('version')}: {gate.get('summary')}")
+        for row in gate.get("metrics", []):
+            say(f"      {row['name']:10} v{(gate.get('baseline') or {}).get('version')} {row['baseline']:.3f}  "
+                f"candidate {row['candidate']:.3f}  ({row['delta']:+.3f}){'  REGRESSED' if row.get('regressed') else ''}")
+        say("   the absolute checks (golden images, floors, parity): "
+            + ("all passed: only the comparison with production blocks it" if not other else
+               f"{len(other)} failed too, e.g. {other[0].get('name')}: {other[0].get('detail')}"))
+        after = [v["version"] for v in cli("versions", name)["versions"]]
+        arrived = sinks.wait(mails=n_mail + 1, webhooks=n_hook + 1, timeout=60)
+    out.rows.append({"model": name, "run": f"earlier ckpt-{earlier['step']} (param)",
+                     "checkpoint": _short(earlier["uri"]),
+                     "verdict": f"BLOCKED by the regression gate" if gate.get("status") == "blocked" else
+                     _verdict(verdict, tasks), "version": "none (nothing published)" if after == versions_before
+                     else f"{after}", "report": verdict.get("report")})
+    out.expect(state == "failed" and gate.get("status") == "blocked",
+               f"the regression gate blocks {name} ckpt-{earlier['step']} (run {state}, gate {gate.get('status')})")
+    out.expect(after == versions_before, f"nothing published from the earlier checkpoint (versions {after})")
+    out.expect(arrived, "the blocked run's e-mail and Slack alerts arrive")
+    for hook in sinks.webhooks[n_hook:]:
+        first = (hook.payload.get("text") or "").splitlines()[:1]
+        say(f"   Slack: {first[0] if first else hook.payload}\n      {hook.file}")
 
 
 def _gate_summary(folder: str) -> str:

@@ -88,6 +88,7 @@ def export_candidate(client, model: ModelConfig, *, checkpoint_uri: str | None =
             "experiment": model.experiment, "input_types": model.input_types,
             "input_size": list(model.input_size), "exporter": versions(), "signatures": signatures,
             "golden": {"source": golden.source, "images": len(golden.images)},
+            "labels": {str(k): v for k, v in (golden.classes or {}).items()},  # the model's label map
             "warmup_records": warmup, "variables": restored["variables"],
         }
         uri = staging.stage(client, model.serving, sm_dir, run_id=run_id, fields=fields,

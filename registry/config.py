@@ -23,7 +23,7 @@ KNOWN_KEYS = {
     "input_size", "batch_size", "schedule", "output_normalized_coordinates", "timeouts",
     "class_dtype", "latency_budget_ms", "conn_id", "owner", "tags", "launcher",
     "tolerance", "alerts", "serving_image", "validation_deadline_s", "report_base_url",
-    "staging_keep_days", "validation_batch_size", "latency_samples",
+    "staging_keep_days", "validation_batch_size", "latency_samples", "regression", "production",
     "min_map", "min_ap50", "min_accuracy", "min_miou_set",
 }
 # keys that were accepted once but nothing reads: refused with what to use instead
@@ -282,6 +282,10 @@ def parse_model(name: str, raw: Any, *, base_dir: str = ".") -> ModelConfig:
             kw["extra"][key] = float(v)
     if raw.get("report_base_url") is not None:
         kw["extra"]["report_base_url"] = _http_base(name, "report_base_url", raw["report_base_url"])
+    if raw.get("regression") is not None:
+        kw["extra"]["regression"] = parse_regression(name, raw["regression"])
+    if raw.get("production") is not None:
+        kw["extra"]["production"] = parse_production(name, raw["production"])
     if raw.get("validation_deadline_s") is not None:
         v = raw["validation_deadline_s"]
         if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
@@ -292,6 +296,70 @@ def parse_model(name: str, raw: Any, *, base_dir: str = ".") -> ModelConfig:
     if raw.get("timeouts") is not None:
         kw["timeouts"] = parse_timeouts(name, raw["timeouts"])
     return ModelConfig(**kw)
+
+
+REGRESSION_LIMITS = {
+    "max_metric_drop": "the largest drop of a gated golden-set metric (accuracy, AP@0.5, mAP, set mIoU), e.g. 0.02",
+    "max_flip_rate": "the largest share of golden images the baseline passes and the candidate fails, e.g. 0.0",
+    "max_latency_ratio": "the largest p50 latency of the candidate over the baseline's, e.g. 1.5",
+    "max_memory_ratio": "the largest memory of the candidate over the baseline's, e.g. 2.0",
+    "serving_memory_limit_mb": "the memory (MB) baseline and candidate may take together in one server",
+}
+
+
+def parse_production(name: str, raw: Any) -> dict:
+    """``models.<name>.production``: the production TF Serving replicas,
+    ``{endpoints: [{rest: http://host:8501, grpc: host:8500}, ...], confirm_deadline_s: 600}``."""
+    where = f"models.{name}.production"
+    shape = "{endpoints: [{rest: http://host:8501, grpc: host:8500}, ...], confirm_deadline_s: 600}"
+    if not isinstance(raw, dict) or set(raw) - {"endpoints", "confirm_deadline_s"}:
+        raise ConfigError(f"{where} must be {shape}, got {raw!r}")
+    eps = raw.get("endpoints")
+    if not isinstance(eps, list) or not eps:
+        raise ConfigError(f"{where}.endpoints must be a non-empty list of {{rest: http://host:8501, grpc: "
+                          f"host:8500}} (one per TF Serving replica), got {eps!r}")
+    out = []
+    for i, ep in enumerate(eps):
+        if not isinstance(ep, dict) or not ep or set(ep) - {"rest", "grpc"}:
+            raise ConfigError(f"{where}.endpoints[{i}] must be {{rest: http://host:8501, grpc: host:8500}} "
+                              f"(either or both), got {ep!r}")
+        e = {}
+        if ep.get("rest") is not None:
+            e["rest"] = _http_base(name, f"production.endpoints[{i}].rest", ep["rest"])
+        if ep.get("grpc") is not None:
+            g = ep["grpc"]
+            host, _, port = str(g).rpartition(":")
+            if not isinstance(g, str) or not host or not port.isdigit() or "/" in g:
+                raise ConfigError(f"{where}.endpoints[{i}].grpc must be host:port (e.g. tf-serving:8500), got {g!r}")
+            e["grpc"] = g
+        out.append(e)
+    deadline = raw.get("confirm_deadline_s", 600)
+    if not isinstance(deadline, (int, float)) or isinstance(deadline, bool) or deadline <= 0:
+        raise ConfigError(f"{where}.confirm_deadline_s must be a number of seconds > 0, got {deadline!r}")
+    return {"endpoints": out, "confirm_deadline_s": float(deadline)}
+
+
+def parse_regression(name: str, raw: Any) -> dict:
+    """``models.<name>.regression``: the regression gate's limits (validation/regression.py)."""
+    where = f"models.{name}.regression"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a mapping of limits ({', '.join(REGRESSION_LIMITS)}), got {raw!r}")
+    unknown = set(raw) - set(REGRESSION_LIMITS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))}; the limits are "
+                          f"{', '.join(REGRESSION_LIMITS)}")
+    out = {}
+    for k, v in raw.items():
+        if v is None and k == "serving_memory_limit_mb":
+            out[k] = None
+            continue
+        number = isinstance(v, (int, float)) and not isinstance(v, bool)
+        lo_ok = number and ((v >= 0) if k in ("max_metric_drop", "max_flip_rate") else (v > 0))
+        if not lo_ok or (k == "max_flip_rate" and v > 1):
+            raise ConfigError(f"{where}.{k} must be a number{' from 0 to 1' if k == 'max_flip_rate' else ' > 0' if not k.startswith('max_metric') else ' >= 0'} "
+                              f"({REGRESSION_LIMITS[k]}), got {v!r}")
+        out[k] = float(v)
+    return out
 
 
 def parse_timeouts(name: str, raw: Any) -> Timeouts:

@@ -39,6 +39,7 @@ def build(*, model: str, version: int, run_id: str, files: list[dict], candidate
         "params_digest": candidate.get("params_digest"),
         "exporter": candidate.get("exporter"),
         "signatures": candidate.get("signatures"),
+        "labels": candidate.get("labels"),  # class id -> name (the regression gate compares them)
         "task": candidate.get("task"),
         "files": sorted(files, key=lambda f: f["path"]),
         "validation": validation,

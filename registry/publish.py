@@ -260,6 +260,11 @@ def publish(client, serving: S3Uri, model: str, candidate_uri: str, *, allow_unv
                              "Run `tfs-release validate` first, or pass --unvalidated to publish anyway.")
     validation = ({"verdict": "passed", "report": verdict.get("report")} if verdict
                   else {"verdict": "not-validated", "report": None})
+    gate = (verdict or {}).get("regression") or {}
+    if gate:  # what the regression gate said, and who accepted a regression, and why
+        validation["regression"] = {"status": gate.get("status"), "summary": gate.get("summary"),
+                                    "baseline": (gate.get("baseline") or {}).get("version"),
+                                    "accepted_reason": gate.get("accepted_reason")}
     return publish_files(client, serving, model, run_id=run_id or run, src_bucket=cand.bucket,
                          src_prefix=cand.prefix + SAVED_MODEL, files=body["files"], candidate=body,
                          validation=validation, candidate_uri=candidate_uri, digest=digest)

@@ -1,7 +1,7 @@
 """Which version does production serve, and its files for the regression gate.
 
 The baseline is what production TF Serving answers with now: when the model's config names
-production endpoints (``production: {rest: [http://tf-serving:8501, ...]}``), the highest version
+production endpoints (``production: {endpoints: [{rest: http://tf-serving:8501}, ...]}``), the highest version
 they report AVAILABLE (the one TF Serving's *latest* policy serves); when none answers, or the
 config names none, the newest committed version in the registry (what the sync sidecars serve once
 they caught up). A version production reports that the registry does not hold is an error: the gate

@@ -55,9 +55,17 @@ def _gc_paused():
 class RestClient:
     protocol = "REST"
 
-    def __init__(self, host: str, port: int, model: str, *, timeout: float = 60):
-        self.base = f"http://{host}:{port}/v1/models/{model}"
-        self.model, self.timeout = model, timeout
+    def __init__(self, host: str, port: int, model: str, *, timeout: float = 60, version: int | None = None):
+        # version: every call addresses /versions/N (several versions loaded in one server)
+        self.server = f"http://{host}:{port}/v1/models/{model}"
+        self.base = self.server + (f"/versions/{int(version)}" if version is not None else "")
+        self.model, self.timeout, self.version = model, timeout, version
+
+    def at(self, version: int | None) -> "RestClient":
+        """The same server, addressing one version."""
+        host_port = self.server.split("/")[2]
+        host, port = host_port.rsplit(":", 1)
+        return RestClient(host, int(port), self.model, timeout=self.timeout, version=version)
 
     def _call(self, url: str, body: dict | None = None) -> dict:
         data = None if body is None else json.dumps(body).encode()
@@ -110,18 +118,31 @@ class RestClient:
 class GrpcClient:
     protocol = "gRPC"
 
-    def __init__(self, host: str, port: int, model: str, *, timeout: float = 60):
+    def __init__(self, host: str, port: int, model: str, *, timeout: float = 60, version: int | None = None,
+                 _channel=None):
         import grpc
         from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
-        self.channel = grpc.insecure_channel(f"{host}:{port}", options=[
+        self._owns_channel = _channel is None
+        self.channel = _channel or grpc.insecure_channel(f"{host}:{port}", options=[
             ("grpc.max_receive_message_length", 256 * 1024 * 1024),
             ("grpc.max_send_message_length", 256 * 1024 * 1024)])
         self.predictions = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
         self.models = model_service_pb2_grpc.ModelServiceStub(self.channel)
-        self.model, self.timeout = model, timeout
+        self.model, self.timeout, self.version = model, timeout, version
+        self._addr = (host, port)
+
+    def at(self, version: int | None) -> "GrpcClient":
+        """The same server (and channel), addressing one version (ModelSpec.version)."""
+        return GrpcClient(*self._addr, self.model, timeout=self.timeout, version=version, _channel=self.channel)
+
+    def _spec(self, spec) -> None:
+        spec.name = self.model
+        if self.version is not None:
+            spec.version.value = int(self.version)
 
     def close(self):
-        self.channel.close()
+        if self._owns_channel:
+            self.channel.close()
 
     def _rpc(self, fn, req):
         import grpc
@@ -133,7 +154,7 @@ class GrpcClient:
     def status(self) -> list[dict]:
         from tensorflow_serving.apis import get_model_status_pb2
         req = get_model_status_pb2.GetModelStatusRequest()
-        req.model_spec.name = self.model
+        self._spec(req.model_spec)
         resp = self._rpc(self.models.GetModelStatus, req)
         return [{"version": int(v.version), "state": get_model_status_pb2.ModelVersionStatus.State.Name(v.state),
                  "error": v.status.error_message} for v in resp.model_version_status]
@@ -141,14 +162,14 @@ class GrpcClient:
     def metadata(self) -> dict:
         from tensorflow_serving.apis import get_model_metadata_pb2
         req = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
-        req.model_spec.name = self.model
+        self._spec(req.model_spec)
         return signatures_from_grpc_metadata(self._rpc(self.predictions.GetModelMetadata, req))
 
     def predict(self, signature: str, input_type: str, x: np.ndarray) -> dict:
         import tensorflow as tf
         from tensorflow_serving.apis import predict_pb2
         req = predict_pb2.PredictRequest()
-        req.model_spec.name = self.model
+        self._spec(req.model_spec)
         req.model_spec.signature_name = signature
         if x.dtype == object:
             req.inputs[INPUT_KEY].CopyFrom(tf.make_tensor_proto(list(x), dtype=tf.string, shape=x.shape))
@@ -207,3 +228,21 @@ def wait_available(client, *, deadline_s: float, alive=lambda: None, poll: float
             last = f"{type(exc).__name__}: {exc}"
         time.sleep(poll)
     raise TimeoutError(f"model not AVAILABLE within {deadline_s:.0f}s (last: {last})")
+
+
+def wait_listening(client, *, deadline_s: float, alive=lambda: None, poll: float = 0.3) -> None:
+    """Poll until the REST port answers at all (any HTTP status: a server started with no model
+    loaded answers 404 for it). Raises TimeoutError."""
+    deadline = time.monotonic() + deadline_s
+    last = "no answer yet"
+    while time.monotonic() < deadline:
+        alive()
+        try:
+            client.status()
+            return
+        except ServingError:
+            return  # an HTTP answer: the server is up
+        except (OSError, urllib.error.URLError) as exc:
+            last = f"{type(exc).__name__}: {exc}"
+        time.sleep(poll)
+    raise TimeoutError(f"the server did not open its REST port within {deadline_s:.0f}s (last: {last})")

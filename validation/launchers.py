@@ -41,6 +41,10 @@ log = logging.getLogger(__name__)
 LABEL = "tfs-release.role"
 # a temporary server validates one fixed version: a failed load is final, not retried a minute later
 SERVER_ARGS = ["--max_num_load_retries=0", "--file_system_poll_wait_seconds=1"]
+# with a model config file (several versions in one server, validation/validate.py): where it is,
+# relative to the model base folder, and how often the server re-reads it
+CONFIG_NAME = "models.config"
+CONFIG_ARGS = ["--model_config_file_poll_wait_seconds=1"]
 ROLE = "validation"
 NETWORK_ENV = "TFS_RELEASE_SERVING_NETWORK"
 SERVING_USER = "65534:65534"  # nobody:nogroup: reads the (world-readable) model, writes only its tmpfs
@@ -78,6 +82,24 @@ class Server:
     _stop: object = field(repr=False, default=None)
     _logs: object = field(repr=False, default=None)
     _alive: object = field(repr=False, default=None)
+    _config: object = field(repr=False, default=None)
+    _memory: object = field(repr=False, default=None)
+
+    def update_config(self, text: str) -> None:
+        """Replace the server's model config file (it re-reads it every
+        --model_config_file_poll_wait_seconds). Only for servers started with a config."""
+        if self._config is None:
+            raise LauncherError("this server was started without --model_config_file")
+        self._config(text)
+
+    def memory_mb(self) -> float | None:
+        """The server's memory now (container: cgroup usage without page cache, as `docker stats`
+        shows it; process: resident set size), None when it cannot be read."""
+        try:
+            return self._memory() if self._memory else None
+        except Exception as exc:  # noqa: BLE001 - a reading is best effort
+            log.info("memory of %s unreadable: %s", self.describe, exc)
+            return None
 
     def logs(self, tail: int = 80) -> str:
         try:
@@ -139,7 +161,10 @@ class DockerLauncher:
             log.info("swept %d leftover validation container(s): %s", len(removed), ", ".join(removed))
         return removed
 
-    def start(self, base_path: str, model: str) -> Server:
+    def start(self, base_path: str, model: str, config: str | None = None) -> Server:
+        """Serve ``<base_path>/<model>/<N>/``. With ``config`` (a ModelServerConfig text, base paths
+        under /models), the server reads it from ``<base_path>/models.config`` instead of
+        --model_name/--model_base_path, and ``Server.update_config`` rewrites it."""
         import docker
         self.sweep()
         try:
@@ -160,16 +185,23 @@ class DockerLauncher:
         self._names.append(name)  # cleanup() finds it by name even if create() is interrupted
         t0 = time.monotonic()
         model_dir = os.path.abspath(os.path.join(base_path, model))
+        command = list(SERVER_ARGS)
+        if config is not None:
+            _write_config(base_path, config)
+            command += [f"--model_config_file=/models/{CONFIG_NAME}", *CONFIG_ARGS]
         if self.network:  # in-container validator: the model is copied into an anonymous volume
             from docker.types import Mount
             placement = dict(mounts=[Mount("/models", None, type="volume")])
+        elif config is not None:  # the whole folder: the config file beside the model's versions
+            _world_readable(os.path.abspath(base_path))
+            placement = dict(volumes={os.path.abspath(base_path): {"bind": "/models", "mode": "ro"}})
         else:
             _world_readable(model_dir)  # the server's user is not the validator's
             placement = dict(volumes={model_dir: {"bind": f"/models/{model}", "mode": "ro"}})
         try:
             self._internal_network(name, labels)
             container = self.client.containers.create(
-                self.image, command=SERVER_ARGS, detach=True, init=True, labels=labels,
+                self.image, command=command, detach=True, init=True, labels=labels,
                 environment={"MODEL_NAME": model, "MODEL_BASE_PATH": "/models"},
                 mem_limit=self.mem_limit, nano_cpus=int(self.cpus * 1e9), pids_limit=self.pids_limit,
                 cap_drop=["ALL"], security_opt=["no-new-privileges"], privileged=False, name=name,
@@ -180,6 +212,9 @@ class DockerLauncher:
             if self.network:
                 with _model_tar(model_dir, model) as tar:
                     container.put_archive("/models", tar)
+                if config is not None:
+                    with _file_tar(CONFIG_NAME, config) as tar:
+                        container.put_archive("/models", tar)
                 self._connect_own_container(name)
             container.start()
             container.reload()
@@ -200,8 +235,25 @@ class DockerLauncher:
                 raise ServerDied(f"the serving container exited (code {container.attrs['State'].get('ExitCode')}); "
                                  f"last log lines:\n{logs(40)}")
 
+        def update_config(text):
+            if self.network:
+                with _file_tar(CONFIG_NAME, text) as tar:
+                    container.put_archive("/models", tar)
+            else:
+                _write_config(base_path, text)
+
+        def memory():
+            st = container.stats(stream=False, one_shot=True).get("memory_stats") or {}
+            usage = st.get("usage")
+            if usage is None:
+                return None
+            inner = st.get("stats") or {}
+            cache = inner.get("inactive_file", inner.get("total_inactive_file", inner.get("cache", 0)))
+            return round((usage - cache) / 2**20, 1)
+
         return Server(host, rest, grpc_port, model, "docker", f"{self.image} ({name})",
-                      _stop=self.cleanup, _logs=logs, _alive=alive)
+                      _stop=self.cleanup, _logs=logs, _alive=alive,
+                      _config=update_config if config is not None else None, _memory=memory)
 
     def cleanup(self) -> None:
         """Remove every container this launcher created (idempotent; runs on every path)."""
@@ -282,6 +334,65 @@ def _model_tar(model_dir: str, arcname: str):
     return fh
 
 
+def _write_config(base_path: str, text: str) -> None:
+    """Atomically (a reader sees the old file or the new one, never half of it), world-readable."""
+    import tempfile
+    os.makedirs(base_path, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{CONFIG_NAME}.", dir=base_path)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, os.path.join(base_path, CONFIG_NAME))
+
+
+def _file_tar(name: str, text: str):
+    """A tar (temporary file) holding one read-only file."""
+    import io
+    import tarfile
+    import tempfile
+    fh = tempfile.TemporaryFile(prefix="tfsr-config-", suffix=".tar")
+    data = text.encode()
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = len(data), 0o444, int(time.time())
+    with tarfile.open(fileobj=fh, mode="w") as tar:
+        tar.addfile(info, io.BytesIO(data))
+    fh.seek(0)
+    return fh
+
+
+def _rss_mb(pid: int) -> float | None:
+    """Resident set size of a process and its children (the look-alike executable execs; the real
+    binary is one process), from /proc."""
+    total, seen, todo = 0, set(), [pid]
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        try:
+            with open(f"/proc/{p}/status") as fh:
+                for line in fh:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+            with open(f"/proc/{p}/task/{p}/children") as fh:
+                todo += [int(c) for c in fh.read().split()]
+        except (OSError, ValueError):
+            continue
+    return round(total / 1024, 1) if total else None
+
+
+def model_config(model: str, versions: list[int], *, base: str = "/models") -> str:
+    """A ModelServerConfig (text format) serving exactly ``versions`` of ``model`` (policy
+    ``specific``); an empty list serves nothing (a server up with no model loaded yet)."""
+    if not versions:
+        return "model_config_list {\n}\n"
+    vs = "".join(f"        versions: {int(v)}\n" for v in sorted(set(versions)))
+    return ("model_config_list {\n  config {\n"
+            f"    name: \"{model}\"\n    base_path: \"{base.rstrip('/')}/{model}\"\n"
+            "    model_platform: \"tensorflow\"\n"
+            f"    model_version_policy {{\n      specific {{\n{vs}      }}\n    }}\n  }}\n}}\n")
+
+
 def _world_readable(path: str) -> None:
     """o+r on files, o+rx on folders under ``path`` (and ``path``): the serving user can read it."""
     for root, dirs, files in os.walk(path):
@@ -315,12 +426,22 @@ class ProcessLauncher:
             return [self.executable], f"tensorflow_model_server ({self.executable})"
         return [sys.executable, "-m", "standin.server"], "the TF-Serving stand-in (python -m standin.server)"
 
-    def start(self, base_path: str, model: str) -> Server:
+    def start(self, base_path: str, model: str, config: str | None = None) -> Server:
+        """As DockerLauncher.start; a config's base paths are under /models: they are rewritten to
+        ``base_path`` here."""
         import tempfile
         cmd, what = self.command()
         rest, grpc_port = free_port(), free_port()
-        args = cmd + [f"--port={grpc_port}", f"--rest_api_port={rest}", f"--model_name={model}",
-                      f"--model_base_path={os.path.abspath(os.path.join(base_path, model))}", *SERVER_ARGS]
+        root = os.path.abspath(base_path)
+
+        def local(text):
+            return text.replace('base_path: "/models/', f'base_path: "{root}/')
+        if config is not None:
+            _write_config(root, local(config))
+            where = [f"--model_config_file={os.path.join(root, CONFIG_NAME)}", *CONFIG_ARGS]
+        else:
+            where = [f"--model_name={model}", f"--model_base_path={os.path.join(root, model)}"]
+        args = cmd + [f"--port={grpc_port}", f"--rest_api_port={rest}", *where, *SERVER_ARGS]
         if not self.executable:
             args.append("--host=127.0.0.1")
         logf = tempfile.NamedTemporaryFile(prefix=f"tfsr-serving-{model}-", suffix=".log", delete=False,
@@ -351,7 +472,9 @@ class ProcessLauncher:
             logf.close()
             os.unlink(logf.name)
 
-        return Server("127.0.0.1", rest, grpc_port, model, "process", what, _stop=stop, _logs=logs, _alive=alive)
+        return Server("127.0.0.1", rest, grpc_port, model, "process", what, _stop=stop, _logs=logs, _alive=alive,
+                      _config=(lambda text: _write_config(root, local(text))) if config is not None else None,
+                      _memory=lambda: _rss_mb(proc.pid))
 
 
 def make(name: str, *, image: str | None, run_id: str, **kw):

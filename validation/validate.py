@@ -65,8 +65,9 @@ def _on_sigterm():
     return signal.signal(signal.SIGTERM, handler)
 
 
-def download_candidate(client, cand: S3Uri, body: dict, dest_models: str, model: str, dest_ref: str) -> str:
-    sm_dir = os.path.join(dest_models, model, "1")
+def download_candidate(client, cand: S3Uri, body: dict, dest_models: str, model: str, dest_ref: str,
+                       version: int = 1) -> str:
+    sm_dir = os.path.join(dest_models, model, str(version))
     files = [RemoteFile(key=cand.prefix + SAVED_MODEL + f["path"], dest=local_path_for(sm_dir, f["path"]),
                         size=f["size"], sha256=f["sha256"]) for f in body["files"]]
     download_files(client, cand.bucket, files)
@@ -74,26 +75,57 @@ def download_candidate(client, cand: S3Uri, body: dict, dest_models: str, model:
     return sm_dir
 
 
+def load_versions(server, model: str, base_v: int, cand_v: int, *, deadline_s: float) -> dict:
+    """Baseline, then candidate, into the running server (started with no model): the server's
+    memory before, with the baseline, with both; each version's load time (from the config change
+    to AVAILABLE: it includes up to one config poll, 1 s). Raises TimeoutError / ServingError."""
+    from validation.clients import RestClient, ServingError, wait_available, wait_listening
+    from validation.launchers import model_config
+    rest = RestClient(server.host, server.rest_port, model)
+    t0 = time.monotonic()
+    wait_listening(rest, deadline_s=deadline_s, alive=server.alive)
+    readings = {"up_s": round(time.monotonic() - t0, 2), "server": server.memory_mb()}
+    for key, versions, v in (("baseline", [base_v], base_v), ("candidate", [base_v, cand_v], cand_v)):
+        server.update_config(model_config(model, versions))
+        t = time.monotonic()
+        try:
+            wait_available(rest.at(v), deadline_s=deadline_s, alive=server.alive)
+        except (TimeoutError, ServingError) as exc:
+            raise type(exc)(f"{key} version {v}: {exc}") from None
+        readings[f"load_{key}_s"] = round(time.monotonic() - t, 2)
+        readings[f"with_{key}"] = server.memory_mb()
+    log.info("versions loaded in the temporary server: baseline %d in %.1fs, candidate %d in %.1fs; memory MB: "
+             "server %s, with baseline %s, with both %s", base_v, readings["load_baseline_s"], cand_v,
+             readings["load_candidate_s"], readings["server"], readings["with_baseline"], readings["with_candidate"])
+    return readings
+
+
 def serve_and_check(server, model: ModelConfig, contract, golden, reference, *, deadline_s: float,
-                    tolerance: float, latency_budget_ms: float | None):
+                    tolerance: float, latency_budget_ms: float | None, version: int | None = None,
+                    baseline: int | None = None):
     """Everything that needs the running server. Returns (checks, answers, rest_answers, numbers).
 
     Golden images go in batched requests (``validation_batch_size``, capped at a fixed input batch
     dimension), answers are split back per image; latency is timed on a separate sample of
-    ``latency_samples`` single-image requests per protocol and signature."""
+    ``latency_samples`` single-image requests per protocol and signature.
+
+    With ``baseline`` (a version loaded in the same server beside the candidate ``version``), the
+    baseline answers the same golden requests for every signature it has (its answers and served
+    signatures go to numbers["baseline"]), and latency is timed on both, interleaved (the order
+    alternates per image), in numbers["baseline"]["latency_raw"] / ["candidate_latency_raw"]."""
     from exporters import batching
     from validation.clients import GrpcClient, RestClient, predict_images, wait_available
     checks, answers, first = [], [], {}
     first_sig = next(iter(model.input_types))
-    rest = RestClient(server.host, server.rest_port, model.name)
+    rest = RestClient(server.host, server.rest_port, model.name, version=version)
     t0 = time.monotonic()
-    version = wait_available(rest, deadline_s=deadline_s, alive=server.alive)
+    status = wait_available(rest, deadline_s=deadline_s, alive=server.alive)
     up = time.monotonic() - t0
-    checks.append(_check("served: version AVAILABLE", True, f"version {version['version']} AVAILABLE after {up:.1f}s",
+    checks.append(_check("served: version AVAILABLE", True, f"version {status['version']} AVAILABLE after {up:.1f}s",
                          seconds=round(up, 2)))
-    grpc = GrpcClient(server.host, server.grpc_port, model.name)
+    grpc = GrpcClient(server.host, server.grpc_port, model.name, version=version)
     clients = (("REST", rest), ("gRPC", grpc))
-    latency, requests = {}, {}
+    latency, requests, base = {}, {}, None
     try:
         served = {}
         for proto, cl in clients:
@@ -125,16 +157,32 @@ def serve_and_check(server, model: ModelConfig, contract, golden, reference, *, 
                                                  f"(max diff {worst:.3g}; {n_req} request(s) of <= {size} images)",
                                      max_abs_diff=worst, images=len(golden.images), failed=len(bad),
                                      requests=n_req, batch_size=size))
+        if baseline is not None:
+            base = baseline_answers(rest.at(baseline), model, golden, served["REST"])
         sample = batching.spread(golden.images, model.latency_samples)
+        raw_c, raw_b = {}, {}
         for sig, typ in model.input_types.items():
             for proto, cl in clients:
-                ms = []
-                for g in sample:
+                key, ms, ms_b = f"{proto} {sig}", [], []
+                other = cl.at(baseline) if base is not None and sig in base["signatures"] else None
+                if other is not None and sample:  # one untimed request each: first-call costs are not latency
+                    for c in (cl, other):
+                        c.predict(sig, typ, model_input(typ, sample[0]))
+                for i, g in enumerate(sample):
                     x = model_input(typ, g)
-                    t = time.perf_counter()
-                    cl.predict(sig, typ, x)
-                    ms.append((time.perf_counter() - t) * 1000)
-                latency[f"{proto} {sig}"] = _percentiles(ms)
+                    # interleaved with the baseline, the order alternating: both see the same load
+                    for who in ((("c", cl), ("b", other)) if i % 2 == 0 else (("b", other), ("c", cl))):
+                        if who[1] is None:
+                            continue
+                        t = time.perf_counter()
+                        who[1].predict(sig, typ, x)
+                        (ms if who[0] == "c" else ms_b).append((time.perf_counter() - t) * 1000)
+                latency[key] = _percentiles(ms)
+                raw_c[key] = ms
+                if other is not None:
+                    raw_b[key] = ms_b
+        if base is not None:
+            base["latency_raw"], base["candidate_latency_raw"] = raw_b, raw_c
         if latency_budget_ms:
             over = {k: v["p95"] for k, v in latency.items() if v.get("p95", 0) > latency_budget_ms}
             checks.append(_check("latency: p95 within budget", not over,
@@ -146,7 +194,29 @@ def serve_and_check(server, model: ModelConfig, contract, golden, reference, *, 
              ", ".join(f"{k} {v['images']} images in {v['requests']} request(s) {v['seconds']:.2f}s"
                        for k, v in requests.items()),
              ", ".join(f"{k} p50 {v['p50']:.1f} ms p95 {v['p95']:.1f} ms" for k, v in latency.items() if v.get("n")))
-    return checks, answers, first, {"seconds_to_available": up, "latency_ms": latency, "golden_requests": requests}
+    numbers = {"seconds_to_available": up, "latency_ms": latency, "golden_requests": requests}
+    if base is not None:
+        numbers["baseline"] = base
+    return checks, answers, first, numbers
+
+
+def baseline_answers(rest, model: ModelConfig, golden, candidate_signatures: dict) -> dict:
+    """The baseline version's served signatures and its REST answers to every golden image for
+    every signature both versions have (first signature's answers under 'first')."""
+    from exporters import batching
+    from validation.clients import predict_images
+    signatures = rest.metadata()
+    out = {"signatures": signatures, "answers": {}, "first": None}
+    for sig, typ in model.input_types.items():
+        if sig not in signatures or sig not in candidate_signatures:
+            continue
+        shape = ((signatures[sig].get("inputs") or {}).get(contracts.INPUT_KEY) or {}).get("shape")
+        size = min(model.validation_batch_size, batching.fixed_batch(shape) or model.validation_batch_size)
+        outs, _ = predict_images(rest, sig, typ, golden.images, batch_size=size)
+        out["answers"][sig] = {g.name: o for g, o in zip(golden.images, outs)}
+    first = next(iter(model.input_types))
+    out["first"] = out["answers"].get(first)
+    return out
 
 
 def in_pixels(outputs: dict, image_shape, normalized: bool) -> dict:
@@ -229,10 +299,59 @@ def golden_checks(model: ModelConfig, golden, first: dict) -> tuple[list[dict], 
     return checks, images, m
 
 
+def regression_gate(model: ModelConfig, golden, base: dict, baseline_numbers: dict, loads: dict | None,
+                    pictures: list[dict], cand_metrics: dict, cand_signatures: dict, cand_labels: dict | None,
+                    lim: dict, accept_regression: str | None) -> tuple[list[dict], dict]:
+    """The gate's checks and verdict['regression'] from the baseline's answers beside the candidate's.
+    Adds 'baseline' and 'change' to each picture entry (the report draws both side by side)."""
+    from validation import compat, regression
+    v = base["version"]
+    labels_b = (base["manifest"] or {}).get("labels")
+    sig = compat.compatibility(baseline_numbers["signatures"], cand_signatures,
+                               {str(k): n for k, n in labels_b.items()} if labels_b else None,
+                               {str(k): n for k, n in cand_labels.items()} if cand_labels else None)
+    checks = [_check(f"compatibility: signatures vs baseline v{v}", sig["compatible"] or bool(accept_regression),
+                     sig["detail"] + (" (accepted: " + accept_regression + ")" if not sig["compatible"]
+                                      and accept_regression else ""))]
+    rows, flips, worst, changes = [], {"images": 0, "regressed": 0, "fixed": 0, "changed": 0, "rate": 0.0}, [], {}
+    if baseline_numbers.get("first") is not None:
+        _, base_images, base_metrics = golden_checks(model, golden, baseline_numbers["first"])
+        changes, flips, worst = regression.compare_images(model.task, base_images, pictures, golden.classes)
+        rows = regression.compare_metrics(model.task, base_metrics, cand_metrics)
+        by_name = {b["image"]: b for b in base_images}
+        for p in pictures:
+            b = by_name.get(p["image"])
+            if b is not None:
+                p["baseline"] = {k: b[k] for k in ("passed", "detail", "numbers", "caption", "full", "thumb")}
+                p["change"] = changes[p["image"]]
+    lat = regression.latency(baseline_numbers.get("latency_raw") or {}, baseline_numbers.get("candidate_latency_raw") or {})
+    loads = loads or {}
+    mem = regression.memory(loads.get("server"), loads.get("with_baseline"), loads.get("with_candidate"),
+                            lim.get("serving_memory_limit_mb"))
+    decision = regression.decide(task=model.task, metrics=rows, flips=flips, latency_ms=lat, memory_mb=mem,
+                                 signatures=sig, lim=lim, accepted_reason=accept_regression)
+    out = {**decision, "baseline": {"version": v, "source": base["source"], "checkpoint": base.get("checkpoint")},
+           "accepted_reason": accept_regression if decision["status"] == "accepted" else None,
+           "limits": lim, "metrics": rows, "flips": flips, "latency_ms": lat, "memory_mb": mem,
+           "load_seconds": {"baseline": loads.get("load_baseline_s"), "candidate": loads.get("load_candidate_s")},
+           "signatures": sig, "worst": worst}
+    checks.append(_check(f"regression: vs baseline v{v} ({base['source']})", decision["status"] != "blocked",
+                         decision["summary"], regressed_images=flips["regressed"], fixed_images=flips["fixed"]))
+    log.info("regression gate vs baseline v%d (%s): %s", v, base["source"], decision["summary"])
+    return checks, out
+
+
 def validate_candidate(client, model: ModelConfig, candidate_uri: str, *, launcher: str = "docker",
                        image: str | None = None, deadline_s: float = 180, tolerance: float = 1e-3,
-                       latency_budget_ms: float | None = None, report_dir: str | None = None) -> dict:
+                       latency_budget_ms: float | None = None, report_dir: str | None = None,
+                       accept_regression: str | None = None) -> dict:
+    """The verdict of one staged candidate. With a baseline (the version production serves, see
+    validation/baseline.py), both are loaded in the one temporary server and the regression gate
+    (validation/regression.py) compares them; ``accept_regression`` (a reason) lets a candidate the
+    gate would block pass, on record."""
     model.require("task", "golden")
+    from validation import baseline as baseline_mod
+    from validation import regression
     t_start = time.monotonic()
     cand, body = read_candidate(client, candidate_uri)
     run = body.get("run_id") or cand.prefix.rstrip("/").rsplit("/", 1)[-1]
@@ -252,24 +371,46 @@ def validate_candidate(client, model: ModelConfig, candidate_uri: str, *, launch
     checks, pictures, numbers, server_desc, set_metrics = [], [], {}, "", {}
     if launcher == "docker":
         checks.append(serving_image.version_check(image, tf_version))
+    lim = regression.limits(model.extra.get("regression"))
+    accept_regression = (accept_regression or "").strip() or None
+    base = baseline_mod.resolve(client, model.serving, model.name,
+                                [e["rest"] for e in (model.extra.get("production") or {}).get("endpoints", [])
+                                 if e.get("rest")])
+    gate = regression.no_baseline(lim)
+    cand_v = base["version"] + 1 if base else 1  # its number in the temporary server only
     previous = _on_sigterm()
     server = None
     try:
-        sm_dir = download_candidate(client, cand, body, os.path.join(work, "models"), model.name,
-                                    os.path.join(work, "reference"))
+        models_dir = os.path.join(work, "models")
+        sm_dir = download_candidate(client, cand, body, models_dir, model.name,
+                                    os.path.join(work, "reference"), version=cand_v)
+        if base:
+            baseline_mod.download(client, model.serving, base, os.path.join(models_dir, model.name,
+                                                                             str(base["version"])))
         reference = load_reference(os.path.join(work, "reference"))
         problems = contract.check(contracts.signatures_from_saved_model(sm_dir), where="SavedModel")
         checks.append(_check("contract: SavedModel signatures", not problems, "; ".join(problems) or "matches the contract"))
         if not problems:
             try:
-                server = chosen.start(os.path.join(work, "models"), model.name)
+                loads = None
+                server = chosen.start(models_dir, model.name,
+                                      config=launchers.model_config(model.name, [] if base else [cand_v]))
                 server_desc = server.describe
+                if base:
+                    loads = load_versions(server, model.name, base["version"], cand_v, deadline_s=deadline_s)
                 served, answers, first, numbers = serve_and_check(
                     server, model, contract, golden, reference, deadline_s=deadline_s, tolerance=tolerance,
-                    latency_budget_ms=latency_budget_ms)
+                    latency_budget_ms=latency_budget_ms, version=cand_v, baseline=base["version"] if base else None)
                 checks += served
                 gchecks, pictures, set_metrics = golden_checks(model, golden, first)
                 checks += gchecks
+                if base:
+                    from validation.clients import RestClient
+                    cand_sigs = RestClient(server.host, server.rest_port, model.name, version=cand_v).metadata()
+                    gchecks, gate = regression_gate(model, golden, base, numbers.pop("baseline"), loads, pictures,
+                                                    set_metrics, cand_sigs, body.get("labels"), lim,
+                                                    accept_regression)
+                    checks += gchecks
                 from validation import gx_suite
                 normalized = bool(model.extra.get("output_normalized_coordinates"))
                 shapes = {g.name: g.image.shape for g in golden.images}
@@ -305,6 +446,7 @@ def validate_candidate(client, model: ModelConfig, candidate_uri: str, *, launch
         "server": server_desc, "checks": checks, "report": report_uri + "index.html",
         "seconds": round(time.monotonic() - t_start, 2), **numbers,
         "metrics": set_metrics,  # golden-set metrics (empty when the candidate never answered)
+        "regression": gate,  # the regression gate against the baseline (validation/regression.py)
     }
     try:
         from validation import report

@@ -114,7 +114,7 @@ def alert_from_context(context, *, model: str, event: str, conn_id: str,
         checks=list(verdict.get("checks") or []), report=verdict.get("report"),
         report_link=report_link(verdict.get("report"), base_url=report_base_url, conn_id=conn_id,
                                 mode=link_mode, model=model, reports_root=reports_root),
-        version=published.get("version"))
+        version=published.get("version"), regression=verdict.get("regression"))
 
 
 def provider_notifiers(alerts, subject: str, text: str) -> list[tuple[str, BaseNotifier]]:

@@ -96,7 +96,8 @@ def test_one_release_dag_per_configured_model(every_file):
         assert d["catchup"] is False and d["max_active_runs"] == 1
         assert {"tfs-release", "release", cfg["task"]} <= set(d["tags"])
         assert name in d["doc_md"] and cfg["checkpoints"] in d["doc_md"]
-        assert d["params"] == {"checkpoint": None, "force": False, "dry_run": False, "launcher": "docker"}
+        assert d["params"] == {"checkpoint": None, "force": False, "dry_run": False, "accept_regression": "",
+                                   "launcher": "docker"}
         assert d["param_schemas"]["launcher"]["enum"] == ["docker", "process"]
         assert d["edges"] == TASK_EDGES
         assert d["task_types"]["is_new"] == "_ShortCircuitDecoratedOperator"

@@ -116,3 +116,11 @@ def test_signature_break_blocks_and_an_accepted_reason_turns_blocked_into_accept
 def test_limits_defaults_and_overrides():
     assert r.limits(None) == r.DEFAULTS
     assert r.limits({"max_metric_drop": 0.05})["max_metric_drop"] == 0.05
+
+
+def test_a_latency_ratio_within_a_millisecond_is_noise_not_a_regression():
+    lat = r.latency({"gRPC s": [0.8] * 4}, {"gRPC s": [1.6] * 4})
+    assert lat["gRPC s"]["ratio_p50"] == 2.0
+    d = r.decide(task="classification", metrics=[], flips={}, latency_ms=lat, memory_mb={},
+                 signatures={"compatible": True}, lim=r.limits(None))
+    assert d["status"] == "passed"

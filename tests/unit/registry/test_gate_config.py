@@ -1,0 +1,45 @@
+"""regression: limits and production: endpoints in config/models.yaml, parsed and refused on load."""
+import pytest
+
+from registry import config
+from registry.errors import ConfigError
+
+
+def parse(**kw):
+    return config.parse_model("m", {"serving": "s3://b/m/", **kw})
+
+
+def test_regression_limits_are_kept_as_numbers():
+    m = parse(regression={"max_metric_drop": 0.05, "max_flip_rate": 0, "serving_memory_limit_mb": None})
+    assert m.extra["regression"] == {"max_metric_drop": 0.05, "max_flip_rate": 0.0, "serving_memory_limit_mb": None}
+
+
+@pytest.mark.parametrize("value,match", [
+    ({"max_flip": 0.1}, r"unknown key\(s\) max_flip; the limits are max_metric_drop"),
+    ({"max_flip_rate": 1.5}, r"max_flip_rate must be a number from 0 to 1"),
+    ({"max_latency_ratio": 0}, r"max_latency_ratio must be a number > 0"),
+    ({"max_metric_drop": -0.1}, r"max_metric_drop must be a number >= 0"),
+    ({"max_memory_ratio": "2"}, r"max_memory_ratio must be a number > 0"),
+    ([0.02], r"regression must be a mapping of limits"),
+])
+def test_bad_regression_limits_are_refused(value, match):
+    with pytest.raises(ConfigError, match=match):
+        parse(regression=value)
+
+
+def test_production_endpoints():
+    m = parse(production={"endpoints": [{"rest": "http://tfs-a:8501/", "grpc": "tfs-a:8500"}, {"rest": "http://b:8501"}]})
+    assert m.extra["production"] == {"endpoints": [{"rest": "http://tfs-a:8501", "grpc": "tfs-a:8500"},
+                                                   {"rest": "http://b:8501"}], "confirm_deadline_s": 600.0}
+
+
+@pytest.mark.parametrize("value,match", [
+    ({"rest": ["http://a:8501"]}, r"production must be \{endpoints: "),
+    ({"endpoints": []}, r"endpoints must be a non-empty list"),
+    ({"endpoints": [{"grpc": "a"}]}, r"endpoints\[0\]\.grpc must be host:port"),
+    ({"endpoints": [{"rest": "a:8501"}]}, r"production\.endpoints\[0\]\.rest"),
+    ({"endpoints": [{"rest": "http://a:8501"}], "confirm_deadline_s": 0}, r"confirm_deadline_s must be"),
+])
+def test_bad_production_is_refused(value, match):
+    with pytest.raises(ConfigError, match=match):
+        parse(production=value)
