@@ -187,14 +187,18 @@ def ensure_image(log=sys.stderr) -> str:
     return tag
 
 
+KEEP_BUILDS = 3  # other checkouts on this engine (a demo, CI, another branch) may still use a recent build
+
+
 def prune(keep: tuple[str, ...]) -> None:
-    """Remove older builds of the stand-in images (each is ~2 GB)."""
+    """Remove older builds of the stand-in images (a base is ~2 GB), keeping the ``KEEP_BUILDS``
+    newest of each besides ``keep``: a build for other sources must not remove the image a run of
+    another checkout is using right now. An image a container uses is never removed (rmi refuses)."""
     for repo in (REPO, BASE_REPO):
         out = subprocess.run(["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", repo],
-                             capture_output=True, text=True).stdout.split()
-        for old in out:
-            if old not in keep:
-                subprocess.run(["docker", "rmi", old], capture_output=True)
+                             capture_output=True, text=True).stdout.split()  # newest first
+        for old in [t for t in out if t not in keep][KEEP_BUILDS:]:
+            subprocess.run(["docker", "rmi", old], capture_output=True)
 
 
 if __name__ == "__main__":
