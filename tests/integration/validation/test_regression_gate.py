@@ -151,3 +151,40 @@ def test_signature_breaking_candidate_is_blocked_with_the_diff(gate_env, s3, tmp
     m = json.loads(s3.get_object(Bucket=gate_env.serving, Key=key)["Body"].read())
     assert m["validation"]["regression"] == {"status": "accepted", "baseline": 1, "accepted_reason": reason,
                                              "summary": v2["regression"]["summary"]}
+
+
+def test_baseline_is_what_production_serves_not_the_newest_committed(gate_env, s3, tmp_path):
+    """Production lags (its sync is behind: it serves v1 while v2 is committed): the baseline is v1.
+    A production version the registry does not hold is an error; no endpoint answering falls back
+    to the registry's newest."""
+    from registry.errors import BadInput
+    from registry.publish import publish
+    from validation import baseline
+    from validation.launchers import ProcessLauncher
+    serving = S3Uri(gate_env.serving, f"{gate_env.name}/")
+    for tag in ("v1", "v2"):
+        cand = _stage(gate_env, s3, tmp_path, candidates.classifier_module(), tag)
+        publish(s3, serving, gate_env.name, cand, allow_unvalidated=True)
+    prod = tmp_path / "production"
+    candidates.save(candidates.classifier_module(), str(prod / gate_env.name / "1"))
+    server = ProcessLauncher().start(str(prod), gate_env.name)
+    try:
+        from validation.clients import RestClient, wait_available
+        wait_available(RestClient(server.host, server.rest_port, gate_env.name), deadline_s=120, alive=server.alive)
+        url = f"http://{server.host}:{server.rest_port}"
+        dead = "http://127.0.0.1:9"  # nothing listens: skipped
+        b = baseline.resolve(s3, serving, gate_env.name, [dead, url])
+        assert (b["version"], b["source"]) == (1, f"production {url}")
+        assert baseline.resolve(s3, serving, gate_env.name, [dead])["version"] == 2
+        assert baseline.resolve(s3, serving, gate_env.name, None)["source"] == "registry"
+        os.rename(prod / gate_env.name / "1", prod / gate_env.name / "7")  # serves v7 after its next poll
+        import time
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and baseline.production_version([url], gate_env.name)[0] != 7:
+            time.sleep(0.5)
+        with pytest.raises(BadInput, match=r"production \(http://127\.0\.0\.1:\d+\) serves shapes-classifier "
+                                           r"version 7, but s3://serving-\w+/shapes-classifier/ holds no committed "
+                                           r"version 7 \(committed: \[1, 2\]\)"):
+            baseline.resolve(s3, serving, gate_env.name, [url])
+    finally:
+        server.stop()
