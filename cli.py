@@ -106,6 +106,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("rollback", "publish a copy of version N as a new, higher version")
     p.add_argument("model")
     p.add_argument("--to", type=int, required=True)
+    p.add_argument("--reason", help="why (recorded in the new version's manifest)")
+
+    p = cmd("confirm", "wait until production serves version N and answers as in validation; roll back a "
+                       "failed rollout; exit 1 unless confirmed")
+    p.add_argument("model")
+    p.add_argument("--version", type=int, required=True)
+    p.add_argument("--deadline", type=float, help="seconds (default: production.confirm_deadline_s, 600)")
+    p.add_argument("--on-failed", choices=["rollback", "alert"],
+                   help="what a failed rollout does (default: config on_failed_rollout, else rollback)")
+    p.add_argument("--poll", type=float, default=2.0, help="seconds between status polls")
 
     p = cmd("sync", "mirror committed versions into a local TF Serving model_base_path")
     p.add_argument("model")
@@ -213,7 +223,8 @@ def run(args) -> dict:
         vs = list_versions(_client(), model.serving)
         if not args.json:
             for v in vs:
-                extra = f" rollback_of={v['rollback_of']}" if v["rollback_of"] else ""
+                extra = (f" rollback_of={v['rollback_of']}" if v["rollback_of"] else "") + \
+                    (f" rollout={v['rollout']}" if v.get("rollout") else "")
                 print(f"{v['version']:>5}  {v['created']}  step={v['step']}  {v['verdict']}  "
                       f"{v['checkpoint']}{extra}")
         return {"versions": vs}
@@ -258,10 +269,28 @@ def run(args) -> dict:
     if c == "rollback":
         from registry.publish import rollback
         from registry.staging import new_run_id
-        res = rollback(_client(), model.serving, model.name, args.to, run_id=f"rollback-{new_run_id()}")
+        res = rollback(_client(), model.serving, model.name, args.to, run_id=f"rollback-{new_run_id()}",
+                       reason=args.reason)
         if not args.json:
             print(res.version)
         return {**res.to_json(), "rollback_of": args.to}
+    if c == "confirm":
+        from validation.rollout import CONFIRMED, confirm
+        if args.deadline is not None and args.deadline <= 0:
+            raise BadInput(f"--deadline must be more than 0 seconds, got {args.deadline}")
+        rec = confirm(_client(), model, args.version, deadline_s=args.deadline, on_failed=args.on_failed,
+                      poll_s=args.poll)
+        if not args.json:
+            print(f"{model.name} version {args.version}: {rec['outcome']}"
+                  + (f" ({rec['reason']})" if rec.get("reason") else "")
+                  + (f"; {rec['action']}" if rec.get("action") else "")
+                  + (f"; version {rec['rollback_version']}: {rec['rollback']['outcome']}" if rec.get("rollback") else "")
+                  + f"; record {rec['record']}")
+        if rec["outcome"] != CONFIRMED:
+            print(f"tfs-release confirm: rollout of version {args.version} {rec['outcome']}: {rec.get('reason')}",
+                  file=sys.stderr)
+            rec["_exit"] = 1
+        return rec
     if c == "sync":
         from registry.sync import Health, health_path, sync_forever, sync_once
         if args.interval <= 0:

@@ -13,6 +13,7 @@ REPORTS = "_reports/"
 CLAIMS = "_claims/"
 MANIFESTS = "_manifests/"
 TOMBSTONES = "_tombstones/"
+ROLLOUTS = "_rollouts/"            # what production did with version N (validation/rollout.py)
 SAVED_MODEL = "saved_model/"       # SavedModel files inside a staged candidate
 CANDIDATE_JSON = "candidate.json"  # written last by staging: the candidate is complete
 _NUM = re.compile(r"^[1-9][0-9]{0,17}$")
@@ -24,6 +25,10 @@ def is_version(name: str) -> bool:
 
 def version_prefix(serving: S3Uri, n: int) -> str:
     return f"{serving.prefix}{n}/"
+
+
+def rollout_key(serving: S3Uri, n: int) -> str:
+    return f"{serving.prefix}{ROLLOUTS}{n}.json"
 
 
 def manifest_key(serving: S3Uri, n: int) -> str:

@@ -28,7 +28,7 @@ def utc_now() -> str:
 
 def build(*, model: str, version: int, run_id: str, files: list[dict], candidate: dict,
           validation: dict, candidate_uri: str | None, rollback_of: int | None = None,
-          candidate_digest: str | None = None) -> dict:
+          candidate_digest: str | None = None, rollback_reason: str | None = None) -> dict:
     return {
         "schema": SCHEMA,
         "model": model,
@@ -46,11 +46,12 @@ def build(*, model: str, version: int, run_id: str, files: list[dict], candidate
         "candidate": candidate_uri,
         "candidate_digest": candidate_digest,
         "rollback_of": rollback_of,
+        **({"rollback_reason": rollback_reason} if rollback_reason else {}),
     }
 
 
 LINEAGE = ("model", "version", "run_id", "created", "candidate", "candidate_digest", "source_checkpoint",
-           "rollback_of")
+           "rollback_of", "rollback_reason")
 
 
 def lineage(m: dict) -> dict:

@@ -158,14 +158,15 @@ def commit(client, serving: S3Uri, n: int, m: dict) -> str:
 
 def publish_files(client, serving: S3Uri, model: str, *, run_id: str, src_bucket: str, src_prefix: str,
                   files: list[dict], candidate: dict, validation: dict, candidate_uri: str | None,
-                  rollback_of: int | None = None, digest: str | None = None) -> Published:
+                  rollback_of: int | None = None, digest: str | None = None,
+                  rollback_reason: str | None = None) -> Published:
     t0 = time.monotonic()
     n, attempts = claim_next(client, serving, run_id)
     log.info("claimed version %d of %s after %d attempt(s)", n, model, attempts)
     copy_version(client, serving, n, src_bucket, src_prefix, files)
     m = manifest.build(model=model, version=n, run_id=run_id, files=files, candidate=candidate,
                        validation=validation, candidate_uri=candidate_uri, rollback_of=rollback_of,
-                       candidate_digest=digest)
+                       candidate_digest=digest, rollback_reason=rollback_reason)
     uri = commit(client, serving, n, m)
     dt = time.monotonic() - t0
     log.info("published %s version %d: %d files, %d bytes in %.2fs", model, n, len(files),
@@ -270,9 +271,9 @@ def publish(client, serving: S3Uri, model: str, candidate_uri: str, *, allow_unv
                          validation=validation, candidate_uri=candidate_uri, digest=digest)
 
 
-def rollback(client, serving: S3Uri, model: str, to: int, *, run_id: str) -> Published:
+def rollback(client, serving: S3Uri, model: str, to: int, *, run_id: str, reason: str | None = None) -> Published:
     """Publish a copy of committed version ``to`` as a new, higher version (TF Serving serves the
-    highest). The new manifest records ``rollback_of``."""
+    highest). The new manifest records ``rollback_of`` (and ``rollback_reason`` when given)."""
     check_bucket(client, serving.bucket)
     state = layout.scan(client, serving)
     if to not in state.manifests:
@@ -287,4 +288,4 @@ def rollback(client, serving: S3Uri, model: str, to: int, *, run_id: str) -> Pub
                          src_prefix=layout.version_prefix(serving, to), files=src["files"],
                          candidate=src, validation=src.get("validation") or {},
                          candidate_uri=src.get("candidate"), rollback_of=to,
-                         digest=src.get("candidate_digest"))
+                         digest=src.get("candidate_digest"), rollback_reason=reason)

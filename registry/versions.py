@@ -44,16 +44,35 @@ def load_tombstones(client, serving: S3Uri, state: layout.State | None = None) -
         return dict(pool.map(read, sorted(state.tombstones)))
 
 
+def load_rollouts(client, serving: S3Uri) -> dict[int, dict]:
+    """N -> what production did with N (``_rollouts/N.json``; validation/rollout.py)."""
+    keys = [o["Key"] for o in list_objects(client, serving.bucket, serving.prefix + layout.ROLLOUTS)
+            if o["Key"].endswith(".json")]
+
+    def read(key):
+        name = key.rsplit("/", 1)[-1][:-len(".json")]
+        try:
+            body = layout.read_json(client, serving.bucket, key)
+        except ValueError:
+            body = None
+        return (int(name), body if isinstance(body, dict) else {}) if layout.is_version(name) else (None, None)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return {n: b for n, b in pool.map(read, keys) if n is not None}
+
+
 def list_versions(client, serving: S3Uri) -> list[dict]:
-    """Committed versions, oldest first, with where each came from."""
+    """Committed versions, oldest first, with where each came from and what production did with it."""
     check_bucket(client, serving.bucket)
     out = []
+    rollouts = load_rollouts(client, serving)
     for n, m in sorted(load_manifests(client, serving).items()):
         src = m.get("source_checkpoint") or {}
         out.append({
             "version": n, "created": m.get("created"), "run_id": m.get("run_id"),
             "checkpoint": src.get("uri"), "step": src.get("step"),
             "rollback_of": m.get("rollback_of"),
+            "rollout": (rollouts.get(n) or {}).get("outcome"),
             "verdict": (m.get("validation") or {}).get("verdict"),
             "report": (m.get("validation") or {}).get("report"),
             "files": len(m["files"]), "bytes": sum(f["size"] for f in m["files"]),

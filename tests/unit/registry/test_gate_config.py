@@ -43,3 +43,9 @@ def test_production_endpoints():
 def test_bad_production_is_refused(value, match):
     with pytest.raises(ConfigError, match=match):
         parse(production=value)
+
+
+def test_on_failed_rollout():
+    assert parse(on_failed_rollout="alert").extra["on_failed_rollout"] == "alert"
+    with pytest.raises(ConfigError, match=r"on_failed_rollout must be rollback .* or alert"):
+        parse(on_failed_rollout="retry")
