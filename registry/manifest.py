@@ -56,7 +56,7 @@ LINEAGE = ("model", "version", "run_id", "created", "candidate", "candidate_dige
 
 def lineage(m: dict) -> dict:
     """The fields of a manifest that say where a version came from (kept in its tombstone)."""
-    return {k: m.get(k) for k in LINEAGE}
+    return {k: m.get(k) for k in LINEAGE if k != "rollback_reason" or m.get(k)}
 
 
 def parse(raw: bytes, *, where: str) -> dict:
