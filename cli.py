@@ -287,8 +287,11 @@ def run(args) -> dict:
                   + (f"; version {rec['rollback_version']}: {rec['rollback']['outcome']}" if rec.get("rollback") else "")
                   + f"; record {rec['record']}")
         if rec["outcome"] != CONFIRMED:
-            print(f"tfs-release confirm: rollout of version {args.version} {rec['outcome']}: {rec.get('reason')}",
-                  file=sys.stderr)
+            # one line for the alert: what happened in production, TF Serving's error, what was done
+            rec["reason"] = (f"rollout of {model.name} version {args.version} {rec['outcome']}: {rec.get('reason')}"
+                             + (f"; {rec['action']}" if rec.get("action") else "")
+                             + (f" ({rec['rollback']['outcome']} in production)" if rec.get("rollback") else ""))
+            print(f"tfs-release confirm: {rec['reason']}", file=sys.stderr)
             rec["_exit"] = 1
         return rec
     if c == "sync":

@@ -249,7 +249,28 @@ def build_dag(model: config_mod.ModelConfig, config_path: str,
         # report endpoint (plugins/tfs_release_airflow/report_app.py)
         attach_report_link(verdict, model.extra.get("report_base_url"), model=model.name,
                            reports_root=reports_root(model))
-        publish(exported.output, verdict.output) >> clean_staging()
+        published = publish(exported.output, verdict.output)
+        prod = model.extra.get("production")
+        if prod:  # the release ends when production serves it (or it was rolled back)
+            from tfs_release_airflow.rollout import WaitForRolloutOperator
+            rest = [e["rest"] for e in prod["endpoints"] if e.get("rest")]
+            deadline = prod["confirm_deadline_s"]
+            confirm = step("confirm", "--version", pulled("publish", "version"), "--deadline", str(deadline),
+                           task_id="confirm_rollout", execution_timeout=seconds(2 * deadline + 600),
+                           doc_md="Production serves the new version and answers as in validation (smoke test); "
+                                  "a failed rollout is rolled back (worker env). Fails unless confirmed.")
+            if rest:
+                wait = WaitForRolloutOperator(
+                    task_id="wait_for_rollout", model=model.name, endpoints=rest, version=pulled("publish", "version"),
+                    deadline_s=deadline, execution_timeout=seconds(deadline + 300),
+                    doc_md="Deferred on the triggerer (no worker slot) until every production endpoint reports "
+                           "the new version AVAILABLE, failed, or the deadline passes.")
+                published >> wait >> confirm
+            else:
+                published >> confirm
+            confirm >> clean_staging()
+        else:
+            published >> clean_staging()
 
     return release()
 

@@ -1,0 +1,98 @@
+"""Waiting for production to load a published version, without holding a worker slot.
+
+``WaitForRolloutOperator`` defers to ``RolloutTrigger`` (runs on Airflow's triggerer, asyncio):
+every ``poll_s`` it asks each production endpoint for version N (TF Serving's REST
+``/v1/models/<m>/versions/<N>``) until N is AVAILABLE on all of them, one reports it failed to load
+(state END with TF Serving's error), or the deadline passes. The task then returns what it saw
+(XCom) and never fails: the ``confirm_rollout`` step that follows (``tfs-release confirm``, worker
+env) checks again, runs the smoke test against production and rolls back a failed rollout.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+from airflow.sdk import BaseOperator
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+
+def rest_status(rest: str, model: str, version: int, timeout: float = 5.0) -> dict:
+    url = f"{rest.rstrip('/')}/v1/models/{model}/versions/{int(version)}"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            body = json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return {"state": "NOT_FOUND" if exc.code == 404 else "ERROR", "error": f"HTTP {exc.code}"}
+    except (OSError, ValueError) as exc:
+        return {"state": "UNREACHABLE", "error": f"{type(exc).__name__}: {exc}"[:300]}
+    for v in body.get("model_version_status", []):
+        if int(v.get("version", -1)) == int(version):
+            return {"state": v.get("state", "UNKNOWN"), "error": (v.get("status") or {}).get("error_message", "")}
+    return {"state": "NOT_FOUND", "error": ""}
+
+
+class RolloutTrigger(BaseTrigger):
+    def __init__(self, endpoints: list[str], model: str, version: int, deadline_s: float, poll_s: float = 2.0,
+                 started: float | None = None):
+        super().__init__()
+        self.endpoints, self.model, self.version = list(endpoints), model, int(version)
+        self.deadline_s, self.poll_s = float(deadline_s), float(poll_s)
+        self.started = started or time.time()
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return ("tfs_release_airflow.rollout.RolloutTrigger",
+                {"endpoints": self.endpoints, "model": self.model, "version": self.version,
+                 "deadline_s": self.deadline_s, "poll_s": self.poll_s, "started": self.started})
+
+    async def run(self):
+        rows = {e: {"endpoint": e, "state": "UNKNOWN", "error": ""} for e in self.endpoints}
+        while True:
+            for e in self.endpoints:
+                if rows[e]["state"] != "AVAILABLE":
+                    rows[e].update(await asyncio.to_thread(rest_status, e, self.model, self.version))
+            elapsed = time.time() - self.started
+            if any(r["state"] == "END" and r["error"] for r in rows.values()):
+                outcome = "failed"
+            elif all(r["state"] == "AVAILABLE" for r in rows.values()):
+                outcome = "served"
+            elif elapsed >= self.deadline_s:
+                outcome = "timed out"
+            else:
+                await asyncio.sleep(self.poll_s)
+                continue
+            yield TriggerEvent({"outcome": outcome, "seconds": round(elapsed, 2), "version": self.version,
+                                "endpoints": list(rows.values())})
+            return
+
+
+class WaitForRolloutOperator(BaseOperator):
+    """Defers until production serves version N (or fails to, or the deadline passes)."""
+
+    template_fields = ("version",)
+    ui_color = "#e6f4ea"
+
+    def __init__(self, *, model: str, endpoints: list[str], version: Any, deadline_s: float, poll_s: float = 2.0,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.model, self.endpoints, self.version = model, list(endpoints), version
+        self.deadline_s, self.poll_s = deadline_s, poll_s
+
+    def execute(self, context):
+        version = int(self.version)
+        self.log.info("waiting (deferred, on the triggerer) up to %.0fs for %s version %d on %s", self.deadline_s,
+                      self.model, version, ", ".join(self.endpoints))
+        import datetime as _dt
+        self.defer(trigger=RolloutTrigger(self.endpoints, self.model, version, self.deadline_s, self.poll_s),
+                   method_name="done", timeout=_dt.timedelta(seconds=self.deadline_s + 120))
+
+    def done(self, context, event: dict | None = None):
+        event = event or {}
+        self.log.info("rollout of %s version %s: %s after %ss (%s)", self.model, event.get("version"),
+                      event.get("outcome"), event.get("seconds"),
+                      "; ".join(f"{r['endpoint']} {r['state']}" + (f" ({r['error']})" if r["error"] else "")
+                                for r in event.get("endpoints", [])))
+        return event
