@@ -155,6 +155,21 @@ def build_dag(model: config_mod.ModelConfig, config_path: str,
         from tfs_release_airflow.connection import s3_settings
         return s3_settings(conn_id)
 
+    approval_mode = model.extra.get("approval", "none")
+
+    def announce_request(context, subject: str, body: str) -> None:
+        """The approval request on the model's alert channels (Slack webhook, e-mail)."""
+        alerts = model.extra.get("alerts")
+        if alerts is None:
+            return
+        from tfs_release_airflow import alert_message
+        from tfs_release_airflow.alerts import provider_notifiers, ui_base_url
+        url = alert_message.run_url(ui_base_url(), f"release__{model.name}", context.get("run_id"))
+        text = f"{subject}\n{body}\n\nDecide in Airflow (task `approve` of this run): {url}"
+        for name, notifier in provider_notifiers(alerts, f"[tfs-release] {subject}", text):
+            notifier.notify(context)
+            log.info("approval request for %s announced via %s", model.name, name)
+
     def step(name: str, *args: str, **kwargs):
         """The step command's operator: the worker image when configured, else a local subprocess."""
         return step_operator(name, model.name, *args, config=config_path, conn_id=conn_id,
@@ -212,14 +227,16 @@ def build_dag(model: config_mod.ModelConfig, config_path: str,
 
         @task(outlets=[serving_asset], execution_timeout=seconds(t.publish),
               **({"on_success_callback": on_success} if on_success else {}))
-        def publish(exported: dict, verdict: dict, params=None, outlet_events=None) -> dict:
+        def publish(exported: dict, verdict: dict, params=None, outlet_events=None, ti=None) -> dict:
             """Publish the validated candidate as the next version; the Asset event carries it."""
             if params["dry_run"]:
                 from airflow.sdk.exceptions import AirflowSkipException
                 raise AirflowSkipException(f"dry run: {exported['candidate']} validated, not published; "
                                            f"report {verdict.get('report')}")
             from registry.publish import publish as publish_candidate
-            res = publish_candidate(s3().client(), model.serving, model.name, exported["candidate"])
+            decision = ti.xcom_pull(task_ids="approve") if approval_mode != "none" else None
+            res = publish_candidate(s3().client(), model.serving, model.name, exported["candidate"],
+                                    approval=decision if decision and decision.get("needed") else None)
             out = res.to_json()
             outlet_events[serving_asset].extra = {
                 "model": model.name, "version": res.version, "uri": out["uri"], "manifest": out["manifest"],
@@ -245,11 +262,21 @@ def build_dag(model: config_mod.ModelConfig, config_path: str,
 
         ck = newest_checkpoint()
         [ck, is_new(ck)] >> exported >> verdict
+        if approval_mode != "none":  # a person decides before publish (plugins/.../approval.py)
+            from tfs_release_airflow.approval import ReleaseApprovalOperator
+            approve = ReleaseApprovalOperator(
+                task_id="approve", model=model.name, mode=approval_mode, announce=announce_request,
+                response_timeout=seconds(model.extra.get("approval_timeout_s", 86400)),
+                doc_md="A person approves or rejects the release (Airflow's human-in-the-loop: the task waits "
+                       "for input in the UI or the REST API). Reject or no decision in time: the run fails.")
+            verdict >> approve
         # never a presigned URL (extra links live in XCom): report_base_url, else the API server's
         # report endpoint (plugins/tfs_release_airflow/report_app.py)
         attach_report_link(verdict, model.extra.get("report_base_url"), model=model.name,
                            reports_root=reports_root(model))
         published = publish(exported.output, verdict.output)
+        if approval_mode != "none":
+            approve >> published
         prod = model.extra.get("production")
         if prod:  # the release ends when production serves it (or it was rolled back)
             from tfs_release_airflow.rollout import WaitForRolloutOperator

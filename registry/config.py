@@ -24,7 +24,7 @@ KNOWN_KEYS = {
     "class_dtype", "latency_budget_ms", "conn_id", "owner", "tags", "launcher",
     "tolerance", "alerts", "serving_image", "validation_deadline_s", "report_base_url",
     "staging_keep_days", "validation_batch_size", "latency_samples", "regression", "production",
-    "on_failed_rollout",
+    "on_failed_rollout", "approval", "approval_timeout_s",
     "min_map", "min_ap50", "min_accuracy", "min_miou_set",
 }
 # keys that were accepted once but nothing reads: refused with what to use instead
@@ -287,6 +287,15 @@ def parse_model(name: str, raw: Any, *, base_dir: str = ".") -> ModelConfig:
         kw["extra"]["regression"] = parse_regression(name, raw["regression"])
     if raw.get("production") is not None:
         kw["extra"]["production"] = parse_production(name, raw["production"])
+    if raw.get("approval") is not None and raw["approval"] not in ("required", "on_regression", "none"):
+        raise ConfigError(f"models.{name}.approval must be required (a person approves every release), "
+                          f"on_regression (only a release whose accepted regression the gate found) or none, "
+                          f"got {raw['approval']!r}")
+    if raw.get("approval_timeout_s") is not None:
+        v = raw["approval_timeout_s"]
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
+            raise ConfigError(f"models.{name}.approval_timeout_s must be a number of seconds > 0 (how long a "
+                              f"release waits for a decision before it fails), got {v!r}")
     if raw.get("on_failed_rollout") is not None and raw["on_failed_rollout"] not in ("rollback", "alert"):
         raise ConfigError(f"models.{name}.on_failed_rollout must be rollback (publish the previous good version "
                           f"again) or alert (only alert), got {raw['on_failed_rollout']!r}")

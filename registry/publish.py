@@ -226,7 +226,7 @@ def _existing(serving: S3Uri, model: str, candidate_uri: str, found: tuple[int, 
 
 
 def publish(client, serving: S3Uri, model: str, candidate_uri: str, *, allow_unvalidated: bool = False,
-            run_id: str | None = None) -> Published:
+            run_id: str | None = None, approval: dict | None = None) -> Published:
     """Publish the candidate at ``candidate_uri`` as the next version of ``model``; a candidate
     that is already published returns its existing version."""
     t0 = time.monotonic()
@@ -261,6 +261,8 @@ def publish(client, serving: S3Uri, model: str, candidate_uri: str, *, allow_unv
                              "Run `tfs-release validate` first, or pass --unvalidated to publish anyway.")
     validation = ({"verdict": "passed", "report": verdict.get("report")} if verdict
                   else {"verdict": "not-validated", "report": None})
+    if approval:  # who approved this release, and their comment (the DAG's approve task)
+        validation["approval"] = {k: approval.get(k) for k in ("approved_by", "comment", "decided")}
     gate = (verdict or {}).get("regression") or {}
     if gate:  # what the regression gate said, and who accepted a regression, and why
         validation["regression"] = {"status": gate.get("status"), "summary": gate.get("summary"),

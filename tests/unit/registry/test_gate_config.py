@@ -49,3 +49,11 @@ def test_on_failed_rollout():
     assert parse(on_failed_rollout="alert").extra["on_failed_rollout"] == "alert"
     with pytest.raises(ConfigError, match=r"on_failed_rollout must be rollback .* or alert"):
         parse(on_failed_rollout="retry")
+
+
+def test_approval_modes():
+    assert parse(approval="required", approval_timeout_s=3600).extra["approval"] == "required"
+    with pytest.raises(ConfigError, match=r"approval must be required .* on_regression .* or none"):
+        parse(approval="yes")
+    with pytest.raises(ConfigError, match=r"approval_timeout_s must be a number of seconds > 0"):
+        parse(approval="required", approval_timeout_s=0)
