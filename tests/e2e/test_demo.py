@@ -19,7 +19,7 @@ from tests.conftest import ROOT
 pytestmark = [pytest.mark.slow, pytest.mark.docker, pytest.mark.timeout(2400)]
 
 
-def test_demo_publishes_three_models_skips_and_alerts(s3_env, docker_engine, standin_image, trained, tmp_path):
+def test_demo_publishes_three_models_blocks_a_regression_skips_alerts_and_confirms(s3_env, docker_engine, standin_image, trained, tmp_path):
     for kind in ("classification", "segmentation", "detection"):
         trained(kind)  # passed their golden sets (the demo would train them the same way)
     demo_dir = tmp_path / "demo"
@@ -35,6 +35,12 @@ def test_demo_publishes_three_models_skips_and_alerts(s3_env, docker_engine, sta
         row = next(line for line in summary.splitlines() if line.split()[:2] == [name, "release"])
         assert re.search(r"PASSED\s+v1 \(new\)", row), row
     assert re.search(r"shapes-classifier\s+again, nothing new\s+\S+\s+skipped", summary), summary
+    earlier = next(line for line in summary.splitlines() if "earlier ckpt-" in line)
+    assert "BLOCKED by the regression gate" in earlier and "none (nothing published)" in earlier, earlier
+    assert "the absolute checks (golden images, floors, parity): all passed" in out  # only the gate blocks it
+    for name in ("shapes-classifier", "shapes-segmenter", "shapes-detector"):
+        assert re.search(rf"{name} v1: confirmed \(http://127\.0\.0\.1:\d+ AVAILABLE after [\d.]+s; smoke: 16 "
+                         r"golden images over REST, gRPC: answers as in validation\)", out), name
     broken = next(line for line in summary.splitlines() if "broken ckpt-" in line)
     assert "FAILED" in broken and "none (nothing published)" in broken, broken
     alerts = os.listdir(demo_dir / "alerts")
@@ -52,6 +58,6 @@ def test_demo_publishes_three_models_skips_and_alerts(s3_env, docker_engine, sta
         states = sorted(r["state"] for r in body["dag_runs"])
         assert states == ["failed", "success", "success"], states
         status, body = af.api("GET", "/api/v2/dags/release__shapes-detector/dagRuns")
-        assert status == 200 and [r["state"] for r in body["dag_runs"]] == ["success"], body
+        assert status == 200 and sorted(r["state"] for r in body["dag_runs"]) == ["failed", "success"], body
     finally:
         af.stop()
