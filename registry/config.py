@@ -412,6 +412,31 @@ def parse_serving_pool(raw: Any) -> ServingPool:
     return ServingPool(name=name, slots=slots)
 
 
+OVERLAY_ENV = "TFS_RELEASE_CONFIG_OVERLAY"
+
+
+def apply_overlay(data: dict, path: str) -> None:
+    """A deployment's additions to the models config (``TFS_RELEASE_CONFIG_OVERLAY``: a YAML file
+    ``models: {<name>: {key: value}}``): each key given replaces the model's own. For settings only
+    one deployment has, e.g. the compose stack's production endpoints (config/compose.overlay.yaml)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            extra = yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{OVERLAY_ENV}={path}: no such file (unset it, or fix the path)") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{OVERLAY_ENV}={path} is not valid YAML: {exc}") from None
+    if not isinstance(extra, dict) or set(extra) != {"models"} or not isinstance(extra["models"], dict):
+        raise ConfigError(f"{OVERLAY_ENV}={path} must be a 'models:' mapping of model names to settings")
+    for name, keys in extra["models"].items():
+        if name not in data["models"]:
+            raise ConfigError(f"{OVERLAY_ENV}={path} names model {name!r}, which the models config does not have "
+                              f"(models: {', '.join(map(str, data['models']))})")
+        if not isinstance(keys, dict) or not isinstance(data["models"][name], dict):
+            raise ConfigError(f"{OVERLAY_ENV}={path}: models.{name} must be a mapping of settings")
+        data["models"][name] = {**data["models"][name], **keys}
+
+
 def load(path: str, *, strict: bool = True) -> Config:
     """Parse and validate ``path``. ``strict`` (the CLI): the first invalid model entry raises.
     Otherwise (the DAG files) invalid entries land in ``Config.errors`` and the rest load, so one bad
@@ -426,6 +451,9 @@ def load(path: str, *, strict: bool = True) -> Config:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("models"), dict):
         raise ConfigError(f"config file {path} must have a top-level 'models:' mapping.")
+    overlay = os.environ.get(OVERLAY_ENV, "").strip()
+    if overlay:
+        apply_overlay(data, overlay)
     unknown = set(data) - set(TOP_LEVEL_KEYS)
     if unknown:
         raise ConfigError(f"config file {path} has unknown top-level key(s) {sorted(map(str, unknown))}; "

@@ -102,6 +102,9 @@ class StepImageOperator(DockerOperator):
     def __init__(self, *, step: str, model: str, step_args: Sequence[str], config: str, conn_id: str,
                  spec: StepImage, failed_result_key: str | None = None, **kwargs):
         env = {"TFS_RELEASE_SERVING_NETWORK": spec.serving_network} if spec.serving_network else {}
+        import os
+        if os.environ.get("TFS_RELEASE_CONFIG_OVERLAY"):  # the deployment's config additions, same path in the image
+            env["TFS_RELEASE_CONFIG_OVERLAY"] = os.environ["TFS_RELEASE_CONFIG_OVERLAY"]
         super().__init__(image=spec.image, command=None, environment=env, mounts=spec.docker_mounts(step),
                          network_mode=spec.network, docker_url=spec.docker_url, auto_remove="never",
                          mount_tmp_dir=False, tty=False, **kwargs)

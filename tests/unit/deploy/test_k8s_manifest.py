@@ -16,17 +16,27 @@ MANIFEST = os.path.join(ROOT, "docs", "k8s", "tf-serving-sync.yaml")
 def docs():
     with open(MANIFEST) as fh:
         out = [d for d in yaml.safe_load_all(fh) if d]
-    return {d["kind"]: d for d in out}
+    by_kind = {d["kind"]: d for d in out if d["kind"] != "Service"}
+    by_kind["Service"] = next(d for d in out if d["kind"] == "Service" and d["metadata"]["name"] == "tf-serving")
+    by_kind["_headless"] = next(d for d in out if d["kind"] == "Service" and d["spec"].get("clusterIP") == "None")
+    return by_kind
 
 
 def test_kinds(docs):
-    assert set(docs) == {"ConfigMap", "Deployment", "Service"}
+    assert set(docs) == {"ConfigMap", "StatefulSet", "Service", "_headless"}
     for d in docs.values():
         assert d["apiVersion"] in ("v1", "apps/v1") and d["metadata"]["name"]
 
 
+def test_every_replica_has_a_stable_name_for_rollout_confirmation(docs):
+    sts, headless = docs["StatefulSet"]["spec"], docs["_headless"]
+    assert sts["serviceName"] == headless["metadata"]["name"] and sts["replicas"] >= 2
+    assert headless["spec"]["selector"] == sts["selector"]["matchLabels"]
+    assert {p["port"] for p in headless["spec"]["ports"]} == {8500, 8501}
+
+
 def test_serving_and_sidecar_share_the_model_volume(docs):
-    spec = docs["Deployment"]["spec"]["template"]["spec"]
+    spec = docs["StatefulSet"]["spec"]["template"]["spec"]
     containers = {c["name"]: c for c in spec["containers"]}
     assert set(containers) == {"tf-serving", "model-sync"}
     serving, sync = containers["tf-serving"], containers["model-sync"]
@@ -48,7 +58,7 @@ def test_serving_and_sidecar_share_the_model_volume(docs):
 
 
 def test_probes_and_ports(docs):
-    spec = docs["Deployment"]["spec"]["template"]["spec"]
+    spec = docs["StatefulSet"]["spec"]["template"]["spec"]
     serving = next(c for c in spec["containers"] if c["name"] == "tf-serving")
     ports = {p["name"]: p["containerPort"] for p in serving["ports"]}
     assert ports == {"grpc": 8500, "http": 8501}
@@ -62,12 +72,12 @@ def test_probes_and_ports(docs):
     assert probe[1] == "sync-health" and "readinessProbe" not in sync
     assert probe[probe.index("--health-file") + 1] == sync["args"][sync["args"].index("--health-file") + 1]
     svc = docs["Service"]["spec"]
-    assert svc["selector"] == docs["Deployment"]["spec"]["selector"]["matchLabels"]
+    assert svc["selector"] == docs["StatefulSet"]["spec"]["selector"]["matchLabels"]
     assert {p["targetPort"] for p in svc["ports"]} == {"grpc", "http"}
 
 
 def test_config_and_secret_by_reference(docs):
-    spec = docs["Deployment"]["spec"]["template"]["spec"]
+    spec = docs["StatefulSet"]["spec"]["template"]["spec"]
     cm = docs["ConfigMap"]["data"]
     models = yaml.safe_load(cm["models.yaml"])["models"]
     assert cm["MODEL_NAME"] in models and models[cm["MODEL_NAME"]]["serving"].startswith("s3://")

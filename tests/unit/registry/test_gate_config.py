@@ -57,3 +57,31 @@ def test_approval_modes():
         parse(approval="yes")
     with pytest.raises(ConfigError, match=r"approval_timeout_s must be a number of seconds > 0"):
         parse(approval="required", approval_timeout_s=0)
+
+
+def test_config_overlay_adds_a_deployments_settings(tmp_path, monkeypatch):
+    base = tmp_path / "config" / "models.yaml"
+    base.parent.mkdir()
+    base.write_text("models:\n  m:\n    serving: s3://b/m/\n    on_failed_rollout: alert\n")
+    over = tmp_path / "overlay.yaml"
+    over.write_text("models:\n  m:\n    on_failed_rollout: rollback\n"
+                    "    production: {endpoints: [{rest: 'http://serving:8501'}]}\n")
+    assert "production" not in config.load(str(base)).model("m").extra
+    monkeypatch.setenv("TFS_RELEASE_CONFIG_OVERLAY", str(over))
+    m = config.load(str(base)).model("m")
+    assert m.extra["on_failed_rollout"] == "rollback"
+    assert m.extra["production"]["endpoints"] == [{"rest": "http://serving:8501"}]
+    over.write_text("models:\n  other:\n    tags: [x]\n")
+    with pytest.raises(ConfigError, match=r"names model 'other', which the models config does not have \(models: m\)"):
+        config.load(str(base))
+    monkeypatch.setenv("TFS_RELEASE_CONFIG_OVERLAY", str(tmp_path / "missing.yaml"))
+    with pytest.raises(ConfigError, match=r"missing\.yaml: no such file"):
+        config.load(str(base))
+
+
+def test_the_compose_overlay_is_valid_for_the_shipped_config(monkeypatch):
+    import os
+    from tests.conftest import ROOT
+    monkeypatch.setenv("TFS_RELEASE_CONFIG_OVERLAY", os.path.join(ROOT, "config", "compose.overlay.yaml"))
+    m = config.load(os.path.join(ROOT, "config", "models.yaml")).model("shapes-classifier")
+    assert m.extra["production"]["endpoints"] == [{"rest": "http://serving:8501", "grpc": "serving:8500"}]
