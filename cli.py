@@ -126,6 +126,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--health-file", help="where each round writes its health record "
                                          "(default: DEST/.tfs-release-sync.json)")
 
+    p = cmd("sync-all", "several models into one TF Serving tree (ROOT/<model>/<N>) and its --model_config_file "
+                        "(canary labels for rollout: canary models)")
+    p.add_argument("--root", required=True, help="TF Serving's models folder (the same path in its container)")
+    p.add_argument("--models", help="comma-separated (default: every model in the config)")
+    p.add_argument("--model-config-file", help="the file TF Serving reads (default: ROOT/models.config)")
+    p.add_argument("--serving-url", help="this replica's TF Serving REST address (e.g. http://localhost:8501): "
+                                         "a canary label moves only once TF Serving has loaded its version")
+    p.add_argument("--once", action="store_true", help="one round, then exit")
+    p.add_argument("--keep", type=int, help="keep only the K newest versions of each model (labelled ones stay)")
+    p.add_argument("--interval", type=float, default=5.0, help="seconds between rounds")
+
+    p = cmd("labels", "canary models: which version is stable and which is canary (and their history)")
+    p.add_argument("model")
+    for name, what in (("promote", "the canary becomes stable (TF Serving unloads the old stable)"),
+                       ("abort", "remove the canary (it never becomes stable); stable stays")):
+        p = cmd(name, what)
+        p.add_argument("model")
+        p.add_argument("--reason", required=True, help="why (recorded in the registry and announced)")
+        p.add_argument("--version", type=int, help="refuse unless the canary is this version")
+        p.add_argument("--by", help="who (recorded)")
+
     p = cmd("sync-health", "health check of a sync sidecar: exit 0 when a round succeeded recently, else 1")
     p.add_argument("--dest", help="the sync's --dest (its health file is DEST/.tfs-release-sync.json)")
     p.add_argument("--health-file", help="the sync's --health-file, if it was given")
@@ -160,8 +181,12 @@ def run(args) -> dict:
         return sync_health(args)
     from registry import config as config_mod
     cfg = config_mod.load(args.config)
+    if args.command == "sync-all":
+        return sync_all(args, cfg)
     model = cfg.model(args.model)
     c = args.command
+    if c in ("labels", "promote", "abort"):
+        return labels_cmd(args, model)
     if c == "checkpoints":
         from registry.checkpoints import list_checkpoints
         model.require("checkpoints")
@@ -215,9 +240,11 @@ def run(args) -> dict:
         from registry.publish import publish
         res = publish(_client(), model.serving, model.name, args.candidate,
                       allow_unvalidated=args.unvalidated, run_id=args.run_id)
+        from registry.labels import after_publish
+        state = after_publish(_client(), model, res.version)
         if not args.json:
             print(res.version)
-        return res.to_json()
+        return {**res.to_json(), **({"labels": state} if state else {})}
     if c == "versions":
         from registry.versions import list_versions
         vs = list_versions(_client(), model.serving)
@@ -315,6 +342,63 @@ def run(args) -> dict:
     raise AssertionError(c)
 
 
+def labels_cmd(args, model) -> dict:
+    from registry import labels
+    if model.extra.get("rollout") != "canary" and args.command != "labels":
+        raise BadInput(f"{model.name} is not a canary model (config rollout: canary): nothing to {args.command}")
+    if args.command == "labels":
+        state, _ = labels.read(_client(), model.serving)
+    elif args.command == "promote":
+        from validation.rollout import read_record
+
+        def failed(v):
+            rec = read_record(_client(), model.serving, v)
+            return bool(rec) and rec.get("outcome") not in ("confirmed",)
+        state = labels.promote(_client(), model.serving, reason=args.reason, by=args.by, expect=args.version,
+                               failed=failed)
+    else:
+        state = labels.abort(_client(), model.serving, reason=args.reason, by=args.by, expect=args.version)
+    if not args.json:
+        print(f"{model.name}: stable {state['stable']}, canary {state['canary']}"
+              + (f"; aborted {state['aborted']}" if state.get("aborted") else ""))
+        for h in state.get("history", [])[-5:]:
+            print(f"  {h['time']} {h['action']} v{h['version']}" + (f" by {h['by']}" if h.get("by") else "")
+                  + (f": {h['reason']}" if h.get("reason") else ""))
+    return state
+
+
+def sync_all(args, cfg) -> dict:
+    from registry.serving_config import sync_root
+    if args.interval <= 0:
+        raise BadInput(f"--interval must be more than 0 seconds, got {args.interval}")
+    if args.keep is not None and args.keep < 1:
+        raise BadInput(f"--keep must be at least 1, got {args.keep}")
+    names = [n.strip() for n in args.models.split(",") if n.strip()] if args.models else list(cfg.models)
+    models = [cfg.model(n) for n in names]
+    if any(m.extra.get("rollout") == "canary" for m in models) and not args.serving_url:
+        raise BadInput("canary models need --serving-url (this replica's TF Serving REST address): a label may only "
+                       "move to a version TF Serving has loaded")
+    config_file = args.model_config_file or os.path.join(args.root, "models.config")
+    import time as _time
+    while True:
+        res = sync_root(_client(), models, args.root, config_file=config_file, serving_url=args.serving_url,
+                        keep=args.keep)
+        bad = {n: (str(r) if isinstance(r, Exception) else "; ".join(r.problems))
+               for n, r in res.items() if n != "_config" and (isinstance(r, Exception) or r.problems)}
+        summary = {n: (r.present if not isinstance(r, Exception) else None) for n, r in res.items() if n != "_config"}
+        if args.once:
+            out = {"models": summary, "config_file": config_file, "config": res["_config"], "problems": bad}
+            if not args.json:
+                print(f"{config_file}: " + "; ".join(
+                    f"{e['name']} " + (f"versions {e['versions']} labels {e['labels']}" if e["rollout"] == "canary"
+                                       else f"latest of {summary.get(e['name'])}") for e in res["_config"]["models"]))
+            if bad:
+                print(f"tfs-release sync-all: {bad}", file=sys.stderr)
+                out["_exit"] = 1
+            return out
+        _time.sleep(args.interval)
+
+
 def release(args, model) -> dict:
     """checkpoint -> (skip if already published) -> export -> validate -> publish."""
     from registry import checkpoints
@@ -343,6 +427,8 @@ def release(args, model) -> dict:
         return {**out, "summary": f"validated (dry run, not published); report {verdict['report']}"}
     from registry.publish import publish
     pub = publish(client, model.serving, model.name, exported["candidate"])
+    from registry.labels import after_publish
+    after_publish(client, model, pub.version)
     return {**out, "version": pub.version,
             "summary": f"published {model.name} version {pub.version} from {ck.uri}; report {verdict['report']}"}
 

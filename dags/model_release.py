@@ -238,6 +238,10 @@ def build_dag(model: config_mod.ModelConfig, config_path: str,
             res = publish_candidate(s3().client(), model.serving, model.name, exported["candidate"],
                                     approval=decision if decision and decision.get("needed") else None)
             out = res.to_json()
+            from registry.labels import after_publish
+            state = after_publish(s3().client(), model, res.version)  # rollout: canary -> the canary label
+            if state:
+                out["labels"] = {"stable": state["stable"], "canary": state["canary"]}
             outlet_events[serving_asset].extra = {
                 "model": model.name, "version": res.version, "uri": out["uri"], "manifest": out["manifest"],
                 "checkpoint": exported.get("checkpoint"), "report": verdict.get("report")}

@@ -24,7 +24,7 @@ KNOWN_KEYS = {
     "class_dtype", "latency_budget_ms", "conn_id", "owner", "tags", "launcher",
     "tolerance", "alerts", "serving_image", "validation_deadline_s", "report_base_url",
     "staging_keep_days", "validation_batch_size", "latency_samples", "regression", "production",
-    "on_failed_rollout", "approval", "approval_timeout_s",
+    "on_failed_rollout", "approval", "approval_timeout_s", "rollout",
     "min_map", "min_ap50", "min_accuracy", "min_miou_set",
 }
 # keys that were accepted once but nothing reads: refused with what to use instead
@@ -287,6 +287,9 @@ def parse_model(name: str, raw: Any, *, base_dir: str = ".") -> ModelConfig:
         kw["extra"]["regression"] = parse_regression(name, raw["regression"])
     if raw.get("production") is not None:
         kw["extra"]["production"] = parse_production(name, raw["production"])
+    if raw.get("rollout") is not None and raw["rollout"] not in ("all", "canary"):
+        raise ConfigError(f"models.{name}.rollout must be all (the newest version takes all traffic) or canary "
+                          f"(a new version is the canary label beside stable until promoted), got {raw['rollout']!r}")
     if raw.get("approval") is not None and raw["approval"] not in ("required", "on_regression", "none"):
         raise ConfigError(f"models.{name}.approval must be required (a person approves every release), "
                           f"on_regression (only a release whose accepted regression the gate found) or none, "

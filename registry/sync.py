@@ -168,7 +168,9 @@ def uncertainty(committed: set[int], tombstones: set[int], have: set[int], servi
 
 
 def sync_once(client, serving: S3Uri, dest: str, *, keep: int | None = None,
-              health: "Health | None" = None) -> SyncResult:
+              health: "Health | None" = None, pinned: set[int] | None = None) -> SyncResult:
+    """One round. ``pinned``: committed versions kept whatever ``keep`` says (a canary model's
+    stable and canary: registry/labels.py)."""
     if keep is not None and keep < 1:
         raise BadInput(f"--keep must be at least 1, got {keep}")
     t0 = time.monotonic()
@@ -176,7 +178,7 @@ def sync_once(client, serving: S3Uri, dest: str, *, keep: int | None = None,
     if health is not None:
         health.round_started()
     try:
-        res = _round(client, serving, dest, keep)
+        res = _round(client, serving, dest, keep, pinned or set())
     except Exception as exc:
         if health is not None:
             health.round_failed(exc)
@@ -187,7 +189,7 @@ def sync_once(client, serving: S3Uri, dest: str, *, keep: int | None = None,
     return res
 
 
-def _round(client, serving: S3Uri, dest: str, keep: int | None) -> SyncResult:
+def _round(client, serving: S3Uri, dest: str, keep: int | None, pinned: set[int] = frozenset()) -> SyncResult:
     check_bucket(client, serving.bucket)
     res = SyncResult()
     with _Lock(dest):
@@ -204,6 +206,7 @@ def _round(client, serving: S3Uri, dest: str, keep: int | None) -> SyncResult:
         elif not committed:
             log.info("no committed version of %s yet; nothing to sync", serving)
         wanted = sorted(committed, reverse=True)[:keep] if keep else sorted(committed, reverse=True)
+        wanted = sorted(set(wanted) | (set(pinned) & committed), reverse=True)
         manifests, bad = _read_manifests(client, serving, [n for n in wanted if n not in have])
         for n in wanted:  # newest first
             if n in have:

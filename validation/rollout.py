@@ -108,6 +108,35 @@ def wait_served(endpoints: list[dict], model: str, version: int, *, deadline_s: 
         return {"outcome": outcome, "seconds": round(time.monotonic() - t0, 2), "endpoints": rows}
 
 
+def label_version(ep: dict, model: str, label: str, timeout: float = 5.0) -> dict:
+    """{version, error}: the version ``label`` names on one endpoint: the ``model_spec`` of REST
+    ``/labels/<label>/metadata`` (GetModelStatus ignores labels: it lists every version)."""
+    if not ep.get("rest"):
+        return {"version": None, "error": "label checks need a rest endpoint"}
+    url = f"{ep['rest'].rstrip('/')}/v1/models/{model}/labels/{label}/metadata"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            body = json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return {"version": None, "error": f"HTTP {exc.code}: {exc.read().decode('utf-8', 'replace')[:200]}"}
+    except (OSError, ValueError) as exc:
+        return {"version": None, "error": f"{type(exc).__name__}: {exc}"[:200]}
+    v = (body.get("model_spec") or {}).get("version")
+    return {"version": int(v) if v is not None else None, "error": ""}
+
+
+def wait_label(endpoints: list[dict], model: str, label: str, version: int, *, deadline_s: float,
+               poll_s: float = 2.0) -> dict:
+    t0 = time.monotonic()
+    while True:
+        rows = [{"endpoint": _name(e), **label_version(e, model, label)} for e in endpoints]
+        if all(r["version"] == version for r in rows):
+            return {"outcome": "served", "endpoints": rows}
+        if time.monotonic() - t0 >= deadline_s:
+            return {"outcome": TIMED_OUT, "endpoints": rows}
+        time.sleep(poll_s)
+
+
 def smoke(ep: dict, model, version: int, golden, reference: dict, *, tolerance: float) -> dict:
     """Golden images (a spread sample) to /versions/N over REST and gRPC, answers vs the reference."""
     from exporters import batching
@@ -192,6 +221,23 @@ def check(client, model, version: int, *, deadline_s: float | None = None, poll_
             f"{r['endpoint']}: version {version} {r['state']}" + (f" ({r['error']})" if r["error"] else "")
             for r in bad))
         return rec
+    if model.extra.get("rollout") == "canary":  # the label must name N on every replica too
+        from registry import labels as labels_mod
+        state, _ = labels_mod.read(client, model.serving)
+        label = "canary" if state.get("canary") == version else "stable" if state.get("stable") == version else None
+        if label is None:
+            rec.update(outcome=FAILED, reason=f"version {version} is neither stable ({state.get('stable')}) nor the "
+                                             f"canary ({state.get('canary')}) of {model.name}")
+            return rec
+        rec["label"] = label
+        left = max(1.0, deadline - (time.monotonic() - t0))
+        labelled = wait_label(endpoints, model.name, label, version, deadline_s=left, poll_s=poll_s)
+        rec["labels"] = labelled["endpoints"]
+        if labelled["outcome"] != "served":
+            rec.update(outcome=labelled["outcome"], reason="; ".join(
+                f"{r['endpoint']}: label {label} -> {r.get('version')} ({r.get('error') or 'not yet ' + str(version)})"
+                for r in labelled["endpoints"] if r.get("version") != version))
+            return rec
     key = layout.manifest_key(model.serving, version)
     m = manifest_mod.parse(client.get_object(Bucket=model.serving.bucket, Key=key)["Body"].read(), where=key)
     work = tempfile.mkdtemp(prefix="tfsr-rollout-")
@@ -228,6 +274,17 @@ def confirm(client, model, version: int, *, deadline_s: float | None = None, on_
                  len(rec["endpoints"]), rec["served_after_s"])
         return rec
     log.error("rollout of %s version %d %s: %s", model.name, version, rec["outcome"], rec["reason"])
+    if model.extra.get("rollout") == "canary" and rec.get("label") == "canary":
+        from registry import labels as labels_mod
+        reason = f"rollout of canary version {version} {rec['outcome']}: {rec['reason']}"
+        try:
+            state = labels_mod.abort(client, model.serving, reason=reason[:1000], by="tfs-release confirm",
+                                     expect=version)
+            rec.update(outcome=ROLLED_BACK, action=f"aborted the canary; stable version {state['stable']} serves")
+        except BadInput as exc:
+            rec["action"] = f"canary not aborted: {exc}"
+        rec["record"] = write_record(client, model.serving, version, rec)
+        return rec
     if on_failed != "rollback":
         rec["action"] = "alert only (on_failed_rollout: alert)"
         rec["record"] = write_record(client, model.serving, version, rec)
