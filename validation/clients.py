@@ -20,6 +20,7 @@ import urllib.request
 
 import numpy as np
 
+from validation import tfs_protos
 from validation.contracts import INPUT_KEY, signatures_from_grpc_metadata, signatures_from_rest_metadata
 
 
@@ -121,13 +122,11 @@ class GrpcClient:
     def __init__(self, host: str, port: int, model: str, *, timeout: float = 60, version: int | None = None,
                  _channel=None):
         import grpc
-        from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
         self._owns_channel = _channel is None
         self.channel = _channel or grpc.insecure_channel(f"{host}:{port}", options=[
             ("grpc.max_receive_message_length", 256 * 1024 * 1024),
             ("grpc.max_send_message_length", 256 * 1024 * 1024)])
-        self.predictions = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
-        self.models = model_service_pb2_grpc.ModelServiceStub(self.channel)
+        self._methods = {}
         self.model, self.timeout, self.version = model, timeout, version
         self._addr = (host, port)
 
@@ -144,39 +143,49 @@ class GrpcClient:
         if self._owns_channel:
             self.channel.close()
 
-    def _rpc(self, fn, req):
+    def _method(self, path: str, response: str):
+        """A unary method of the channel (what the generated ``*_pb2_grpc`` stubs hold), its messages
+        from ``validation.tfs_protos``: no TensorFlow import."""
+        fn = self._methods.get(path)
+        if fn is None:
+            fn = self._methods[path] = self.channel.unary_unary(
+                path, request_serializer=lambda m: m.SerializeToString(),
+                response_deserializer=tfs_protos.message(response).FromString)
+        return fn
+
+    def _rpc(self, path: str, response: str, req):
         import grpc
+        fn = self._method(path, response)
         try:
             return fn(req, timeout=self.timeout)
         except grpc.RpcError as exc:
             raise ServingError(f"gRPC {exc.code().name}: {exc.details()}") from None
 
     def status(self) -> list[dict]:
-        from tensorflow_serving.apis import get_model_status_pb2
-        req = get_model_status_pb2.GetModelStatusRequest()
+        req = tfs_protos.message("tensorflow.serving.GetModelStatusRequest")()
         self._spec(req.model_spec)
-        resp = self._rpc(self.models.GetModelStatus, req)
-        return [{"version": int(v.version), "state": get_model_status_pb2.ModelVersionStatus.State.Name(v.state),
+        resp = self._rpc("/tensorflow.serving.ModelService/GetModelStatus",
+                         "tensorflow.serving.GetModelStatusResponse", req)
+        return [{"version": int(v.version),
+                 "state": tfs_protos.enum_name("tensorflow.serving.ModelVersionStatus.State", v.state),
                  "error": v.status.error_message} for v in resp.model_version_status]
 
     def metadata(self) -> dict:
-        from tensorflow_serving.apis import get_model_metadata_pb2
-        req = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+        req = tfs_protos.message("tensorflow.serving.GetModelMetadataRequest")(metadata_field=["signature_def"])
         self._spec(req.model_spec)
-        return signatures_from_grpc_metadata(self._rpc(self.predictions.GetModelMetadata, req))
+        return signatures_from_grpc_metadata(self._rpc("/tensorflow.serving.PredictionService/GetModelMetadata",
+                                                       "tensorflow.serving.GetModelMetadataResponse", req))
 
     def predict(self, signature: str, input_type: str, x: np.ndarray) -> dict:
-        import tensorflow as tf
-        from tensorflow_serving.apis import predict_pb2
-        req = predict_pb2.PredictRequest()
+        req = tfs_protos.message("tensorflow.serving.PredictRequest")()
         self._spec(req.model_spec)
         req.model_spec.signature_name = signature
-        if x.dtype == object:
-            req.inputs[INPUT_KEY].CopyFrom(tf.make_tensor_proto(list(x), dtype=tf.string, shape=x.shape))
-        else:
-            req.inputs[INPUT_KEY].CopyFrom(tf.make_tensor_proto(x))
-        resp = self._rpc(self.predictions.Predict, req)
-        return {k: tf.make_ndarray(v) for k, v in resp.outputs.items()}
+        tfs_protos.tensor_proto(x, into=req.inputs[INPUT_KEY])
+        resp = self._rpc("/tensorflow.serving.PredictionService/Predict", "tensorflow.serving.PredictResponse", req)
+        try:
+            return {k: tfs_protos.to_ndarray(v) for k, v in resp.outputs.items()}
+        except tfs_protos.TensorError as exc:
+            raise ServingError(f"gRPC predict of signature {signature!r}: {exc}") from None
 
 
 def predict_images(client, signature: str, input_type: str, images: list, *, batch_size: int) -> tuple[list[dict], int]:

@@ -102,11 +102,12 @@ def _shape_from_proto(shape) -> list[int] | None:
 
 
 def signatures_from_saved_model(saved_model_dir: str) -> dict:
-    """Static read of saved_model.pb's `serve` MetaGraph (protobuf only; nothing is loaded)."""
+    """Static read of saved_model.pb's `serve` MetaGraph (protobuf only; nothing is loaded, and
+    TensorFlow is not imported: the message comes from ``validation.tfs_protos``)."""
     import os
 
-    from tensorflow.core.protobuf import saved_model_pb2
-    sm = saved_model_pb2.SavedModel()
+    from validation import tfs_protos
+    sm = tfs_protos.message("tensorflow.SavedModel")()
     with open(os.path.join(saved_model_dir, "saved_model.pb"), "rb") as fh:
         sm.ParseFromString(fh.read())
     metas = [m for m in sm.meta_graphs if "serve" in m.meta_info_def.tags]
@@ -140,9 +141,9 @@ def signatures_from_rest_metadata(meta: dict) -> dict:
 
 
 def signatures_from_grpc_metadata(resp) -> dict:
-    """A GetModelMetadataResponse -> normal form."""
-    from tensorflow_serving.apis import get_model_metadata_pb2
-    sdm = get_model_metadata_pb2.SignatureDefMap()
+    """A GetModelMetadataResponse (``validation.tfs_protos``' or tensorflow_serving's) -> normal form."""
+    from validation import tfs_protos
+    sdm = tfs_protos.message("tensorflow.serving.SignatureDefMap")()
     resp.metadata["signature_def"].Unpack(sdm)
     return {name: {"method": sd.method_name,
                    "inputs": {k: {"dtype": _DT_ENUM.get(v.dtype, str(v.dtype)), "shape": _shape_from_proto(v.tensor_shape)}
