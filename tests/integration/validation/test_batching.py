@@ -188,3 +188,104 @@ def test_answers_that_cannot_be_split_fail_with_the_way_out(tmp_path, debug_serv
     a, b, c = ((1, *HW[s], 3) for s in "ABC")
     assert seen["REST"]["serving_default"] == [(4, *HW["A"], 3)] + [a] * 5 + [b] * 4 + [c] * 2 + [a]
     assert [x[0] for x in seen["gRPC"]["serving_bytes"]] == [1] * 12
+
+
+def kinds_model(path):
+    """Outputs of every kind the validator reads: float32, int64, int32, uint8, an empty dimension,
+    strings (image_tensor signature), and int32/string answers to a string input (bytes signature)."""
+    import tensorflow as tf
+
+    class K(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="inputs")])
+        def tensors(self, inputs):
+            x = tf.cast(inputs, tf.float32)
+            mean = tf.reduce_mean(x, axis=[1, 2]) / 255.0
+            b = tf.shape(inputs)[0]
+            return {"probs": tf.nn.softmax(mean * 7.0), "classes": tf.argmax(mean, axis=-1),
+                    "count": tf.fill([b], tf.shape(inputs)[1] * tf.shape(inputs)[2]), "pixels": inputs,
+                    "nothing": tf.zeros([b, 0]), "names": tf.strings.as_string(tf.argmax(mean, axis=-1))}
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+        def encoded(self, inputs):
+            return {"length": tf.strings.length(inputs), "echo": inputs,
+                    "first": tf.cast(tf.strings.unicode_decode(tf.strings.substr(inputs, 0, 1), "ISO-8859-1")
+                                     .to_tensor(default_value=-1)[:, 0], tf.int64)}
+
+    k = K()
+    tf.saved_model.save(k, path, signatures={"serving_default": k.tensors, "serving_bytes": k.encoded})
+    return path
+
+
+def test_the_grpc_client_needs_no_tensorflow_and_reads_as_tensorflow_does(tmp_path, debug_server):
+    """The validator's gRPC client in a fresh process, against the stand-in: tensorflow is never
+    imported, and status, metadata and every answer (dtype, shape, values) equal what the
+    TensorFlow-based conversion reads (tensorflow_serving's stubs, tf.make_tensor_proto /
+    tf.make_ndarray, as GrpcClient did before)."""
+    import pickle
+    import subprocess
+    import sys
+    import textwrap
+
+    import grpc
+    import tensorflow as tf
+    from tensorflow_serving.apis import get_model_status_pb2, predict_pb2, prediction_service_pb2_grpc, \
+        model_service_pb2_grpc
+
+    from tests.conftest import ROOT
+    from validation.clients import wait_available
+    kinds_model(str(tmp_path / "models" / MODEL / "1"))
+    server = debug_server(str(tmp_path / "models"))
+    wait_available(RestClient(server.host, server.rest_port, MODEL), deadline_s=180, alive=server.alive)
+    rng = np.random.default_rng(5)
+    inputs = {"serving_default": rng.integers(0, 256, (2, 5, 4, 3), dtype=np.uint8),
+              "serving_bytes": np.array([b"\x89PNG\x00a", b"", b"\xff"], dtype=object)}
+    with open(tmp_path / "inputs.pkl", "wb") as fh:
+        pickle.dump(inputs, fh)
+    code = textwrap.dedent(f"""
+        import pickle, sys
+        from validation.clients import GrpcClient
+        inputs = pickle.load(open("inputs.pkl", "rb"))
+        c = GrpcClient({server.host!r}, {server.grpc_port}, {MODEL!r})
+        out = {{"status": c.status(), "metadata": c.metadata(),
+               "answers": {{s: c.predict(s, "", x) for s, x in inputs.items()}},
+               "tf": sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "tensorflow_serving", "keras"))}}
+        pickle.dump(out, open("out.pkl", "wb"))
+    """)
+    p = subprocess.run([sys.executable, "-c", code], cwd=str(tmp_path), capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": ROOT})
+    assert p.returncode == 0, p.stderr[-3000:]
+    with open(tmp_path / "out.pkl", "rb") as fh:
+        out = pickle.load(fh)
+    assert out["tf"] == []
+
+    channel = grpc.insecure_channel(f"{server.host}:{server.grpc_port}")
+    try:  # the TensorFlow-based reading of the same server
+        predictions = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        status = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(
+            get_model_status_pb2.GetModelStatusRequest(model_spec={"name": MODEL}), timeout=30)
+        assert out["status"] == [{"version": int(v.version), "error": v.status.error_message,
+                                  "state": get_model_status_pb2.ModelVersionStatus.State.Name(v.state)}
+                                 for v in status.model_version_status] == \
+            [{"version": 1, "state": "AVAILABLE", "error": ""}]
+        for sig, x in inputs.items():
+            req = predict_pb2.PredictRequest(model_spec={"name": MODEL, "signature_name": sig})
+            req.inputs["inputs"].CopyFrom(tf.make_tensor_proto(list(x), dtype=tf.string, shape=x.shape)
+                                          if x.dtype == object else tf.make_tensor_proto(x))
+            want = {k: tf.make_ndarray(v) for k, v in predictions.Predict(req, timeout=30).outputs.items()}
+            got = out["answers"][sig]
+            assert set(got) == set(want)
+            for k in want:
+                assert (got[k].dtype, got[k].shape) == (want[k].dtype, want[k].shape), (sig, k)
+                assert got[k].tolist() == want[k].tolist(), (sig, k)
+    finally:
+        channel.close()
+    a, b = out["answers"]["serving_default"], out["answers"]["serving_bytes"]
+    assert {k: (str(v.dtype), v.shape) for k, v in a.items()} == {
+        "probs": ("float32", (2, 3)), "classes": ("int64", (2,)), "count": ("int32", (2,)),
+        "pixels": ("uint8", (2, 5, 4, 3)), "nothing": ("float32", (2, 0)), "names": ("object", (2,))}
+    assert a["pixels"].tolist() == inputs["serving_default"].tolist() and a["count"].tolist() == [20, 20]
+    assert b["echo"].tolist() == [b"\x89PNG\x00a", b"", b"\xff"] and b["length"].tolist() == [6, 0, 1]
+    assert b["first"].tolist() == [0x89, -1, 0xFF]
+    # metadata: the REST answer's normal form, and the SavedModel's own
+    assert out["metadata"] == RestClient(server.host, server.rest_port, MODEL).metadata() == \
+        contracts.signatures_from_saved_model(str(tmp_path / "models" / MODEL / "1"))
