@@ -190,6 +190,11 @@ def reference_for(client, serving: S3Uri, m: dict, dest: str) -> dict | None:
     return load_reference(dest)
 
 
+def _is_canary(client, model, version: int) -> bool:
+    from registry import labels as labels_mod
+    return labels_mod.read(client, model.serving)[0].get("canary") == version
+
+
 def _previous_good(client, serving: S3Uri, version: int) -> int | None:
     """The newest committed version below N whose own rollout did not fail (none recorded: good)."""
     state = layout.scan(client, serving)
@@ -274,7 +279,7 @@ def confirm(client, model, version: int, *, deadline_s: float | None = None, on_
                  len(rec["endpoints"]), rec["served_after_s"])
         return rec
     log.error("rollout of %s version %d %s: %s", model.name, version, rec["outcome"], rec["reason"])
-    if model.extra.get("rollout") == "canary" and rec.get("label") == "canary":
+    if model.extra.get("rollout") == "canary" and _is_canary(client, model, version):
         from registry import labels as labels_mod
         reason = f"rollout of canary version {version} {rec['outcome']}: {rec['reason']}"
         try:

@@ -143,6 +143,14 @@ def test_canary_promote_abort_restarts_and_two_sidecars(canary_env, s3, tmp_path
         server.wait(lambda: server.label("canary-cls", "canary") == 2, "canary -> 2")
         assert server.label("canary-cls", "stable") == 1
         v2 = server.predict("/v1/models/canary-cls/labels/canary", x)
+        # rollout confirmation of a canary: served, and the canary label names it on every endpoint
+        cfg_doc = yaml.safe_load(open(env.config))
+        cfg_doc["models"]["canary-cls"]["production"] = {"endpoints": [{"rest": server.url}], "confirm_deadline_s": 60}
+        with open(env.config, "w") as fh:
+            yaml.safe_dump(cfg_doc, fh)
+        rec = json.loads(env.cli("confirm", "canary-cls", "--version", "2", "--poll", "0.5", "--json",
+                                 check=0).stdout)
+        assert rec["outcome"] == "confirmed" and rec["label"] == "canary" and rec["labels"][0]["version"] == 2, rec
         assert not np.allclose(v1, v2) and np.allclose(server.predict("/v1/models/canary-cls/versions/2", x), v2)
         _restart_clean(str(config_file), tmp_path, "canary-cls", {"stable": 1, "canary": 2})
 
@@ -162,20 +170,29 @@ def test_canary_promote_abort_restarts_and_two_sidecars(canary_env, s3, tmp_path
         server.wait(lambda: server.states("canary-cls").get(1) == "END", "v1 unloaded")
         _restart_clean(str(config_file), tmp_path, "canary-cls", {"stable": 2})
 
-        # v3 as canary, then aborted: v3 unloaded, stable stays; an aborted version is never promoted
+        # v3 as canary, but production never gets it (no sync round): its rollout times out and the
+        # canary is aborted, never rolled forward; stable v2 keeps serving
         _publish(env, s3, tmp_path, "canary-cls", 3.0, "v3")
+        p = env.cli("confirm", "canary-cls", "--version", "3", "--deadline", "3", "--poll", "0.5", "--json")
+        rec = json.loads(p.stdout)
+        assert p.returncode == 1 and rec["outcome"] == "rolled back", rec
+        assert rec["action"] == "aborted the canary; stable version 2 serves", rec
+        # v4 as canary, then aborted by hand: v4 unloaded, stable stays; an aborted version is never promoted
+        _publish(env, s3, tmp_path, "canary-cls", 4.0, "v4")
         _sync(env, root, server.url)
-        server.wait(lambda: server.label("canary-cls", "canary") == 3, "canary -> 3")
-        p = env.cli("abort", "canary-cls", "--reason", "error rate up", "--version", "3", "--json", check=0)
-        assert json.loads(p.stdout)["canary"] is None and json.loads(p.stdout)["aborted"] == [3]
+        server.wait(lambda: server.label("canary-cls", "canary") == 4, "canary -> 4")
+        p = env.cli("abort", "canary-cls", "--reason", "error rate up", "--version", "4", "--json", check=0)
+        assert json.loads(p.stdout)["canary"] is None and json.loads(p.stdout)["aborted"] == [3, 4]
         _sync(env, root, server.url)
-        server.wait(lambda: server.states("canary-cls").get(3) == "END", "v3 unloaded")
+        server.wait(lambda: server.states("canary-cls").get(4) == "END", "v4 unloaded")
         assert server.label("canary-cls", "stable") == 2
         _restart_clean(str(config_file), tmp_path, "canary-cls", {"stable": 2})
         p = env.cli("promote", "canary-cls", "--reason", "x")
         assert p.returncode == 2 and "no canary" in p.stderr
         labels = json.loads(env.cli("labels", "canary-cls", "--json", check=0).stdout)
-        assert [h["action"] for h in labels["history"]] == ["publish", "publish", "promote", "publish", "abort"]
-        assert labels["history"][2]["by"] == "alice" and labels["history"][4]["reason"] == "error rate up"
+        assert [h["action"] for h in labels["history"]] == ["publish", "publish", "promote", "publish", "abort",
+                                                            "publish", "abort"]
+        assert labels["history"][2]["by"] == "alice" and labels["history"][6]["reason"] == "error rate up"
+        assert labels["history"][4]["by"] == "tfs-release confirm" and "timed out" in labels["history"][4]["reason"]
     finally:
         server.stop()
