@@ -349,13 +349,8 @@ def labels_cmd(args, model) -> dict:
     if args.command == "labels":
         state, _ = labels.read(_client(), model.serving)
     elif args.command == "promote":
-        from validation.rollout import read_record
-
-        def failed(v):
-            rec = read_record(_client(), model.serving, v)
-            return bool(rec) and rec.get("outcome") not in ("confirmed",)
         state = labels.promote(_client(), model.serving, reason=args.reason, by=args.by, expect=args.version,
-                               failed=failed)
+                               failed=lambda v: labels.rollout_failed(_client(), model.serving, v))
     else:
         state = labels.abort(_client(), model.serving, reason=args.reason, by=args.by, expect=args.version)
     if not args.json:

@@ -71,7 +71,7 @@ def build_dag(config_path: str = CONFIG):
                      model.name, params["version"], before, max(before, default=None),
                      params["reason"] or "(none given)")
             res = registry_rollback(client, model.serving, model.name, params["version"],
-                                    run_id=safe_run_id(f"rollback-{run_id}"))
+                                    run_id=safe_run_id(f"rollback-{run_id}"), reason=params["reason"] or None)
             out = {**res.to_json(), "rollback_of": params["version"], "previous_highest": max(before),
                    "reason": params["reason"]}
             uri = f"s3://{model.serving.bucket}/{model.serving.prefix.rstrip('/')}"

@@ -142,3 +142,13 @@ def after_publish(client, model, version: int) -> dict | None:
     if (model.extra or {}).get("rollout") != "canary":
         return None
     return on_publish(client, model.serving, version)
+
+
+def rollout_failed(client, serving: S3Uri, version: int) -> bool:
+    """True when version's rollout record (``_rollouts/N.json``) says anything but confirmed."""
+    from registry import layout
+    try:
+        rec = layout.read_json(client, serving.bucket, layout.rollout_key(serving, version))
+    except ValueError:
+        return True
+    return bool(rec) and rec.get("outcome") != "confirmed"

@@ -231,3 +231,25 @@ def test_worker_image_mode_chooses_docker_operators_at_parse_time(airflow_python
     for d in f["dags"].values():
         assert d["task_types"]["export"] == d["task_types"]["validate"] == "StepImageOperator"
         assert d["edges"] == TASK_EDGES and d["pools"]["validate"] == ["tfs_release_serving", 1]
+
+
+def test_production_approval_and_canary_shape_the_dags(airflow_python, tmp_path):
+    """approval -> an approve task before publish; production -> wait_for_rollout (deferrable) and
+    confirm_rollout after it; rollout: canary -> offered by model_canary."""
+    models = {"prod": {**_good("prod"), "approval": "required", "rollout": "canary",
+                       "production": {"endpoints": [{"rest": "http://tfs:8501", "grpc": "tfs:8500"}],
+                                      "confirm_deadline_s": 120}},
+              "plain": _good("plain")}
+    config = tmp_path / "config" / "models.yaml"
+    config.parent.mkdir()
+    config.write_text(yaml.safe_dump({"models": models}))
+    canary = os.path.join(DAGS, "model_canary.py")
+    r = probe(airflow_python, tmp_path, [RELEASE, canary], config=config)
+    d = r["files"][RELEASE]["dags"]["release__prod"]
+    edges = {tuple(e) for e in d["edges"]}
+    assert {("validate", "approve"), ("approve", "publish"), ("publish", "wait_for_rollout"),
+            ("wait_for_rollout", "confirm_rollout"), ("confirm_rollout", "clean_staging")} <= edges, edges
+    assert d["timeouts"]["confirm_rollout"] == 2 * 120 + 600 and d["timeouts"]["wait_for_rollout"] == 120 + 300
+    assert sorted(r["files"][RELEASE]["dags"]["release__plain"]["edges"]) == TASK_EDGES  # no production: as before
+    c = r["files"][canary]["dags"]["model_canary"]
+    assert c["param_schemas"]["model"]["enum"] == ["prod"] and c["param_schemas"]["action"]["enum"] == ["promote", "abort"]
