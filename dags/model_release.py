@@ -39,7 +39,8 @@ for _path in (ROOT, os.path.join(ROOT, "plugins")):  # registry/ and plugins/ wh
     if _path not in sys.path:
         sys.path.append(_path)
 
-from airflow.sdk import Asset, Param, dag, task, teardown  # noqa: E402
+from airflow.sdk import (  # noqa: E402
+    Asset, AssetOrTimeSchedule, AssetWatcher, CronTriggerTimetable, Param, dag, task, teardown)
 
 from registry import config as config_mod  # noqa: E402
 from tfs_release_airflow.alerts import release_alert, reports_root  # noqa: E402
@@ -83,6 +84,45 @@ def asset_for(model: config_mod.ModelConfig) -> Asset:
     return Asset(uri=uri)
 
 
+def checkpoints_asset(model: config_mod.ModelConfig) -> Asset:
+    """``s3://<training>/<model>/checkpoints``: the Asset a new complete checkpoint updates, through
+    the watcher on the triggerer (``checkpoint_poll_s`` > 0) and/or the training job posting an
+    event (``POST /api/v2/assets/events``)."""
+    uri = f"s3://{model.checkpoints.bucket}/{model.checkpoints.prefix.rstrip('/')}"
+    watchers = []
+    if model.checkpoint_poll_s > 0:
+        from tfs_release_airflow.checkpoint_watch import CheckpointTrigger
+        trigger = CheckpointTrigger(model.name, str(model.checkpoints), str(model.serving),
+                                    conn_id=model.extra.get("conn_id", "aws_default"), poll_s=model.checkpoint_poll_s)
+        watchers.append(AssetWatcher(name=f"checkpoints__{model.name}", trigger=trigger))
+    return Asset(uri=uri, watchers=watchers)
+
+
+def schedule_for(model: config_mod.ModelConfig):
+    """trigger: checkpoint-event -> the checkpoints Asset (or it and the cron ``schedule`` as a safety
+    net: whichever comes first); trigger: schedule -> the cron only; TFS_RELEASE_SCHEDULES=off -> manual."""
+    if not schedules_on():
+        return None
+    if model.trigger == "schedule":
+        return model.schedule
+    asset = checkpoints_asset(model)
+    if model.schedule:
+        return AssetOrTimeSchedule(timetable=CronTriggerTimetable(model.schedule, timezone=START.tzinfo),
+                                   assets=[asset])
+    return [asset]
+
+
+def trigger_doc(model: config_mod.ModelConfig) -> str:
+    if not schedules_on():
+        return "Starts: manually only (TFS_RELEASE_SCHEDULES=off)."
+    if model.trigger == "schedule":
+        return f"Starts: on the schedule `{model.schedule}`."
+    how = (f"the triggerer lists `{model.checkpoints}` every {model.checkpoint_poll_s:g}s"
+           if model.checkpoint_poll_s > 0 else "the training job posts the Asset event (no watcher)")
+    net = f"; the schedule `{model.schedule}` is a safety net" if model.schedule else ""
+    return f"Starts: when a new complete checkpoint lands ({how}){net}."
+
+
 def params_for(model: config_mod.ModelConfig) -> dict[str, Param]:
     return {
         "checkpoint": Param(
@@ -110,7 +150,7 @@ def doc_for(model: config_mod.ModelConfig) -> str:
 Newest complete checkpoint under `{model.checkpoints}` → skip when already published (unless
 **force**) → export a SavedModel (Model Garden `{model.experiment}`) → validate it in a temporary
 TF Serving (golden set `{model.golden}`) → publish the next version under `{model.serving}` and
-emit an Asset event for it (extra: `version`).
+emit an Asset event for it (extra: `version`). {trigger_doc(model)}
 
 Validation compares the candidate with the version production serves (the regression gate): a
 candidate that is worse is not published.
@@ -177,7 +217,7 @@ def build_dag(model: config_mod.ModelConfig, config_path: str,
 
     @dag(
         dag_id=f"release__{model.name}",
-        schedule=model.schedule if schedules_on() else None,
+        schedule=schedule_for(model),
         start_date=START,
         catchup=False,
         max_active_runs=1,

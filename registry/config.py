@@ -25,7 +25,7 @@ KNOWN_KEYS = {
     "tolerance", "alerts", "serving_image", "validation_deadline_s", "report_base_url",
     "staging_keep_days", "validation_batch_size", "latency_samples", "regression", "production",
     "on_failed_rollout", "approval", "approval_timeout_s", "rollout",
-    "min_map", "min_ap50", "min_accuracy", "min_miou_set",
+    "min_map", "min_ap50", "min_accuracy", "min_miou_set", "trigger", "checkpoint_poll_s",
 }
 # keys that were accepted once but nothing reads: refused with what to use instead
 UNREAD_KEYS = {
@@ -47,6 +47,10 @@ REPORT_LINK_MODES = ("airflow", "presigned")
 DEFAULT_VALIDATION_BATCH_SIZE = 32  # golden images per predict request (validator and exporter)
 DEFAULT_LATENCY_SAMPLES = 20  # single-image requests per protocol and signature for p50/p95
 CONN_ID = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
+# what starts a release run: a new complete checkpoint (the triggerer watches the checkpoints prefix,
+# and/or training posts an Asset event), or only the cron ``schedule``
+TRIGGERS = ("checkpoint-event", "schedule")
+DEFAULT_CHECKPOINT_POLL_S = 30.0
 EMAIL = re.compile(r"^[^@\s,;]+@[^@\s,;]+$")
 
 
@@ -98,6 +102,12 @@ class ModelConfig:
     batch_size: int | None = None
     schedule: str | None = None
     timeouts: Timeouts = field(default_factory=Timeouts)
+    # checkpoint-event: a release starts when a new complete checkpoint lands (``schedule``, when set,
+    # is a safety net beside it); schedule: only the cron ``schedule`` starts one
+    trigger: str = "checkpoint-event"
+    # seconds between two listings of the checkpoints prefix by the watcher on the triggerer;
+    # 0: no watcher (the training job posts the Asset event itself)
+    checkpoint_poll_s: float = DEFAULT_CHECKPOINT_POLL_S
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -307,11 +317,42 @@ def parse_model(name: str, raw: Any, *, base_dir: str = ".") -> ModelConfig:
         if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
             raise ConfigError(f"models.{name}.validation_deadline_s must be a number of seconds > 0 (how long "
                               f"validation waits for the server to say AVAILABLE), got {v!r}")
+    kw.update(parse_trigger(name, raw, kw.get("schedule")))
+    for key in ("trigger", "checkpoint_poll_s"):
+        kw["extra"].pop(key, None)
     kw.pop("timeouts", None)
     kw["extra"].pop("timeouts", None)
     if raw.get("timeouts") is not None:
         kw["timeouts"] = parse_timeouts(name, raw["timeouts"])
     return ModelConfig(**kw)
+
+
+def parse_trigger(name: str, raw: dict, schedule: str | None) -> dict:
+    """``trigger`` and ``checkpoint_poll_s`` of a model (see ModelConfig)."""
+    trigger = raw.get("trigger", "checkpoint-event")
+    if trigger not in TRIGGERS:
+        raise ConfigError(f"models.{name}.trigger must be checkpoint-event (a release starts when a new complete "
+                          f"checkpoint lands; a cron 'schedule' beside it is a safety net) or schedule (only the "
+                          f"cron 'schedule' starts one), got {trigger!r}")
+    if trigger == "schedule" and not schedule:
+        raise ConfigError(f"models.{name}.trigger is schedule but the model has no 'schedule': add one (e.g. "
+                          f"schedule: \"@hourly\"), or use trigger: checkpoint-event.")
+    if trigger == "checkpoint-event" and schedule in ("@once", "@continuous"):
+        raise ConfigError(f"models.{name}.schedule {schedule!r} cannot be a safety net beside trigger: "
+                          f"checkpoint-event: use a cron expression (e.g. \"@daily\"), or remove it.")
+    out: dict = {"trigger": trigger}
+    poll = raw.get("checkpoint_poll_s")
+    if poll is not None:
+        if trigger == "schedule":
+            raise ConfigError(f"models.{name}.checkpoint_poll_s is set but trigger is schedule: nothing watches "
+                              f"the checkpoints. Remove it, or use trigger: checkpoint-event.")
+        if (not isinstance(poll, (int, float)) or isinstance(poll, bool)
+                or not (poll == 0 or 1 <= poll <= 86400)):
+            raise ConfigError(f"models.{name}.checkpoint_poll_s must be a number of seconds from 1 to 86400 (how "
+                              f"often the triggerer lists the checkpoints), or 0 (no watcher: the training job "
+                              f"posts the Asset event itself), got {poll!r}")
+        out["checkpoint_poll_s"] = float(poll)
+    return out
 
 
 REGRESSION_LIMITS = {

@@ -30,7 +30,24 @@ def describe(dag) -> dict:
         "dagrun_timeout": dag.dagrun_timeout.total_seconds() if dag.dagrun_timeout else None,
         "pools": {t.task_id: [t.pool, t.pool_slots] for t in dag.tasks},
         "is_paused_upon_creation": dag.is_paused_upon_creation,
+        **schedule_parts(tt),
     }
+
+
+def schedule_parts(tt) -> dict:
+    """The assets a DAG is scheduled on (with their watchers' triggers) and its cron, if any."""
+    def leaves(cond):
+        if cond is None:
+            return []
+        if hasattr(cond, "objects"):  # AssetAll / AssetAny
+            return [a for o in cond.objects for a in leaves(o)]
+        return [cond]
+
+    assets = [{"uri": a.uri, "watchers": [{"name": w.name, "classpath": w.trigger.serialize()[0],
+                                           "kwargs": w.trigger.serialize()[1]} for w in a.watchers]}
+              for a in leaves(getattr(tt, "asset_condition", None))]
+    inner = getattr(tt, "timetable", tt)
+    return {"assets": assets, "cron": getattr(inner, "expression", None)}
 
 
 def refused(dag, confs: list[dict]) -> list[str | None]:

@@ -30,8 +30,29 @@ BAD_CONFS = [{"launcher": "kubernetes"}, {"force": "yes"}, {"dry_run": 1},
              {"checkpoint": "gs://bucket/ckpt-1"}, {"checkpoint": 7}]
 DEFAULT_TIMEOUTS = {"newest_checkpoint": 600, "is_new": 600, "export": 3600, "validate": 3600, "publish": 1800,
                     "clean_staging": 600}
+# cron presets as Airflow's CronTriggerTimetable spells them
+CRON = {"@daily": "0 0 * * *", "@hourly": "0 * * * *"}
+WATCHER = "tfs_release_airflow.checkpoint_watch.CheckpointTrigger"
 GOOD_CONFS = [{}, {"checkpoint": "s3://training/m/checkpoints/ckpt-5", "force": True, "dry_run": True,
                    "launcher": "process"}, {"checkpoint": None}]
+
+
+def expected_start(name: str, cfg: dict) -> dict:
+    """How the release DAG of a model entry starts (see README "Event-driven releases")."""
+    trigger, schedule = cfg.get("trigger", "checkpoint-event"), cfg.get("schedule")
+    if trigger == "schedule":
+        return {"timetable": "CronTriggerTimetable", "cron": CRON.get(schedule, schedule), "assets": []}
+    poll = cfg.get("checkpoint_poll_s", 30)
+    watchers = [{"name": f"checkpoints__{name}", "classpath": WATCHER,
+                 "kwargs": {"model": name, "checkpoints": cfg["checkpoints"], "serving": cfg["serving"],
+                            "conn_id": cfg.get("conn_id", "aws_default"), "poll_s": float(poll)}}] if poll else []
+    return {"timetable": "AssetOrTimeSchedule" if schedule else "AssetTriggeredTimetable",
+            "cron": CRON.get(schedule, schedule),
+            "assets": [{"uri": cfg["checkpoints"].rstrip("/"), "watchers": watchers}]}
+
+
+def started_by(d: dict) -> dict:
+    return {k: d[k] for k in ("timetable", "cron", "assets")}
 
 
 @pytest.fixture(scope="session")
@@ -92,7 +113,9 @@ def test_one_release_dag_per_configured_model(every_file):
     assert sorted(dags) == sorted(f"release__{m}" for m in models)
     for name, cfg in models.items():
         d = dags[f"release__{name}"]
-        assert d["schedule"] == cfg["schedule"] and d["timetable"] == "CronTriggerTimetable"
+        # a new complete checkpoint starts a run (the watcher on the triggerer); the cron is a safety net
+        assert started_by(d) == expected_start(name, cfg), name
+        assert d["timetable"] == "AssetOrTimeSchedule" and len(d["assets"][0]["watchers"]) == 1
         assert d["catchup"] is False and d["max_active_runs"] == 1
         assert {"tfs-release", "release", cfg["task"]} <= set(d["tags"])
         assert name in d["doc_md"] and cfg["checkpoints"] in d["doc_md"]
@@ -127,6 +150,12 @@ def _models(n: int, tmp_path) -> dict:
                "experiment": "resnet_imagenet", "input_size": [64, 64]}
         if schedules[i % 4]:
             cfg["schedule"] = schedules[i % 4]
+        if i % 4 == 3:
+            cfg["trigger"] = "schedule"  # the cron only, as before event-driven releases
+        elif i % 5 == 0:
+            cfg["checkpoint_poll_s"] = 0  # no watcher: the training job posts the Asset event
+        elif i % 5 == 1:
+            cfg["checkpoint_poll_s"] = 5
         if i == 1:
             cfg.update(launcher="process", conn_id="s3_other", tags=["team-a"])
         models[name] = cfg
@@ -148,10 +177,11 @@ def test_twenty_configured_models_parse(airflow_python, tmp_path):
         if "checkpoints" not in cfg:
             continue
         d = dags[f"release__{name}"]
-        if "schedule" in cfg:
-            assert (d["schedule"], d["timetable"]) == (cfg["schedule"], "CronTriggerTimetable"), name
-        else:
-            assert (d["schedule"], d["timetable"]) == (None, "NullTimetable"), name
+        assert started_by(d) == expected_start(name, cfg), name
+    kinds = {dags[f"release__{m}"]["timetable"] for m in models if m != "publish-only"}
+    assert kinds == {"AssetOrTimeSchedule", "AssetTriggeredTimetable", "CronTriggerTimetable"}, kinds
+    assert dags["release__model-02"]["assets"][0]["watchers"][0]["kwargs"]["poll_s"] == 30.0
+    assert dags["release__model-00"]["assets"][0]["watchers"] == []  # checkpoint_poll_s: 0
     assert dags["release__model-01"]["params"]["launcher"] == "process"
     assert "team-a" in dags["release__model-01"]["tags"]
     assert "s3_other" in dags["release__model-01"]["doc_md"]
@@ -182,6 +212,7 @@ def test_one_bad_model_breaks_only_its_own_dag(airflow_python, tmp_path):
     models = {"good-a": _good("good-a"), "good-b": _good("good-b"),
               "bad-task": {**_good("bad-task"), "task": "detect"},
               "bad-keep": {**_good("bad-keep"), "keep": 3},
+              "bad-trigger": {**_good("bad-trigger"), "trigger": "cron"},
               "Bad Name!": _good("x")}
     config = tmp_path / "config" / "models.yaml"
     config.parent.mkdir()
@@ -192,9 +223,10 @@ def test_one_bad_model_breaks_only_its_own_dag(airflow_python, tmp_path):
     dags = r["files"][RELEASE]["dags"]
     for name in ("good-a", "good-b"):
         d = dags[f"release__{name}"]
-        assert d["edges"] == TASK_EDGES and d["schedule"] == "@daily", name
+        assert d["edges"] == TASK_EDGES and started_by(d) == expected_start(name, _good(name)), name
     bad = {"release__bad-task": "models.bad-task.task is 'detect'",
-           "release__bad-keep": "models.bad-keep.keep is not supported"}
+           "release__bad-keep": "models.bad-keep.keep is not supported",
+           "release__bad-trigger": "models.bad-trigger.trigger must be checkpoint-event"}
     [invalid_id] = [d for d in dags if d.startswith("release__invalid-")]
     bad[invalid_id] = "model name 'Bad Name!' is not valid"
     assert sorted(dags) == sorted(["release__good-a", "release__good-b", *bad])
@@ -253,3 +285,21 @@ def test_production_approval_and_canary_shape_the_dags(airflow_python, tmp_path)
     assert sorted(r["files"][RELEASE]["dags"]["release__plain"]["edges"]) == TASK_EDGES  # no production: as before
     c = r["files"][canary]["dags"]["model_canary"]
     assert c["param_schemas"]["model"]["enum"] == ["prod"] and c["param_schemas"]["action"]["enum"] == ["promote", "abort"]
+
+
+def test_schedules_off_makes_every_release_dag_manual(airflow_python, tmp_path):
+    """TFS_RELEASE_SCHEDULES=off: no cron, no checkpoints Asset, no watcher (e.g. a staging stack)."""
+    models = {"ev": _good("ev"), "cron": {**_good("cron"), "trigger": "schedule"}}
+    config = tmp_path / "config" / "models.yaml"
+    config.parent.mkdir()
+    config.write_text(yaml.safe_dump({"models": models}))
+    out = tmp_path / "probe.json"
+    env = airflow_env(tmp_path / "airflow-home", TFS_RELEASE_CONFIG=str(config), TFS_RELEASE_SCHEDULES="off")
+    p = subprocess.run([airflow_python, PROBE, str(out), RELEASE], env=env, cwd=str(tmp_path),
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    dags = json.loads(out.read_text())["files"][RELEASE]["dags"]
+    for name in models:
+        d = dags[f"release__{name}"]
+        assert started_by(d) == {"timetable": "NullTimetable", "cron": None, "assets": []}, name
+        assert "manually only" in d["doc_md"]
