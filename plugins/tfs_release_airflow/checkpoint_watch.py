@@ -15,10 +15,16 @@ logged and retried with a backoff (up to 10 minutes); the trigger never ends on 
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import time
 from typing import Any
 
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if ROOT not in sys.path:  # registry/ on the triggerer, which imports this by classpath, not via a DAG file
+    sys.path.append(ROOT)
 
 CLASSPATH = "tfs_release_airflow.checkpoint_watch.CheckpointTrigger"
 STATE_KEY = "reported"

@@ -136,7 +136,10 @@ def standalone(airflow_env):
     import services
     conn = json.loads(airflow_env.env["AIRFLOW_CONN_AWS_DEFAULT"])
     t0 = time.monotonic()
-    af = services.start_airflow(airflow_env.home, config=airflow_env.config, conns={"aws_default": conn})
+    # manual-only DAGs: these tests trigger their own runs; unpausing must not also start one for the
+    # checkpoint already uploaded (the checkpoint watcher; tests/e2e/test_checkpoint_event.py tests it)
+    af = services.start_airflow(airflow_env.home, config=airflow_env.config, conns={"aws_default": conn},
+                                extra_env={"TFS_RELEASE_SCHEDULES": "off"})
     print(f"\nairflow standalone ready in {time.monotonic() - t0:.1f}s at {af.url} (log {af.log})")
     af.test_token = af.token()
     yield af

@@ -144,6 +144,7 @@ def airflow(request, airflow_env, models, s3_relay, network, seaweedfs, docker_e
     conn = {"conn_type": "aws", "login": seaweedfs.access_key, "password": seaweedfs.secret_key,
             "extra": {"endpoint_url": s3_relay, "region_name": "us-east-1"}}
     t0 = time.monotonic()
+    extra["TFS_RELEASE_SCHEDULES"] = "off"  # only the test's own runs (no checkpoint-event run on unpause)
     af = services.start_airflow(airflow_env.home, config=airflow_env.config, conns={"aws_default": conn},
                                 extra_env=extra)
     print(f"\nairflow standalone ({mode} steps) ready in {time.monotonic() - t0:.1f}s at {af.url} (log {af.log})")
