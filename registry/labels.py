@@ -101,16 +101,22 @@ def on_publish(client, serving: S3Uri, version: int) -> dict:
     return update(client, serving, change, action="publish")
 
 
+def _the_canary(s: dict, serving: S3Uri, expect: int | None, action: str) -> int:
+    """The canary to act on; BadInput when there is none or it is not ``expect``."""
+    c = s["canary"]
+    if c is None:
+        raise BadInput(f"nothing to {action}: {serving} has no canary (stable is {s['stable']})")
+    if expect is not None and c != expect:
+        raise BadInput(f"the canary of {serving} is version {c}, not {expect}: nothing done ({action})")
+    return c
+
+
 def promote(client, serving: S3Uri, *, reason: str, by: str | None = None, expect: int | None = None,
             failed=lambda v: False) -> dict:
     """The canary becomes stable. ``expect``: refuse unless the canary is that version.
     ``failed(v)``: True when v's rollout failed (it must never become stable)."""
     def change(s):
-        c = s["canary"]
-        if c is None:
-            raise BadInput(f"nothing to promote: {serving} has no canary (stable is {s['stable']})")
-        if expect is not None and c != expect:
-            raise BadInput(f"the canary of {serving} is version {c}, not {expect}: nothing promoted")
+        c = _the_canary(s, serving, expect, "promote")
         if c in s["aborted"] or failed(c):
             raise BadInput(f"version {c} of {serving} was aborted or its rollout failed: it cannot become stable")
         s["stable"], s["canary"] = c, None
@@ -121,11 +127,7 @@ def promote(client, serving: S3Uri, *, reason: str, by: str | None = None, expec
 def abort(client, serving: S3Uri, *, reason: str, by: str | None = None, expect: int | None = None) -> dict:
     """The canary is removed; it is remembered as aborted (never promoted later)."""
     def change(s):
-        c = s["canary"]
-        if c is None:
-            raise BadInput(f"nothing to abort: {serving} has no canary (stable is {s['stable']})")
-        if expect is not None and c != expect:
-            raise BadInput(f"the canary of {serving} is version {c}, not {expect}: nothing aborted")
+        c = _the_canary(s, serving, expect, "abort")
         s["canary"] = None
         s["aborted"] = sorted(set(s["aborted"]) | {c})
         return c

@@ -55,36 +55,25 @@ def compare_signatures(baseline: dict, candidate: dict) -> tuple[list[str], list
         old, new = baseline[name], candidate[name]
         if old.get("method") and new.get("method") and old["method"] != new["method"]:
             breaking.append(f"signature {name!r}: method {old['method']} -> {new['method']}")
-        for key in sorted(old.get("inputs", {})):
-            o = old["inputs"][key]
-            n = new.get("inputs", {}).get(key)
-            if n is None:
-                breaking.append(f"signature {name!r}: input {key!r} removed or renamed "
-                                f"(candidate inputs: {', '.join(sorted(new.get('inputs', {}))) or 'none'})")
-                continue
-            if o.get("dtype") != n.get("dtype"):
-                breaking.append(f"signature {name!r}: input {key!r} dtype {o.get('dtype')} -> {n.get('dtype')}")
-            why = _input_shape_problem(o.get("shape"), n.get("shape"))
-            if why:
-                breaking.append(f"signature {name!r}: input {key!r} {why}")
-        for key in sorted(set(new.get("inputs", {})) - set(old.get("inputs", {}))):
-            breaking.append(f"signature {name!r}: new required input {key!r} "
-                            f"({new['inputs'][key].get('dtype')} {_shape(new['inputs'][key].get('shape'))}): "
-                            "today's requests do not send it")
-        for key in sorted(old.get("outputs", {})):
-            o = old["outputs"][key]
-            n = new.get("outputs", {}).get(key)
-            if n is None:
-                breaking.append(f"signature {name!r}: output {key!r} removed or renamed "
-                                f"(candidate outputs: {', '.join(sorted(new.get('outputs', {}))) or 'none'})")
-                continue
-            if o.get("dtype") != n.get("dtype"):
-                breaking.append(f"signature {name!r}: output {key!r} dtype {o.get('dtype')} -> {n.get('dtype')}")
-            why = _output_shape_problem(o.get("shape"), n.get("shape"))
-            if why:
-                breaking.append(f"signature {name!r}: output {key!r} {why}")
-        for key in sorted(set(new.get("outputs", {})) - set(old.get("outputs", {}))):
-            additions.append(f"signature {name!r}: output {key!r}")
+        for kind, problem in (("input", _input_shape_problem), ("output", _output_shape_problem)):
+            olds, news = old.get(kind + "s", {}), new.get(kind + "s", {})
+            for key in sorted(olds):
+                o, n = olds[key], news.get(key)
+                if n is None:
+                    breaking.append(f"signature {name!r}: {kind} {key!r} removed or renamed "
+                                    f"(candidate {kind}s: {', '.join(sorted(news)) or 'none'})")
+                    continue
+                if o.get("dtype") != n.get("dtype"):
+                    breaking.append(f"signature {name!r}: {kind} {key!r} dtype {o.get('dtype')} -> {n.get('dtype')}")
+                why = problem(o.get("shape"), n.get("shape"))
+                if why:
+                    breaking.append(f"signature {name!r}: {kind} {key!r} {why}")
+            for key in sorted(set(news) - set(olds)):
+                if kind == "input":  # every input of a signature is required
+                    breaking.append(f"signature {name!r}: new required input {key!r} ({news[key].get('dtype')} "
+                                    f"{_shape(news[key].get('shape'))}): today's requests do not send it")
+                else:
+                    additions.append(f"signature {name!r}: output {key!r}")
     for name in sorted(set(candidate) - set(baseline)):
         additions.append(f"signature {name!r}")
     return breaking, additions
