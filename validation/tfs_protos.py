@@ -3,8 +3,8 @@ and out of ``TensorProto`` (what ``tf.make_tensor_proto`` / ``tf.make_ndarray`` 
 TF Serving signature carries).
 
 Why: ``tensorflow_serving.apis.*_pb2`` import ``tensorflow.core.framework.*_pb2``, and importing any
-``tensorflow.*`` module runs ``tensorflow/__init__`` (all of TensorFlow: ~7 s and ~1 GB for a
-validation that only needs a few message classes).
+``tensorflow.*`` module runs ``tensorflow/__init__`` (all of TensorFlow: 3.5-7 s and ~600 MB for
+a validation that only needs a few message classes).
 
 How: the generated ``*_pb2.py`` files of the installed ``tensorflow`` and ``tensorflow-serving-api``
 wheels are *read*, not imported: each holds its ``.proto`` file as a serialized
@@ -14,14 +14,18 @@ the message classes come from it. The files are the installed ones, so the messa
 the installed TensorFlow's (nothing to regenerate, nothing to keep in step); the pool is private,
 so a process that imports the real ``tensorflow`` before or after gets its own classes in the
 default pool, untouched (the wire format is the same: our requests go to TF Serving, TF's
-classes parse what ours serialize).
+classes parse what ours serialize). Not the default pool: it takes the same file name twice only
+while the contents are identical (a differing copy is a "duplicate file name" error), and a class
+made there first would be the one TensorFlow's modules get.
 
     PredictRequest = message("tensorflow.serving.PredictRequest")
-    req.inputs["inputs"].CopyFrom(tensor_proto(x)); array = to_ndarray(resp.outputs["probs"])
+    req = PredictRequest(); tensor_proto(x, into=req.inputs["inputs"])
+    array = to_ndarray(resp.outputs["probs"])
 """
 from __future__ import annotations
 
 import ast
+import functools
 import importlib.util
 import os
 import threading
@@ -162,12 +166,13 @@ def _bfloat16():
     return np.dtype(ml_dtypes.bfloat16)
 
 
-def _table():
+@functools.lru_cache(maxsize=None)
+def _table() -> tuple:
     rows = [(name, enum_value("tensorflow.DataType", name), dt, field) for name, dt, field in _DTYPES]
     bf16 = _bfloat16()
     if bf16 is not None:
         rows.append(("DT_BFLOAT16", enum_value("tensorflow.DataType", "DT_BFLOAT16"), bf16, "half_val"))
-    return rows
+    return tuple(rows)
 
 
 def _as_bytes(v) -> bytes:

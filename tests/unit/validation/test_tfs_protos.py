@@ -249,6 +249,19 @@ def test_static_signatures_equal_the_tensorflow_read(tmp_path):
     assert ours["serving_bytes"]["outputs"]["length"] == {"dtype": "int32", "shape": [-1]}
 
 
+def test_tf_example_inputs_can_be_built_without_tensorflow():
+    """The tf.Example the exporter's model_input sends (exporters/reference.py, through TensorFlow's
+    example_pb2) is byte for byte the one built from tfs_protos' messages."""
+    pytest.importorskip("tensorflow")
+    from exporters.reference import example_bytes
+    png = b"\x89PNG\r\n\x1a\n rest of a png"
+    ex = tp.message("tensorflow.Example")()
+    ex.features.feature["image/encoded"].bytes_list.value.append(png)
+    ex.features.feature["image/format"].bytes_list.value.append(b"png")
+    assert ex.SerializeToString(deterministic=True) == \
+        tp.message("tensorflow.Example").FromString(example_bytes(png)).SerializeToString(deterministic=True)
+
+
 # ----------------------------------------------------------------------------------- fresh processes
 def run_fresh(code: str, tmp_path) -> dict:
     env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "3"}
