@@ -136,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--once", action="store_true", help="one round, then exit")
     p.add_argument("--keep", type=int, help="keep only the K newest versions of each model (labelled ones stay)")
     p.add_argument("--interval", type=float, default=5.0, help="seconds between rounds")
+    p.add_argument("--health-file", help="where each round writes its health record (default: "
+                                         "ROOT/.tfs-release-sync.json; `tfs-release sync-health` reads it)")
 
     p = cmd("labels", "canary models: which version is stable and which is canary (and their history)")
     p.add_argument("model")
@@ -374,13 +376,39 @@ def sync_all(args, cfg) -> dict:
         raise BadInput("canary models need --serving-url (this replica's TF Serving REST address): a label may only "
                        "move to a version TF Serving has loaded")
     config_file = args.model_config_file or os.path.join(args.root, "models.config")
+    import threading
     import time as _time
+
+    from registry.sync import Health, SyncResult, health_path
+    os.makedirs(args.root, exist_ok=True)
+    health = Health(health_path(args.root, args.health_file), serving=", ".join(str(m.serving) for m in models),
+                    interval=args.interval)
     while True:
-        res = sync_root(_client(), models, args.root, config_file=config_file, serving_url=args.serving_url,
-                        keep=args.keep)
+        health.round_started()
+        running = threading.Event()
+
+        def heartbeat():  # a long download keeps the health file fresh
+            while not running.wait(max(1.0, args.interval)):
+                health.beat()
+        beat = threading.Thread(target=heartbeat, daemon=True)
+        beat.start()
+        try:
+            res = sync_root(_client(), models, args.root, config_file=config_file, serving_url=args.serving_url,
+                            keep=args.keep)
+        except Exception as exc:
+            health.round_failed(exc)
+            if args.once:
+                raise
+            log.error("sync-all round failed (retried in %.0f s): %s", args.interval, exc)
+            _time.sleep(args.interval)
+            continue
+        finally:
+            running.set()
         bad = {n: (str(r) if isinstance(r, Exception) else "; ".join(r.problems))
                for n, r in res.items() if n != "_config" and (isinstance(r, Exception) or r.problems)}
         summary = {n: (r.present if not isinstance(r, Exception) else None) for n, r in res.items() if n != "_config"}
+        health.round_done(SyncResult(present=[f"{n}/{v}" for n, vs in summary.items() for v in (vs or [])],
+                                     problems=[f"{n}: {why}" for n, why in bad.items()]))
         if args.once:
             out = {"models": summary, "config_file": config_file, "config": res["_config"], "problems": bad}
             if not args.json:

@@ -129,6 +129,8 @@ def test_canary_promote_abort_restarts_and_two_sidecars(canary_env, s3, tmp_path
     entries = {e["name"]: e for e in out["config"]["models"]}
     assert entries["canary-cls"]["versions"] == [1] and entries["canary-cls"]["labels"] == {"stable": 1}
     assert entries["plain-cls"]["rollout"] == "all"
+    p = env.cli("sync-health", "--dest", str(root))  # the sidecar's health check reads sync-all's record
+    assert p.returncode == 0, p.stderr
     server = Server(str(config_file), tmp_path / "server.log")
     try:
         server.wait(lambda: server.label("canary-cls", "stable") == 1, "stable -> 1")

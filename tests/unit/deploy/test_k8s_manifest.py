@@ -41,7 +41,11 @@ def test_serving_and_sidecar_share_the_model_volume(docs):
     assert set(containers) == {"tf-serving", "model-sync"}
     serving, sync = containers["tf-serving"], containers["model-sync"]
     assert serving["image"].startswith("tensorflow/serving:")
-    assert sync["args"][0] == "sync" and "--dest" in sync["args"] and "--once" not in sync["args"]
+    assert sync["args"][0] == "sync-all" and "--root" in sync["args"] and "--once" not in sync["args"]
+    # one TF Serving for every model: the model config file the sidecar writes, restart-safe labels
+    assert "--model_config_file=/models/models.config" in serving["args"]
+    assert "--allow_version_labels_for_unavailable_models=true" in serving["args"]
+    assert sync["args"][sync["args"].index("--serving-url") + 1] == "http://localhost:8501"
     volumes = {v["name"]: v for v in spec["volumes"]}
     assert "emptyDir" in volumes["models"] or "persistentVolumeClaim" in volumes["models"]
     mounts = {c: {m["name"]: m for m in containers[c]["volumeMounts"]} for c in containers}
@@ -50,10 +54,10 @@ def test_serving_and_sidecar_share_the_model_volume(docs):
     assert not mounts["model-sync"]["models"].get("readOnly")
     env = {e["name"]: e for e in serving["env"]}
     assert env["MODEL_BASE_PATH"]["value"] == "/models"
-    assert sync["args"][sync["args"].index("--dest") + 1] == "/models/$(MODEL_NAME)"
-    # an init container syncs once so a new pod starts with the current version
+    assert sync["args"][sync["args"].index("--root") + 1] == "/models"
+    # an init container syncs once (and writes the model config file) so a new pod starts serving at once
     init = spec["initContainers"][0]
-    assert init["args"][0] == "sync" and "--once" in init["args"]
+    assert init["args"][0] == "sync-all" and "--once" in init["args"]
     assert {m["name"] for m in init["volumeMounts"]} >= {"models"}
 
 
