@@ -107,7 +107,7 @@ def schedule_for(model: config_mod.ModelConfig):
         return model.schedule
     asset = checkpoints_asset(model)
     if model.schedule:
-        return AssetOrTimeSchedule(timetable=CronTriggerTimetable(model.schedule, timezone=START.tzinfo),
+        return AssetOrTimeSchedule(timetable=CronTriggerTimetable(model.schedule, timezone="UTC"),
                                    assets=[asset])
     return [asset]
 

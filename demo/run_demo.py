@@ -160,8 +160,10 @@ def serving_setup() -> tuple[str, str | None]:
     return "docker", image
 
 
-def upload_like_training(client, folder: str, bucket: str, prefix: str) -> int:
-    """What a training job does: ckpt files first, the state file last. Skips what is there."""
+def upload_like_training(client, folder: str, bucket: str, prefix: str, announce=None) -> int:
+    """What a training job does: ckpt files first, the state file last. Skips what is there.
+    ``announce(checkpoint_uri)``, when given, runs once the checkpoint is complete: e.g. posting the
+    Asset event to Airflow's REST API (demo/checkpoint_events.py) where an API server runs."""
     have = {o["Key"]: o["Size"] for o in client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])}
     files = checkpoint_cache.checkpoint_files(folder)
     files.sort(key=lambda f: f == "checkpoint")
@@ -171,6 +173,11 @@ def upload_like_training(client, folder: str, bucket: str, prefix: str) -> int:
         if have.get(prefix + f) != os.path.getsize(path) or f == "checkpoint":
             client.upload_file(path, bucket, prefix + f)
             n += 1
+    if announce is not None and n:
+        from registry.checkpoints import parse_state_file
+        with open(os.path.join(folder, "checkpoint")) as fh:
+            latest, _ = parse_state_file(fh.read())
+        announce(f"s3://{bucket}/{prefix}{latest}")
     return n
 
 

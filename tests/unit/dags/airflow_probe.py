@@ -31,7 +31,18 @@ def describe(dag) -> dict:
         "pools": {t.task_id: [t.pool, t.pool_slots] for t in dag.tasks},
         "is_paused_upon_creation": dag.is_paused_upon_creation,
         **schedule_parts(tt),
+        "serialization_error": serialization_error(dag),
     }
+
+
+def serialization_error(dag) -> str | None:
+    """What the DAG processor would say when storing the DAG (None: it serializes)."""
+    from airflow.serialization.serialized_objects import DagSerialization
+    try:
+        DagSerialization.to_dict(dag)
+    except Exception as exc:  # noqa: BLE001 - reported, the test asserts on it
+        return f"{type(exc).__name__}: {exc}"[:2000]
+    return None
 
 
 def schedule_parts(tt) -> dict:

@@ -103,6 +103,8 @@ def test_dag_file_imports_without_errors_or_tensorflow(every_file, path):
     assert r["import_errors"] == {}, r["import_errors"]
     assert r["dags"], f"{path} defines no DAG"
     assert not r["tensorflow_imported"], f"importing {path} imported tensorflow"
+    for dag_id, d in r["dags"].items():  # as the DAG processor stores it (schedules, watchers, params)
+        assert d["serialization_error"] is None, (dag_id, d["serialization_error"])
     print(f"{os.path.basename(path)}: {len(r['dags'])} DAG(s) parsed in {r['seconds']:.3f}s")
 
 
@@ -178,6 +180,7 @@ def test_twenty_configured_models_parse(airflow_python, tmp_path):
             continue
         d = dags[f"release__{name}"]
         assert started_by(d) == expected_start(name, cfg), name
+        assert d["serialization_error"] is None, (name, d["serialization_error"])
     kinds = {dags[f"release__{m}"]["timetable"] for m in models if m != "publish-only"}
     assert kinds == {"AssetOrTimeSchedule", "AssetTriggeredTimetable", "CronTriggerTimetable"}, kinds
     assert dags["release__model-02"]["assets"][0]["watchers"][0]["kwargs"]["poll_s"] == 30.0
