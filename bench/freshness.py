@@ -1,0 +1,323 @@
+"""Benchmark: from "training wrote ckpt-N" to "production serves it", nobody triggering anything.
+
+The parts are real and local: a SeaweedFS of its own; `airflow standalone` (scheduler, DAG processor,
+triggerer, API server; LocalExecutor, SQLite; services.start_airflow) with this clone's DAGs and the
+release DAG of the demo classifier scheduled on its checkpoints Asset; the validator's temporary
+TF Serving in the stand-in image (Docker engine); production = the `tfs-release sync` sidecar
+(`--interval 5`, the compose default) filling a model_base_path that a TF-Serving stand-in process
+serves (validation.launchers.ProcessLauncher; it polls the folder every second, as TF Serving does).
+
+1. Seed (untimed): the demo trainer's cached classifier checkpoint is released with the CLI
+   (`tfs-release release`) as version 1, production loads it; then the DAG is unpaused and its
+   checkpoint watcher starts on the triggerer (it finds ckpt-N published and records it).
+2. Measured: training writes a new checkpoint (the same weights under a new step, files first, the
+   state file last). Then, from the moment it is complete until production reports version 2
+   AVAILABLE, the phases, from Airflow's own timestamps (REST API) and the bench's polling:
+   detection (complete -> Asset event), queueing (event -> first task starts), lookup
+   (newest_checkpoint, is_new), export, validation (with the version-1 baseline, as any release
+   after the first), publish, hand-offs (gaps between those tasks), sync (publish done -> the
+   version folder in production's model_base_path), load (folder -> AVAILABLE). They add up to
+   the total.
+3. Bare steps (after it, same machine, same checkpoint): `tfs-release export --checkpoint`,
+   `validate`, `publish` (version 3), `sync --once` of that version, and production's load of it.
+   Ratio: total / sum of the bare steps (target <= 1.5x); total target <= 120 s.
+
+`--via rest`: no watcher (checkpoint_poll_s: 0); the "training job" posts the Asset event itself
+(demo/checkpoint_events.py) as soon as the state file is written. `--poll S`: the watcher's
+interval (default: the config default, 30 s; detection then waits 15 s on average, 30 s at most).
+
+    $(bin/venv worker)/bin/python bench/freshness.py [--via watcher|rest] [--poll 30] [--keep]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import services  # noqa: E402
+from bench.pipeline import model_config, rounded, timed  # noqa: E402
+
+NAME = "shapes-classifier"  # the demo classifier (golden set, params); its own buckets here
+DAG_ID = f"release__{NAME}"
+TARGET_S, TARGET_RATIO = 120.0, 1.5
+SYNC_INTERVAL_S = 5.0
+TASKS = ("newest_checkpoint", "is_new", "export", "validate", "publish")
+
+
+def iso(value: str | None) -> float | None:
+    if not value:
+        return None
+    d = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return (d if d.tzinfo else d.replace(tzinfo=dt.timezone.utc)).timestamp()
+
+
+def rest_state(rest: str, version: int) -> str:
+    import urllib.request
+    try:
+        with urllib.request.urlopen(f"{rest}/v1/models/{NAME}/versions/{version}", timeout=2) as r:
+            body = json.loads(r.read())
+        return body["model_version_status"][0]["state"]
+    except Exception:  # noqa: BLE001 - not there yet
+        return "NOT_FOUND"
+
+
+class Watcher(threading.Thread):
+    """When version N's folder appears in production's model_base_path, and when production reports
+    it AVAILABLE (polled every 50 ms)."""
+
+    def __init__(self, dest: str, rest: str, version: int):
+        super().__init__(daemon=True)
+        self.dest, self.rest, self.version = dest, rest, version
+        self.folder_at = self.available_at = None
+        self.stop = threading.Event()
+
+    def run(self):
+        while not self.stop.is_set() and self.available_at is None:
+            now = time.time()
+            if self.folder_at is None and os.path.isdir(os.path.join(self.dest, str(self.version))):
+                self.folder_at = now
+            if self.folder_at is not None and rest_state(self.rest, self.version) == "AVAILABLE":
+                self.available_at = time.time()
+            time.sleep(0.05)
+
+    def wait(self, timeout: float) -> bool:
+        self.join(timeout)
+        return self.available_at is not None
+
+
+def upload_new_checkpoint(s3, folder: str, bucket: str, prefix: str, step: int) -> tuple[str, float]:
+    """The cached checkpoint's files as ckpt-<step> (data, index, params), the state file last;
+    returns its uri and the time it became complete (the state file written)."""
+    from demo.checkpoint_cache import checkpoint_files
+    src = next(f for f in checkpoint_files(folder) if f.endswith(".index"))[:-len(".index")]
+    for f in checkpoint_files(folder):
+        if f.startswith(src + "."):
+            s3.upload_file(os.path.join(folder, f), bucket, prefix + f"ckpt-{step}" + f[len(src):])
+        elif f == "params.yaml":
+            s3.upload_file(os.path.join(folder, f), bucket, prefix + f)
+    s3.put_object(Bucket=bucket, Key=prefix + "checkpoint",
+                  Body=f'model_checkpoint_path: "ckpt-{step}"\nall_model_checkpoint_paths: "ckpt-{step}"\n'.encode())
+    return f"s3://{bucket}/{prefix}ckpt-{step}", time.time()
+
+
+def api_json(af, path: str) -> dict:
+    status, body = af.api("GET", path, token=af.bench_token)
+    if status != 200:
+        raise SystemExit(f"GET {path}: HTTP {status} {body}")
+    return body
+
+
+def run_phases(af, run: dict, event_ts: float, complete_at: float, w: Watcher) -> dict:
+    tis = api_json(af, f"/api/v2/dags/{DAG_ID}/dagRuns/{urllib.parse.quote(run['dag_run_id'])}/taskInstances")
+    t = {ti["task_id"]: (iso(ti["start_date"]), iso(ti["end_date"]), ti["state"]) for ti in tis["task_instances"]}
+    missing = [k for k in TASKS if k not in t or t[k][0] is None or t[k][1] is None]
+    if missing:
+        raise SystemExit(f"tasks without start/end: {missing} ({t})")
+    p = {"detection": event_ts - complete_at,
+         "queueing": t["newest_checkpoint"][0] - event_ts,
+         "lookup": t["export"][0] - t["newest_checkpoint"][0],
+         "export": t["export"][1] - t["export"][0],
+         "validation": t["validate"][1] - t["validate"][0],
+         "publish": t["publish"][1] - t["publish"][0],
+         "hand-offs": (t["validate"][0] - t["export"][1]) + (t["publish"][0] - t["validate"][1]),
+         "sync": w.folder_at - t["publish"][1],
+         "load": w.available_at - w.folder_at}
+    p["total"] = w.available_at - complete_at
+    p["run_created_after_event"] = iso(run.get("queued_at") or run.get("run_after")) - event_ts
+    return p
+
+
+def bare_steps(cli_env: dict, config: str, checkpoint: str, dest: str, rest: str, log: str) -> dict:
+    cli = os.path.join(ROOT, "bin", "tfs-release")
+    out = {}
+    s, p = timed([cli, "export", NAME, "--checkpoint", checkpoint, "--config", config, "--json"], cli_env, log=log)
+    if p.returncode != 0:
+        raise SystemExit(f"bare export failed:\n{p.stderr[-3000:]}")
+    cand, out["export"] = json.loads(p.stdout)["candidate"], s
+    s, p = timed([cli, "validate", NAME, "--candidate", cand, "--config", config, "--json"], cli_env, log=log)
+    if p.returncode != 0:
+        raise SystemExit(f"bare validate failed:\n{p.stderr[-3000:]}")
+    out["validation"] = s
+    s, p = timed([cli, "publish", NAME, "--candidate", cand, "--config", config, "--json"], cli_env, log=log)
+    if p.returncode != 0:
+        raise SystemExit(f"bare publish failed:\n{p.stderr[-3000:]}")
+    out["publish"], version = s, json.loads(p.stdout)["version"]
+    # sync: one round into a copy of production's folder (so only the new version is fetched)
+    copy = dest + "-bare"
+    shutil.copytree(dest, copy, ignore=shutil.ignore_patterns(".tfs-release-sync*"))
+    s, p = timed([cli, "sync", NAME, "--dest", copy, "--once", "--config", config], cli_env, log=log)
+    if p.returncode != 0 or not os.path.isdir(os.path.join(copy, str(version))):
+        raise SystemExit(f"bare sync failed:\n{p.stderr[-3000:]}")
+    out["sync"] = s
+    # load: production (its sidecar fetches the version too) from the folder to AVAILABLE
+    w = Watcher(dest, rest, version)
+    w.start()
+    if not w.wait(300):
+        raise SystemExit(f"production did not load version {version} within 300 s")
+    out["load"], out["version"] = w.available_at - w.folder_at, version
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--via", choices=("watcher", "rest"), default="watcher",
+                    help="who creates the Asset event: the checkpoint watcher on the triggerer, or the "
+                         "training job over the REST API")
+    ap.add_argument("--poll", type=float, help="the watcher's checkpoint_poll_s (default: the config default)")
+    ap.add_argument("--keep", action="store_true", help="keep the work dir (Airflow home, logs)")
+    a = ap.parse_args()
+    from demo import checkpoint_cache
+    from demo.checkpoint_events import post_checkpoint_event
+    from registry.s3 import make_client
+    from standin.image import ensure_image
+    from validation.launchers import ProcessLauncher
+
+    services.ensure_docker()
+    image = ensure_image()
+    ckdir = checkpoint_cache.get("classification")
+    work = tempfile.mkdtemp(prefix="bench-freshness-")
+    sw = services.start_seaweedfs(os.path.join(work, "s3"))
+    procs, af, server, ok = [], None, None, False
+    try:
+        s3 = make_client(endpoint_url=sw.endpoint, aws_access_key_id=sw.access_key,
+                         aws_secret_access_key=sw.secret_key, region_name="us-east-1")
+        for b in ("training", "serving"):
+            s3.create_bucket(Bucket=b)
+        prefix = f"{NAME}/checkpoints/"
+        cfg = model_config(f"s3://training/{prefix}", "serving", NAME, image)
+        if a.via == "rest":
+            cfg["models"][NAME]["checkpoint_poll_s"] = 0
+        elif a.poll:
+            cfg["models"][NAME]["checkpoint_poll_s"] = a.poll
+        poll_s = cfg["models"][NAME].get("checkpoint_poll_s", 30)
+        config = os.path.join(work, "models.yaml")
+        with open(config, "w") as fh:
+            yaml.safe_dump(cfg, fh)
+        clean = {k: v for k, v in os.environ.items()
+                 if not k.startswith(("AIRFLOW", "AWS_", "TFS_RELEASE_")) and k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+        cli_env = {**clean, **sw.env()}
+        log = os.path.join(work, "cli.log")
+
+        # 1. seed: version 1 from the cached checkpoint, with the CLI; production serves it
+        from demo.run_demo import upload_like_training
+        upload_like_training(s3, ckdir, "training", prefix)
+        s, p = timed([os.path.join(ROOT, "bin", "tfs-release"), "release", NAME, "--config", config, "--json"],
+                     cli_env, log=log, timeout=1200)
+        if p.returncode != 0:
+            raise SystemExit(f"seed release failed (exit {p.returncode}):\n{p.stderr[-3000:]}")
+        print(f"seed: version 1 released with the CLI in {s:.1f}s", flush=True)
+        dest = os.path.join(work, "production", NAME)
+        os.makedirs(dest)
+        sync_log = open(os.path.join(work, "sync.log"), "a")
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "cli", "sync", NAME, "--dest", dest, "--interval", str(SYNC_INTERVAL_S),
+             "--config", config], cwd=ROOT, env={**cli_env, "PYTHONPATH": ROOT}, stdout=sync_log,
+            stderr=subprocess.STDOUT, start_new_session=True))
+        server = ProcessLauncher(log_dir=work).start(os.path.dirname(dest), NAME)
+        rest = f"http://{server.host}:{server.rest_port}"
+        w1 = Watcher(dest, rest, 1)
+        w1.start()
+        if not w1.wait(300):
+            raise SystemExit("production did not load version 1 within 300 s")
+        print(f"production serves version 1 ({rest})", flush=True)
+
+        home = os.path.join(work, "airflow-home")
+        conn = {"conn_type": "aws", "login": sw.access_key, "password": sw.secret_key,
+                "extra": {"endpoint_url": sw.endpoint, "region_name": "us-east-1"}}
+        t0 = time.monotonic()
+        af = services.start_airflow(home, config=config, conns={"aws_default": conn},
+                                    extra_env={"TFS_RELEASE_SCHEDULES": "on",
+                                               "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "5"})
+        af.bench_token = af.token()
+        status, body = af.api("PATCH", f"/api/v2/dags/{DAG_ID}", {"is_paused": False}, token=af.bench_token)
+        if status != 200:
+            raise SystemExit(f"unpause: HTTP {status} {body}")
+        db = os.path.join(home, "airflow.db")
+        import sqlite3
+        if a.via == "watcher":  # its trigger runs on the triggerer (after the next parse), then its first poll
+            deadline = time.monotonic() + 180
+            while True:
+                with sqlite3.connect(db) as c:
+                    if c.execute("SELECT 1 FROM trigger WHERE classpath LIKE '%.CheckpointTrigger' "
+                                 "AND triggerer_id IS NOT NULL").fetchall():
+                        break
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"the checkpoint watcher did not start on the triggerer; see {af.log}")
+                time.sleep(0.5)
+            time.sleep(5)
+        print(f"airflow standalone ready, DAG unpaused{', watcher running' if a.via == 'watcher' else ''} "
+              f"in {time.monotonic() - t0:.1f}s; home {home}", flush=True)
+
+        # 2. training writes a new checkpoint; nobody triggers anything
+        w2 = Watcher(dest, rest, 2)
+        w2.start()
+        ck_uri, complete_at = upload_new_checkpoint(s3, ckdir, "training", prefix, step=10_000)
+        if a.via == "rest":
+            post_checkpoint_event(af.url, ck_uri, token=af.bench_token)
+        print(f"{ck_uri} complete; waiting for production to serve version 2", flush=True)
+        if not w2.wait(900):
+            raise SystemExit(f"production did not serve version 2 within 900 s; see {af.log}")
+        runs = api_json(af, f"/api/v2/dags/{DAG_ID}/dagRuns")["dag_runs"]
+        if len(runs) != 1 or runs[0]["run_type"] != "asset_triggered":
+            raise SystemExit(f"expected one asset-triggered run, got {[(r['dag_run_id'], r['run_type']) for r in runs]}")
+        run = runs[0]
+        assets = api_json(af, "/api/v2/assets?" + urllib.parse.urlencode({"uri_pattern": f"s3://training/{prefix}"}))
+        [asset_id] = [x["id"] for x in assets["assets"] if x["uri"] == f"s3://training/{prefix.rstrip('/')}"]
+        events = api_json(af, f"/api/v2/assets/events?asset_id={asset_id}")["asset_events"]
+        event_ts = min(iso(e["timestamp"]) for e in events)
+        phases = run_phases(af, run, event_ts, complete_at, w2)
+        deadline = time.monotonic() + 300  # the run ends (clean_staging) before the bare steps
+        while api_json(af, f"/api/v2/dags/{DAG_ID}/dagRuns/{urllib.parse.quote(run['dag_run_id'])}")["state"] \
+                not in ("success", "failed") and time.monotonic() < deadline:
+            time.sleep(1)
+
+        # 3. the bare steps on the same checkpoint: version 3
+        bare = bare_steps(cli_env, config, ck_uri, dest, rest, log)
+        bare_sum = sum(bare[k] for k in ("export", "validation", "publish", "sync", "load"))
+        ratio = phases["total"] / bare_sum
+
+        order = ("detection", "queueing", "lookup", "export", "validation", "publish", "hand-offs", "sync", "load")
+        print(f"\n== freshness: {ck_uri} complete -> production serves version 2 "
+              f"(event by the {a.via}{f', poll {poll_s:g}s' if a.via == 'watcher' else ''})")
+        print(f"{'phase':<12} {'seconds':>8}   bare step")
+        for k in order:
+            b = bare.get(k)
+            print(f"{k:<12} {phases[k]:8.1f}   {'' if b is None else f'{b:.1f}'}")
+        print(f"{'total':<12} {phases['total']:8.1f}   {bare_sum:.1f} (sum of the bare steps)")
+        print(f"total: {phases['total']:.1f}s (target <= {TARGET_S:.0f}s: "
+              f"{'PASS' if phases['total'] <= TARGET_S else 'MISS'}); total / bare sum: {ratio:.2f}x "
+              f"(target <= {TARGET_RATIO}x: {'PASS' if ratio <= TARGET_RATIO else 'MISS'})")
+        print(json.dumps(rounded({"via": a.via, "poll_s": poll_s, "phases": phases, "bare": bare,
+                                  "bare_sum": bare_sum, "ratio": ratio, "events": len(events)})))
+        ok = True
+    finally:
+        if af is not None:
+            af.stop()
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+                p.wait(15)
+        if server is not None:
+            server.stop()
+        sw.stop()
+        if (ok and not a.keep):
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print(f"work dir kept: {work}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""Event-driven releases against a running `airflow standalone` (scheduler, DAG processor, triggerer,
+API server; LocalExecutor, SQLite): nobody triggers anything. The release DAG is scheduled on its
+checkpoints Asset; its AssetWatcher's CheckpointTrigger lists the prefix on the triggerer every 2 s.
+A checkpoint whose data shard is still missing starts nothing; once the shard lands a release run
+starts by itself and publishes version 1. The training job's own event (POST /api/v2/assets/events,
+demo/checkpoint_events.py) starts a run too, which finds the checkpoint published and skips.
+Real SeaweedFS (only via the aws_default connection), real Docker engine with the stand-in image,
+real Model Garden export of the demo classifier."""
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.parse
+
+import pytest
+import yaml
+
+from tests.e2e.conftest import MODEL
+from tests.e2e.test_standalone import _task_states, _versions, _wait_run
+from tests.integration.conftest import upload_checkpoints
+
+pytestmark = [pytest.mark.slow, pytest.mark.docker]
+DAG_ID = f"release__{MODEL}"
+PREFIX = f"{MODEL}/incoming/"  # empty until the test writes a checkpoint there
+
+
+@pytest.fixture(scope="module")
+def af(airflow_env):
+    """The module's config pointed at an empty checkpoints prefix, watched every 2 s; standalone with
+    schedules on (the shared ``standalone`` fixture turns them off)."""
+    import services
+    cfg = yaml.safe_load(open(airflow_env.config))
+    cfg["models"][MODEL].update(checkpoints=f"s3://{airflow_env.training}/{PREFIX}", checkpoint_poll_s=2)
+    with open(airflow_env.config, "w") as fh:
+        yaml.safe_dump(cfg, fh)
+    conn = json.loads(airflow_env.env["AIRFLOW_CONN_AWS_DEFAULT"])
+    t0 = time.monotonic()
+    # the watcher starts at the first parse after unpausing: parse often
+    a = services.start_airflow(airflow_env.home, config=airflow_env.config, conns={"aws_default": conn},
+                               extra_env={"TFS_RELEASE_SCHEDULES": "on",
+                                          "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "5"})
+    print(f"\nairflow standalone ready in {time.monotonic() - t0:.1f}s at {a.url} (log {a.log})")
+    a.test_token = a.token()
+    yield a
+    a.stop()
+
+
+def _runs(af) -> list[dict]:
+    status, body = af.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns?order_by=run_after", token=af.test_token)
+    assert status == 200, body
+    return body["dag_runs"]
+
+
+def _checkpoint_events(af, uri: str) -> list[dict]:
+    status, body = af.api("GET", "/api/v2/assets?" + urllib.parse.urlencode({"uri_pattern": uri}),
+                          token=af.test_token)
+    assert status == 200, body
+    [asset] = [a for a in body["assets"] if a["uri"] == uri]
+    status, body = af.api("GET", f"/api/v2/assets/events?asset_id={asset['id']}", token=af.test_token)
+    assert status == 200, body
+    return body["asset_events"]
+
+
+def _wait_for(what: str, check, timeout: float, af):
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        assert time.monotonic() < deadline, f"{what} not within {timeout:.0f}s; see {af.log}"
+        time.sleep(0.5)
+    return value
+
+
+def test_a_complete_checkpoint_starts_a_release_nobody_triggered(af, airflow_env):
+    from demo import checkpoint_cache
+    from demo.checkpoint_events import post_checkpoint_event
+    status, dag = af.api("PATCH", f"/api/v2/dags/{DAG_ID}", {"is_paused": False}, token=af.test_token)
+    assert status == 200 and dag["is_paused"] is False, dag
+
+    # the watcher runs on the triggerer once the DAG is unpaused and parsed again
+    _wait_for("the checkpoint watcher on the triggerer", lambda: airflow_env.query(
+        "SELECT t.id FROM trigger t WHERE t.classpath LIKE '%.CheckpointTrigger' AND t.triggerer_id IS NOT NULL"),
+        120, af)
+    time.sleep(3)  # its first listings (of an empty prefix)
+
+    # training writes ckpt-N: everything but the data shard -> incomplete, nothing starts
+    folder = checkpoint_cache.get("classification")
+    shards = [f for f in os.listdir(folder) if ".data-" in f]
+    upload_checkpoints(airflow_env.s3, airflow_env.training, PREFIX, folder, skip=shards)
+    time.sleep(8)  # four polls
+    assert _runs(af) == [], "a checkpoint without its data shard started a run"
+    uri = f"s3://{airflow_env.training}/{PREFIX.rstrip('/')}"
+    assert _checkpoint_events(af, uri) == []
+
+    # the shard lands: a release starts by itself
+    for f in shards:
+        airflow_env.s3.upload_file(os.path.join(folder, f), airflow_env.training, PREFIX + f)
+    t0 = time.monotonic()
+    [run] = _wait_for("an asset-triggered release run", lambda: _runs(af), 60, af)
+    started = time.monotonic() - t0
+    assert run["run_type"] == "asset_triggered", run
+    [event] = _checkpoint_events(af, uri)
+    assert event["extra"]["from_trigger"] is True, event
+    payload = event["extra"]["payload"]
+    assert payload["source"] == "watcher" and payload["checkpoint"].startswith(f"s3://{airflow_env.training}/{PREFIX}ckpt-")
+    run = _wait_run(af, DAG_ID, run["dag_run_id"])
+    states = _task_states(af, DAG_ID, run["dag_run_id"])
+    assert run["state"] == "success" and states["publish"] == "success", (states, af.log)
+    assert [v["version"] for v in _versions(airflow_env)] == [1]
+    print(f"checkpoint complete -> run created in {started:.1f}s; release run {run['start_date']} .. {run['end_date']}")
+
+    # the training job's own event (REST): one more run, which finds the checkpoint published and skips
+    time.sleep(6)  # a watcher that fired twice would have made a second run by now
+    assert len(_runs(af)) == 1, _runs(af)
+    posted = post_checkpoint_event(af.url, payload["checkpoint"], token=af.test_token)
+    assert posted["extra"]["source"] == "training" and posted["extra"]["from_rest_api"] is True, posted
+    second = _wait_for("a run from the REST event", lambda: [r for r in _runs(af) if r["dag_run_id"] != run["dag_run_id"]],
+                       60, af)[0]
+    second = _wait_run(af, DAG_ID, second["dag_run_id"])
+    states = _task_states(af, DAG_ID, second["dag_run_id"])
+    assert second["state"] == "success" and states["is_new"] == "success", states
+    assert states["export"] == "skipped" and states["publish"] == "skipped", states
+    assert [v["version"] for v in _versions(airflow_env)] == [1]
