@@ -265,8 +265,12 @@ def build_dag(model: config_mod.ModelConfig, config_path: str,
                        doc_md="Validate the candidate in a temporary TF Serving (worker env; one slot of "
                               f"the `{pool.name}` pool); fails on a failed verdict.")
 
-        @task(outlets=[serving_asset], execution_timeout=seconds(t.publish),
-              **({"on_success_callback": on_success} if on_success else {}))
+        # with production endpoints the Asset event (and the success alert) waits for production to
+        # serve the version (task `released`); without, publishing is the end of the release
+        confirmed_end = bool(model.extra.get("production"))
+
+        @task(outlets=[] if confirmed_end else [serving_asset], execution_timeout=seconds(t.publish),
+              **({"on_success_callback": on_success} if on_success and not confirmed_end else {}))
         def publish(exported: dict, verdict: dict, params=None, outlet_events=None, ti=None) -> dict:
             """Publish the validated candidate as the next version; the Asset event carries it."""
             if params["dry_run"]:
@@ -282,10 +286,24 @@ def build_dag(model: config_mod.ModelConfig, config_path: str,
             state = after_publish(s3().client(), model, res.version)  # rollout: canary -> the canary label
             if state:
                 out["labels"] = {"stable": state["stable"], "canary": state["canary"]}
-            outlet_events[serving_asset].extra = {
+            out["asset_extra"] = {
                 "model": model.name, "version": res.version, "uri": out["uri"], "manifest": out["manifest"],
                 "checkpoint": exported.get("checkpoint"), "report": verdict.get("report")}
+            if not confirmed_end:
+                outlet_events[serving_asset].extra = out["asset_extra"]
             return out
+
+        @task(outlets=[serving_asset], execution_timeout=seconds(t.other),
+              **({"on_success_callback": on_success} if on_success else {}))
+        def released(ti=None, outlet_events=None) -> dict:
+            """Production serves the new version (confirm_rollout passed): the Asset event, with the
+            rollout record."""
+            pub = ti.xcom_pull(task_ids="publish") or {}
+            rec = ti.xcom_pull(task_ids="confirm_rollout") or {}
+            extra = {**(pub.get("asset_extra") or {}), "rollout": rec.get("outcome"), "rollout_record": rec.get("record"),
+                     "served_after_s": rec.get("served_after_s")}
+            outlet_events[serving_asset].extra = extra
+            return extra
 
         @teardown
         def clean_staging(ti=None) -> dict:
@@ -339,7 +357,7 @@ def build_dag(model: config_mod.ModelConfig, config_path: str,
                 published >> wait >> confirm
             else:
                 published >> confirm
-            confirm >> clean_staging()
+            confirm >> released() >> clean_staging()
         else:
             published >> clean_staging()
 

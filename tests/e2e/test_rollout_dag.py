@@ -72,6 +72,11 @@ def test_release_waits_for_production_then_a_stuck_sync_is_rolled_back(productio
     assert waited["outcome"] == "served" and waited["endpoints"][0]["state"] == "AVAILABLE", waited
     rec = _record(af, 1)
     assert rec["outcome"] == "confirmed" and rec["smoke"][0]["passed"], rec
+    # the Asset event comes once production serves it, with the rollout record
+    uri = f"s3://{af.serving}/{MODEL}"
+    [event] = [e for e in af.asset_events(uri) if e["run_id"] == run["run_id"]]
+    assert event["extra"]["version"] == 1 and event["extra"]["rollout"] == "confirmed", event
+    assert event["extra"]["rollout_record"].endswith(f"{MODEL}/_rollouts/1.json")
 
     # the sync sidecar stops; the checkpoint is released again (force): version 2 never reaches production
     af.stop_sync()
@@ -82,6 +87,8 @@ def test_release_waits_for_production_then_a_stuck_sync_is_rolled_back(productio
     p, run = af.dags_test(DAG_ID, {"force": True})
     assert run["state"] == "failed" and run["tasks"]["publish"] == "success", run
     assert run["tasks"]["wait_for_rollout"] == "success" and run["tasks"]["confirm_rollout"] == "failed", run
+    assert run["tasks"]["released"] == "upstream_failed"
+    assert [e for e in af.asset_events(uri) if e["run_id"] == run["run_id"]] == []  # nothing newly served
     rec = _record(af, 2)
     assert rec["outcome"] == "rolled back" and rec["rollback_to"] == 1 and rec["rollback_version"] == 3, rec
     assert "version 2 NOT_FOUND" in rec["reason"] or "version 2 UNKNOWN" in rec["reason"], rec["reason"]

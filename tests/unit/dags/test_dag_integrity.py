@@ -283,7 +283,8 @@ def test_production_approval_and_canary_shape_the_dags(airflow_python, tmp_path)
     d = r["files"][RELEASE]["dags"]["release__prod"]
     edges = {tuple(e) for e in d["edges"]}
     assert {("validate", "approve"), ("approve", "publish"), ("publish", "wait_for_rollout"),
-            ("wait_for_rollout", "confirm_rollout"), ("confirm_rollout", "clean_staging")} <= edges, edges
+            ("wait_for_rollout", "confirm_rollout"), ("confirm_rollout", "released"),
+            ("released", "clean_staging")} <= edges, edges
     assert d["timeouts"]["confirm_rollout"] == 2 * 120 + 600 and d["timeouts"]["wait_for_rollout"] == 120 + 300
     assert sorted(r["files"][RELEASE]["dags"]["release__plain"]["edges"]) == TASK_EDGES  # no production: as before
     c = r["files"][canary]["dags"]["model_canary"]
