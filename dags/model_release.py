@@ -133,8 +133,8 @@ def params_for(model: config_mod.ModelConfig) -> dict[str, Param]:
                        description="release even if this checkpoint is already published"),
         "dry_run": Param(False, type="boolean", title="Dry run",
                          description="export and validate, but do not publish"),
-        "accept_regression": Param(
-            "", type="string", maxLength=500, title="Accept a regression (reason)",
+        "accept_regression": Param(  # null by default: the UI form treats an empty string as missing
+            None, type=["null", "string"], maxLength=500, title="Accept a regression (reason)",
             description="empty: a candidate the regression gate blocks (worse than the version production "
                         "serves) is not published. A reason here publishes it anyway; the reason goes "
                         "into the verdict, the version's manifest and the alert. force does not do this."),

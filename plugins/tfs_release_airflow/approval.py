@@ -58,7 +58,7 @@ class ReleaseApprovalOperator(ApprovalOperator):
         if mode not in MODES:
             raise ValueError(f"approval must be one of {', '.join(MODES)}, got {mode!r}")
         kwargs.setdefault("subject", f"Approve the release of {model}?")
-        kwargs.setdefault("params", {"comment": Param("", type="string", title="Comment",
+        kwargs.setdefault("params", {"comment": Param(None, type=["null", "string"], title="Comment",
                                                       description="why (recorded with the decision)")})
         super().__init__(fail_on_reject=True, **kwargs)
         self.model, self.mode, self.announce, self.report_link = model, mode, announce, report_link

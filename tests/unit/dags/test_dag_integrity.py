@@ -121,7 +121,7 @@ def test_one_release_dag_per_configured_model(every_file):
         assert d["catchup"] is False and d["max_active_runs"] == 1
         assert {"tfs-release", "release", cfg["task"]} <= set(d["tags"])
         assert name in d["doc_md"] and cfg["checkpoints"] in d["doc_md"]
-        assert d["params"] == {"checkpoint": None, "force": False, "dry_run": False, "accept_regression": "",
+        assert d["params"] == {"checkpoint": None, "force": False, "dry_run": False, "accept_regression": None,
                                    "launcher": "docker"}
         assert d["param_schemas"]["launcher"]["enum"] == ["docker", "process"]
         assert d["edges"] == TASK_EDGES
