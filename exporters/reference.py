@@ -36,12 +36,12 @@ ANSWERS = "answers.npz"
 
 def example_bytes(encoded: bytes) -> bytes:
     """A serialized tf.Example as Model Garden's tf_example signature parses it."""
-    from tensorflow.core.example import example_pb2, feature_pb2
+    # TF's Example message without importing TensorFlow (the validator's clients do not either)
+    from validation.tfs_protos import message
     fmt = b"png" if encoded[:8] == b"\x89PNG\r\n\x1a\n" else b"jpeg"
-    ex = example_pb2.Example(features=feature_pb2.Features(feature={
-        "image/encoded": feature_pb2.Feature(bytes_list=feature_pb2.BytesList(value=[encoded])),
-        "image/format": feature_pb2.Feature(bytes_list=feature_pb2.BytesList(value=[fmt])),
-    }))
+    ex = message("tensorflow.Example")()
+    ex.features.feature["image/encoded"].bytes_list.value.append(encoded)
+    ex.features.feature["image/format"].bytes_list.value.append(fmt)
     return ex.SerializeToString()
 
 
