@@ -47,6 +47,8 @@ bench: venvs
 	@$(PY_WORKER) bench/validate.py
 	@$(PY_WORKER) bench/pipeline.py
 	@$(PY_WORKER) bench/dag_parse.py
+	@$(PY_WORKER) bench/freshness.py
+	@$(PY_WORKER) bench/watch_cost.py
 
 lock:
 	@for pair in "requirements-worker.in requirements-worker.txt" "requirements.in requirements.txt"; do \

@@ -274,8 +274,9 @@ def main():
         if len(runs) != 1 or runs[0]["run_type"] != "asset_triggered":
             raise SystemExit(f"expected one asset-triggered run, got {[(r['dag_run_id'], r['run_type']) for r in runs]}")
         run = runs[0]
-        assets = api_json(af, "/api/v2/assets?" + urllib.parse.urlencode({"uri_pattern": f"s3://training/{prefix}"}))
-        [asset_id] = [x["id"] for x in assets["assets"] if x["uri"] == f"s3://training/{prefix.rstrip('/')}"]
+        asset_uri = f"s3://training/{prefix.rstrip('/')}"
+        assets = api_json(af, "/api/v2/assets?" + urllib.parse.urlencode({"uri_pattern": asset_uri}))
+        [asset_id] = [x["id"] for x in assets["assets"] if x["uri"] == asset_uri]
         events = api_json(af, f"/api/v2/assets/events?asset_id={asset_id}")["asset_events"]
         event_ts = min(iso(e["timestamp"]) for e in events)
         phases = run_phases(af, run, event_ts, complete_at, w2)

@@ -78,18 +78,20 @@ def descendants(children: dict[int, list[int]], pid: int) -> list[int]:
 def triggerer_cpu(root_pid: int) -> tuple[float, list[int]]:
     """CPU seconds of the `airflow triggerer` process under ``root_pid`` and all its descendants."""
     procs, children = process_tree(root_pid)
-    roots = [p for p in descendants(children, root_pid) if "airflow triggerer" in _cmdline(p)]
+    tagged = {p for p in descendants(children, root_pid) if "airflow triggerer" in _cmdline(p)}
+    roots = [p for p in tagged if procs[p][0] not in tagged]  # its runner subprocess has the same command line
     if not roots:
         raise SystemExit(f"no `airflow triggerer` process under {root_pid}")
-    pids = [p for r in roots for p in descendants(children, r)]
+    pids = sorted({p for r in roots for p in descendants(children, r)})
     return sum(procs[p][1] for p in pids), pids
 
 
 def step_processes(root_pid: int) -> list[str]:
     """Step commands (export/validate: the worker env, TensorFlow) running under Airflow."""
     _, children = process_tree(root_pid)
+    step = os.path.join(ROOT, "bin", "tfs-release")
     return [c for p in descendants(children, root_pid)
-            if "tfs-release" in (c := _cmdline(p)) or " -m cli " in c]
+            if step in (c := _cmdline(p)) or "venv-worker" in c or " -m cli " in c]
 
 
 def put_waiting_prefix(s3, bucket: str, prefix: str) -> None:
@@ -181,8 +183,9 @@ def main():
                           "per_poll_ms": round(per_poll_ms, 2),
                           "per_model_cpu_s_per_h_at_30s": round(per_poll_ms / 1000 * 120, 3),
                           "dag_runs": runs, "task_instances": tis}))
-        if runs or tis:
-            raise SystemExit("waiting started DAG runs: it must cost nothing but the listings")
+        if runs or tis or steps:
+            raise SystemExit(f"waiting started DAG runs or step processes ({steps}): it must cost nothing but "
+                             "the listings")
         ok = True
     finally:
         if af is not None:
