@@ -102,6 +102,9 @@ def test_a_complete_checkpoint_starts_a_release_nobody_triggered(af, airflow_env
     assert event["extra"]["from_trigger"] is True, event
     payload = event["extra"]["payload"]
     assert payload["source"] == "watcher" and payload["checkpoint"].startswith(f"s3://{airflow_env.training}/{PREFIX}ckpt-")
+    log = open(af.log, errors="replace").read()
+    assert f"checkpoint watch {MODEL}: new complete checkpoint" in log  # the triggerer's log line
+    assert "cannot read the asset state store" not in log and "cannot write the asset state store" not in log
     run = _wait_run(af, DAG_ID, run["dag_run_id"])
     states = _task_states(af, DAG_ID, run["dag_run_id"])
     assert run["state"] == "success" and states["publish"] == "success", (states, af.log)
