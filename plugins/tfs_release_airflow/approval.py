@@ -18,7 +18,7 @@ import datetime as _dt
 import logging
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLOperator
-from airflow.sdk import Param
+from airflow.sdk import Param, ParamsDict
 
 log = logging.getLogger(__name__)
 MODES = ("required", "on_regression", "none")
@@ -58,8 +58,15 @@ class ReleaseApprovalOperator(ApprovalOperator):
         if mode not in MODES:
             raise ValueError(f"approval must be one of {', '.join(MODES)}, got {mode!r}")
         kwargs.setdefault("subject", f"Approve the release of {model}?")
-        kwargs.setdefault("params", {"comment": Param(None, type=["null", "string"], title="Comment",
-                                                      description="why (recorded with the decision)")})
+        # The form's Comment field. Airflow has already put the DAG's params into kwargs["params"]
+        # (source "dag", which HITLOperator drops), so a setdefault would never add it: the request then
+        # had no Comment field in the UI (the REST API took a comment anyway, unchecked).
+        params = kwargs.pop("params", None)
+        params = params if isinstance(params, ParamsDict) else ParamsDict(params or {})
+        if "comment" not in params or params.get_param("comment").source != "task":
+            params["comment"] = Param(None, type=["null", "string"], title="Comment", source="task",
+                                      description="why (recorded with the decision)")
+        kwargs["params"] = params
         super().__init__(fail_on_reject=True, **kwargs)
         self.model, self.mode, self.announce, self.report_link = model, mode, announce, report_link
 

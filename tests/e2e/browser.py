@@ -254,3 +254,38 @@ class AirflowUI:
             }
             return out;""")
         return dict(states or {})
+
+    # --- human-in-the-loop (Airflow 3.3's "Required Actions") ----------------------------------
+
+    def open_required_actions(self) -> None:
+        """Browse (navigation) -> Required Actions: every pending and answered HITL request."""
+        from selenium.webdriver.common.by import By
+        self.clickable(By.XPATH, "//*[@data-testid='nav-sidebar']//button[contains(normalize-space(), 'Browse')]").click()
+        self.clickable(By.XPATH, "//a[contains(@href, '/required_actions')][contains(normalize-space(), "
+                                 "'Required Actions')]").click()
+        self.wait().until(lambda d: "/required_actions" in d.current_url, "did not reach Required Actions")
+
+    def open_required_action(self, dag_id: str, run_id: str, task_id: str) -> None:
+        """In a Required Actions list, the row of (run, task): its task link -> the task instance's
+        Required Actions tab, which holds the request and the response form."""
+        from selenium.webdriver.common.by import By
+        href = f"/dags/{dag_id}/runs/{run_id}/tasks/{task_id}/required_actions"
+        self.clickable(By.XPATH, f"//table//a[contains(@href, {_xpath_literal(href)})]").click()
+        self.wait().until(lambda d: d.current_url.split("?")[0].rstrip("/").endswith(href),
+                          f"did not reach {href}")
+
+    def fill_param(self, name: str, value: str) -> None:
+        """A text param of a HITL (or trigger) form: the input/textarea named ``element_<name>``."""
+        from selenium.webdriver.common.by import By
+        box = self.visible(By.NAME, f"element_{name}")
+        box.clear()
+        box.send_keys(value)
+        self.wait().until(lambda d: d.find_element(By.NAME, f"element_{name}").get_attribute("value") == value,
+                          f"param {name} did not take the text")
+
+    def respond(self, option: str) -> None:
+        """Click a HITL option button (``hitl-option-<option>``: Approve / Reject); the form then
+        shows "Response received at ..." and the buttons are disabled."""
+        from selenium.webdriver.common.by import By
+        self.clickable(By.CSS_SELECTOR, f"button[data-testid='hitl-option-{option}']").click()
+        self.visible(By.XPATH, "//*[contains(normalize-space(), 'Response received at')]")

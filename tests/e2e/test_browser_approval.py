@@ -1,0 +1,118 @@
+"""A release approved from the Airflow UI in a real browser (Debian chromium, headless, Selenium),
+for a model whose config says ``approval: required`` (the REST path is tests/e2e/test_approval.py).
+
+A release run is triggered over REST and waits in its ``approve`` task (Airflow's human-in-the-loop
+``ApprovalOperator``, state awaiting_input). In the browser: log in, Browse -> Required Actions, the
+run's ``approve`` row -> the task instance's Required Actions tab (the request: subject, body with
+the verdict, a Comment field), type a comment, click Approve. Then over REST: the decision is
+recorded with the UI user, ``approve`` and ``publish`` succeeded, the run succeeded (and its page in
+the UI says so), and the published version's manifest carries the approver and the comment typed in
+the browser.
+Screenshots of each step go to the test's tmp_path (paths printed).
+
+Real SeaweedFS (only via the aws_default connection), real Docker engine with the stand-in serving
+image, real Model Garden export; this module has its own buckets and Airflow home.
+"""
+from __future__ import annotations
+
+import json
+import time
+import urllib.parse
+import uuid
+
+import pytest
+
+from tests.e2e.browser import AirflowUI, is_png, new_driver
+from tests.e2e.conftest import MODEL
+from tests.e2e.test_approval import _wait_awaiting, approval_env  # noqa: F401 - module fixture
+from tests.e2e.test_browser import chromium  # noqa: F401 - module fixture
+from tests.e2e.test_standalone import _task_states, _versions, _wait_run
+
+pytestmark = [pytest.mark.slow, pytest.mark.docker]
+DAG_ID = f"release__{MODEL}"
+TASKS = {"newest_checkpoint", "is_new", "export", "validate", "approve", "publish", "clean_staging"}
+
+
+@pytest.fixture(scope="module")
+def af(approval_env, standalone):  # noqa: F811 - the config says approval: required before Airflow starts
+    return standalone
+
+
+@pytest.fixture
+def ui(chromium, af, tmp_path):  # noqa: F811
+    out = tmp_path / "screenshots"
+    out.mkdir()
+    print(f"\nbrowser output: {out}")
+    driver = new_driver(*chromium, log_path=str(tmp_path / "chromedriver.log"))
+    try:
+        yield AirflowUI(driver, af.url, str(out))
+    finally:
+        driver.quit()
+
+
+def test_approve_from_the_ui_publishes_with_the_comment(ui, af, approval_env):  # noqa: F811
+    run_id = f"browser-approval-{uuid.uuid4().hex[:8]}"
+    comment = f"approved in the browser ({run_id})"
+    t0 = time.monotonic()
+    status, dag = af.api("PATCH", f"/api/v2/dags/{DAG_ID}", {"is_paused": False}, token=af.test_token)
+    assert status == 200, dag
+    status, run = af.api("POST", f"/api/v2/dags/{DAG_ID}/dagRuns",
+                         {"dag_run_id": run_id, "logical_date": None, "conf": {}}, token=af.test_token)
+    assert status == 200, run
+    _wait_awaiting(af, run_id)
+    t_wait = time.monotonic()
+    assert _versions(approval_env) == []  # it waits: nothing published yet
+    hitl = f"/api/v2/dags/{DAG_ID}/dagRuns/{urllib.parse.quote(run_id)}/taskInstances/approve/-1/hitlDetails"
+    status, detail = af.api("GET", hitl, token=af.test_token)
+    assert status == 200, detail
+    # the request's form fields: without a task-level "comment" param the UI shows no Comment box
+    assert list(detail["params"]) == ["comment"] and detail["response_received"] is False, detail
+
+    shots = []
+    try:
+        ui.login(af.username, af.password)
+        shots.append(ui.screenshot("01-logged-in.png"))
+        ui.open_required_actions()
+        shots.append(ui.screenshot("02-required-actions.png"))
+        ui.open_required_action(DAG_ID, run_id, "approve")
+        shots.append(ui.screenshot("03-request.png"))
+        ui.fill_param("comment", comment)
+        shots.append(ui.screenshot("04-comment-typed.png"))
+        ui.respond("Approve")
+        shots.append(ui.screenshot("05-responded.png"))
+    except Exception:
+        ui.dump("failure")
+        raise
+    t_ui = time.monotonic()
+
+    # what Airflow recorded: the decision from the UI, with the UI's user
+    status, detail = af.api("GET", hitl, token=af.test_token)
+    assert status == 200, detail
+    assert detail["response_received"] is True and detail["chosen_options"] == ["Approve"], detail
+    assert detail["params_input"] == {"comment": comment}, detail
+    assert (detail.get("responded_by_user") or {}).get("name") == af.username, detail
+
+    run = _wait_run(af, DAG_ID, run_id)
+    states = _task_states(af, DAG_ID, run_id)
+    print(f"trigger -> awaiting_input {t_wait - t0:.1f}s; UI login -> approved {t_ui - t_wait:.1f}s; "
+          f"approved -> run {run['state']} {time.monotonic() - t_ui:.1f}s; tasks {states}")
+    assert run["state"] == "success", (states, af.log)
+    assert states["approve"] == "success" and states["publish"] == "success", states
+    try:  # and the UI's run page agrees
+        ui.driver.get(f"{af.url}/dags/{DAG_ID}/runs/{run_id}")
+        ui_tasks = ui.wait_tasks_settled(TASKS)
+        shots.append(ui.screenshot("06-run-succeeded.png"))
+    except Exception:
+        ui.dump("failure-run-page")
+        raise
+    assert ui_tasks == {t: "Success" for t in TASKS}, ui_tasks
+
+    [v] = _versions(approval_env)
+    assert v["version"] == 1, v
+    m = json.loads(approval_env.s3.get_object(Bucket=approval_env.serving,
+                                              Key=f"{MODEL}/_manifests/{v['version']}.json")["Body"].read())
+    approval = m["validation"]["approval"]
+    assert approval["comment"] == comment, approval
+    assert approval["approved_by"] == af.username, approval
+    for shot in shots:
+        assert is_png(shot), f"{shot} is not a non-empty PNG"
