@@ -15,8 +15,10 @@ logged and retried with a backoff (up to 10 minutes); the trigger never ends on 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 import sys
+import threading
 import time
 from typing import Any
 
@@ -28,6 +30,20 @@ if ROOT not in sys.path:  # registry/ on the triggerer, which imports this by cl
 
 CLASSPATH = "tfs_release_airflow.checkpoint_watch.CheckpointTrigger"
 STATE_KEY = "reported"
+
+
+_clients: dict[str, Any] = {}
+_clients_lock = threading.Lock()
+
+
+def client_for(conn_id: str, fresh: bool = False):
+    """One S3 client per connection for every watcher in this triggerer process (boto3 clients are
+    thread-safe; building one costs ~0.2 s of CPU); ``fresh`` after an error: settings re-read."""
+    with _clients_lock:
+        if fresh or conn_id not in _clients:
+            from tfs_release_airflow.connection import s3_settings
+            _clients[conn_id] = s3_settings(conn_id).client()
+        return _clients[conn_id]
 
 
 class CheckpointTrigger(BaseEventTrigger):
@@ -65,15 +81,16 @@ class CheckpointTrigger(BaseEventTrigger):
             self.log.warning("checkpoint watch %s: cannot write the asset state store (%s); a restarted "
                              "triggerer falls back to what is published", self.model, exc)
 
-    def _watch(self, reported: str | None):
+    def _watch(self, reported: str | None, fresh: bool):
         from registry.checkpoint_watch import Watch
         from registry.s3 import S3Uri
-        from tfs_release_airflow.connection import s3_settings
-        client = s3_settings(self.conn_id).client()
-        return Watch(client, S3Uri.parse(self.checkpoints), S3Uri.parse(self.serving), reported)
+        return Watch(client_for(self.conn_id, fresh), S3Uri.parse(self.checkpoints), S3Uri.parse(self.serving),
+                     reported)
 
     async def run(self):
-        from registry.checkpoint_watch import FIRE, RECORD, UNCHANGED, WAIT, backoff
+        # imported in a thread: registry pulls in boto3, which would block the triggerer's event loop
+        cw = await asyncio.to_thread(importlib.import_module, "registry.checkpoint_watch")
+        FIRE, RECORD, UNCHANGED, WAIT, backoff = cw.FIRE, cw.RECORD, cw.UNCHANGED, cw.WAIT, cw.backoff  # noqa: N806
         reported = await self._load_reported()
         self.log.info("checkpoint watch %s: listing %s every %.0fs (reported so far: %s)", self.model,
                       self.checkpoints, self.poll_s, reported[:12] if reported else "nothing")
@@ -81,7 +98,7 @@ class CheckpointTrigger(BaseEventTrigger):
         while True:
             try:
                 if watch is None:  # (re)created after an error: fresh connection settings and client
-                    watch = await asyncio.to_thread(self._watch, reported)
+                    watch = await asyncio.to_thread(self._watch, reported, errors > 0)
                 decision = await asyncio.to_thread(watch.poll)
             except Exception as exc:  # noqa: BLE001 - storage down, credentials rotated: retry
                 errors += 1
