@@ -102,7 +102,9 @@ def upload_new_checkpoint(s3, folder: str, bucket: str, prefix: str, step: int) 
     """The cached checkpoint's files as ckpt-<step> (data, index, params), the state file last;
     returns its uri and the time it became complete (the state file written)."""
     from demo.checkpoint_cache import checkpoint_files
-    src = next(f for f in checkpoint_files(folder) if f.endswith(".index"))[:-len(".index")]
+    from registry.checkpoints import parse_state_file
+    with open(os.path.join(folder, "checkpoint")) as fh:
+        src, _ = parse_state_file(fh.read())  # the newest (what version 1 was released from)
     for f in checkpoint_files(folder):
         if f.startswith(src + "."):
             s3.upload_file(os.path.join(folder, f), bucket, prefix + f"ckpt-{step}" + f[len(src):])
@@ -141,6 +143,8 @@ def run_phases(af, run: dict, event_ts: float, complete_at: float, w: Watcher) -
 
 
 def bare_steps(cli_env: dict, config: str, checkpoint: str, dest: str, rest: str, log: str) -> dict:
+    """export, validate, publish, then one sync round into production's folder (the sidecar is
+    stopped) and production's load of the new version; seconds of each."""
     cli = os.path.join(ROOT, "bin", "tfs-release")
     out = {}
     s, p = timed([cli, "export", NAME, "--checkpoint", checkpoint, "--config", config, "--json"], cli_env, log=log)
@@ -155,16 +159,14 @@ def bare_steps(cli_env: dict, config: str, checkpoint: str, dest: str, rest: str
     if p.returncode != 0:
         raise SystemExit(f"bare publish failed:\n{p.stderr[-3000:]}")
     out["publish"], version = s, json.loads(p.stdout)["version"]
-    # sync: one round into a copy of production's folder (so only the new version is fetched)
-    copy = dest + "-bare"
-    shutil.copytree(dest, copy, ignore=shutil.ignore_patterns(".tfs-release-sync*"))
-    s, p = timed([cli, "sync", NAME, "--dest", copy, "--once", "--config", config], cli_env, log=log)
-    if p.returncode != 0 or not os.path.isdir(os.path.join(copy, str(version))):
-        raise SystemExit(f"bare sync failed:\n{p.stderr[-3000:]}")
-    out["sync"] = s
-    # load: production (its sidecar fetches the version too) from the folder to AVAILABLE
+    # sync: one round into production's folder (it holds the earlier versions: only the new one is
+    # fetched); load: production, from the version's folder appearing to AVAILABLE
     w = Watcher(dest, rest, version)
     w.start()
+    s, p = timed([cli, "sync", NAME, "--dest", dest, "--once", "--config", config], cli_env, log=log)
+    if p.returncode != 0 or not os.path.isdir(os.path.join(dest, str(version))):
+        raise SystemExit(f"bare sync failed:\n{p.stderr[-3000:]}")
+    out["sync"] = s
     if not w.wait(300):
         raise SystemExit(f"production did not load version {version} within 300 s")
     out["load"], out["version"] = w.available_at - w.folder_at, version
@@ -207,7 +209,7 @@ def main():
         with open(config, "w") as fh:
             yaml.safe_dump(cfg, fh)
         clean = {k: v for k, v in os.environ.items()
-                 if not k.startswith(("AIRFLOW", "AWS_", "TFS_RELEASE_")) and k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+                 if not k.startswith(("AIRFLOW", "AWS_", "TFS_RELEASE_CONFIG")) and k not in ("PYTHONPATH", "VIRTUAL_ENV")}
         cli_env = {**clean, **sw.env()}
         log = os.path.join(work, "cli.log")
 
@@ -285,7 +287,10 @@ def main():
                 not in ("success", "failed") and time.monotonic() < deadline:
             time.sleep(1)
 
-        # 3. the bare steps on the same checkpoint: version 3
+        # 3. the bare steps on the same checkpoint: version 3 (the sidecar stopped: the bare sync does it)
+        for p in procs:
+            p.terminate()
+            p.wait(15)
         bare = bare_steps(cli_env, config, ck_uri, dest, rest, log)
         bare_sum = sum(bare[k] for k in ("export", "validation", "publish", "sync", "load"))
         ratio = phases["total"] / bare_sum
