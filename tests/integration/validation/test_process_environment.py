@@ -77,7 +77,9 @@ def test_step_and_server_environments(cls_env, s3, tmp_path, monkeypatch):
         while "server" not in seen and time.monotonic() < deadline and not started.get("done"):
             step = started.get("pid")
             if step:
-                seen.setdefault("step", _environ(step) or {})
+                env = _environ(step)  # empty until the step process has exec'd (a busy machine): read again
+                if env and "step" not in seen:
+                    seen["step"] = env
                 for child in _children(step):
                     if "standin.server" in _cmdline(child) or "tensorflow_model_server" in _cmdline(child):
                         env = _environ(child)
