@@ -138,6 +138,8 @@ def run_phases(af, run: dict, event_ts: float, complete_at: float, w: Watcher) -
          "sync": w.folder_at - t["publish"][1],
          "load": w.available_at - w.folder_at}
     p["total"] = w.available_at - complete_at
+    p["tasks"] = {k: {"start": round(v[0] - complete_at, 2), "seconds": round(v[1] - v[0], 2)}
+                  for k, v in sorted(t.items(), key=lambda kv: kv[1][0] or 0) if v[0] and v[1]}
     p["run_created_after_event"] = iso(run.get("queued_at") or run.get("run_after")) - event_ts
     return p
 
@@ -303,6 +305,8 @@ def main():
             b = bare.get(k)
             print(f"{k:<12} {phases[k]:8.1f}   {'' if b is None else f'{b:.1f}'}")
         print(f"{'total':<12} {phases['total']:8.1f}   {bare_sum:.1f} (sum of the bare steps)")
+        print("tasks (start after the checkpoint was complete, seconds): " + ", ".join(
+            f"{k} +{v['start']:.1f}s {v['seconds']:.1f}s" for k, v in phases["tasks"].items()))
         print(f"total: {phases['total']:.1f}s (target <= {TARGET_S:.0f}s: "
               f"{'PASS' if phases['total'] <= TARGET_S else 'MISS'}); total / bare sum: {ratio:.2f}x "
               f"(target <= {TARGET_RATIO}x: {'PASS' if ratio <= TARGET_RATIO else 'MISS'})")
