@@ -352,6 +352,7 @@ def build_dag(model: config_mod.ModelConfig, config_path: str,
                 wait = WaitForRolloutOperator(
                     task_id="wait_for_rollout", model=model.name, endpoints=rest, version=pulled("publish", "version"),
                     deadline_s=deadline, execution_timeout=seconds(deadline + 300),
+                    retries=1, retry_delay=seconds(10),  # a deferral race in Airflow (apache/airflow#72716)
                     doc_md="Deferred on the triggerer (no worker slot) until every production endpoint reports "
                            "the new version AVAILABLE, failed, or the deadline passes.")
                 published >> wait >> confirm

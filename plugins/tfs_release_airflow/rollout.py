@@ -35,6 +35,9 @@ def rest_status(rest: str, model: str, version: int, timeout: float = 5.0) -> di
     return {"state": "NOT_FOUND", "error": ""}
 
 
+FIRST_POLL_AFTER_S = 10.0
+
+
 class RolloutTrigger(BaseTrigger):
     def __init__(self, endpoints: list[str], model: str, version: int, deadline_s: float, poll_s: float = 2.0,
                  started: float | None = None):
@@ -50,6 +53,9 @@ class RolloutTrigger(BaseTrigger):
 
     async def run(self):
         rows = {e: {"endpoint": e, "state": "UNKNOWN", "error": ""} for e in self.endpoints}
+        # not within seconds of the deferral: the scheduler first drains the deferring attempt's exit
+        # event (fired sooner, the resumed attempt can be marked failed: apache/airflow#72716)
+        await asyncio.sleep(max(0.0, FIRST_POLL_AFTER_S - (time.time() - self.started)))
         while True:
             for e in self.endpoints:
                 if rows[e]["state"] != "AVAILABLE":
@@ -83,6 +89,12 @@ class WaitForRolloutOperator(BaseOperator):
 
     def execute(self, context):
         version = int(self.version)
+        rows = [{"endpoint": e, **rest_status(e, self.model, version)} for e in self.endpoints]
+        if all(r["state"] == "AVAILABLE" for r in rows) or any(r["state"] == "END" and r["error"] for r in rows):
+            # decided already: no deferral (a trigger that fires within seconds of the deferral meets
+            # apache/airflow#72716: the stale defer-exit event marks the resumed task failed)
+            outcome = "served" if all(r["state"] == "AVAILABLE" for r in rows) else "failed"
+            return self.done(context, {"outcome": outcome, "seconds": 0.0, "version": version, "endpoints": rows})
         self.log.info("waiting (deferred, on the triggerer) up to %.0fs for %s version %d on %s", self.deadline_s,
                       self.model, version, ", ".join(self.endpoints))
         import datetime as _dt

@@ -156,13 +156,16 @@ def test_release_through_the_stack(images, tmp_path):
         tis = _http("GET", f"{api}/api/v2/dags/{dag}/dagRuns/{run_id}/taskInstances", token=token)
         states = {t["task_id"]: t["state"] for t in tis["task_instances"]}
         if result["state"] != "success":
-            logs = {s: stack.logs(s, tail=60) for s in ("airflow-scheduler",)}
+            logs = {s: stack.logs(s, tail=60) for s in ("airflow-scheduler", "airflow-triggerer")}
             pytest.fail(f"release run {result['state']}: {states}\n{logs}")
         run_s = time.monotonic() - t_trigger
         runs = _http("GET", f"{api}/api/v2/dags/{dag}/dagRuns", token=token)["dag_runs"]
         print(f"release runs: {[(r['dag_run_id'], r['state']) for r in runs]}; ours: {states}")
         assert [r["dag_run_id"] for r in runs] == [run_id], runs
         assert states["publish"] == "success", states
+        # the stack names its serving as production (config/compose.overlay.yaml): the run ended only
+        # once the triggerer saw it AVAILABLE there and the smoke test against it passed
+        assert states["wait_for_rollout"] == states["confirm_rollout"] == states["released"] == "success", states
 
         from registry.s3 import S3Uri
         from registry.versions import load_manifests
@@ -171,6 +174,8 @@ def test_release_through_the_stack(images, tmp_path):
         version, manifest = next(iter(manifests.items()))
         assert str(manifest["source_checkpoint"]).find(f"s3://training/{MODEL}/checkpoints/ckpt-") >= 0, manifest
         assert manifest["validation"]["verdict"] == "passed", manifest["validation"]
+        rollout = json.loads(s3.get_object(Bucket="serving", Key=f"{MODEL}/_rollouts/{version}.json")["Body"].read())
+        assert rollout["outcome"] == "confirmed" and rollout["smoke"][0]["passed"], rollout
         version = str(version)
 
         # production TF Serving (stand-in image) serves it, fed by the sync sidecar
@@ -210,7 +215,8 @@ def test_release_through_the_stack(images, tmp_path):
             logs = {s: stack.logs(s, tail=60) for s in ("airflow-scheduler", "airflow-worker")}
             pytest.fail(f"celery run {result2['state']}: {states2}\n{logs}")
         assert states2 == {"newest_checkpoint": "success", "is_new": "success", "export": "skipped",
-                           "validate": "skipped", "publish": "skipped", "clean_staging": "success"}, states2
+                           "validate": "skipped", "publish": "skipped", "wait_for_rollout": "skipped",
+                           "confirm_rollout": "skipped", "released": "skipped", "clean_staging": "success"}, states2
         hosts = {t["task_id"]: t["hostname"] for t in tis2 if t["state"] == "success"}
         assert hosts and set(hosts.values()) == {worker_host}, (hosts, worker_host)
         assert len(load_manifests(s3, S3Uri.parse(f"s3://serving/{MODEL}/"))) == 1  # nothing new published
