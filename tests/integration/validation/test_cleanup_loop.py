@@ -50,9 +50,11 @@ def test_thirty_mixed_runs_leave_no_container(export_env, model_env, s3, tmp_pat
             p.wait()
             killed_left += bool(mine)  # the kill landed while its container existed
             # no later run needed: the container's reaper removes it within seconds
-            gone = time.monotonic() + 15
+            # (within a second on a quiet machine; the engine itself can take many seconds to remove a
+            # container when the 2 cores are saturated: the final pre-stop run once needed over 15 s)
+            gone = time.monotonic() + 30
             while docker_engine.containers.list(all=True, filters={"label": f"tfs-release.pid={p.pid}"}):
-                assert time.monotonic() < gone, f"run {i} (kill): its container outlived the validator by 15 s"
+                assert time.monotonic() < gone, f"run {i} (kill): its container outlived the validator by 30 s"
                 time.sleep(0.2)
             took.setdefault(kind, []).append(time.monotonic() - t0)
             continue
