@@ -7,6 +7,8 @@ app: every step waits explicitly (WebDriverWait) for an element that the next st
 """
 from __future__ import annotations
 
+import contextlib
+
 import os
 import time
 from dataclasses import dataclass
@@ -289,3 +291,17 @@ class AirflowUI:
         from selenium.webdriver.common.by import By
         self.clickable(By.CSS_SELECTOR, f"button[data-testid='hitl-option-{option}']").click()
         self.visible(By.XPATH, "//*[contains(normalize-space(), 'Response received at')]")
+
+
+@contextlib.contextmanager
+def ui_session(chromium: tuple[str, str], url: str, tmp_path):
+    """An AirflowUI on ``url`` (screenshots and the chromedriver log under ``tmp_path``); the
+    browser quits on leaving."""
+    out = tmp_path / "screenshots"
+    out.mkdir()
+    print(f"\nbrowser output: {out}")
+    driver = new_driver(*chromium, log_path=str(tmp_path / "chromedriver.log"))
+    try:
+        yield AirflowUI(driver, url, str(out))
+    finally:
+        driver.quit()

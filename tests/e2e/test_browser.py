@@ -18,7 +18,7 @@ import uuid
 
 import pytest
 
-from tests.e2e.browser import AirflowUI, find_chromium, is_png, new_driver
+from tests.e2e.browser import find_chromium, is_png, ui_session
 from tests.e2e.conftest import MODEL
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
@@ -40,14 +40,8 @@ def chromium():
 
 @pytest.fixture
 def ui(chromium, standalone, tmp_path):
-    out = tmp_path / "screenshots"
-    out.mkdir()
-    print(f"\nbrowser output: {out}")
-    driver = new_driver(*chromium, log_path=str(tmp_path / "chromedriver.log"))
-    try:
-        yield AirflowUI(driver, standalone.url, str(out))
-    finally:
-        driver.quit()
+    with ui_session(chromium, standalone.url, tmp_path) as ui:
+        yield ui
 
 
 def _versions(airflow_env):

@@ -22,7 +22,7 @@ import uuid
 
 import pytest
 
-from tests.e2e.browser import AirflowUI, is_png, new_driver
+from tests.e2e.browser import is_png, ui_session
 from tests.e2e.conftest import MODEL
 from tests.e2e.test_approval import _wait_awaiting, approval_env  # noqa: F401 - module fixture
 from tests.e2e.test_browser import chromium  # noqa: F401 - module fixture
@@ -40,14 +40,8 @@ def af(approval_env, standalone):  # noqa: F811 - the config says approval: requ
 
 @pytest.fixture
 def ui(chromium, af, tmp_path):  # noqa: F811
-    out = tmp_path / "screenshots"
-    out.mkdir()
-    print(f"\nbrowser output: {out}")
-    driver = new_driver(*chromium, log_path=str(tmp_path / "chromedriver.log"))
-    try:
-        yield AirflowUI(driver, af.url, str(out))
-    finally:
-        driver.quit()
+    with ui_session(chromium, af.url, tmp_path) as ui:
+        yield ui
 
 
 def test_approve_from_the_ui_publishes_with_the_comment(ui, af, approval_env):  # noqa: F811
