@@ -198,6 +198,9 @@ class DockerLauncher:
         else:
             _world_readable(model_dir)  # the server's user is not the validator's
             placement = dict(volumes={model_dir: {"bind": f"/models/{model}", "mode": "ro"}})
+        # the reaper first: a SIGKILL between create() returning and a later spawn would leave the
+        # container without one (it waits for the container to appear)
+        self._reapers.append(sweep_mod.spawn_reaper(name, expires=float(labels[sweep_mod.EXPIRES])))
         try:
             self._internal_network(name, labels)
             container = self.client.containers.create(
@@ -208,7 +211,6 @@ class DockerLauncher:
                 read_only=True, tmpfs=SERVING_TMPFS, user=SERVING_USER, network=name,
                 # container-side expiry: the server ends at the label's time even with nobody left
                 entrypoint=sweep_mod.expiring_entrypoint(image.attrs.get("Config"), self.ttl_s), **placement)
-            self._reapers.append(sweep_mod.spawn_reaper(name, expires=float(labels[sweep_mod.EXPIRES])))
             if self.network:
                 with _model_tar(model_dir, model) as tar:
                     container.put_archive("/models", tar)

@@ -255,15 +255,24 @@ def stop_and_remove(client, ref: str, *, grace_s: float = 0.0, why: str = "") ->
 
 
 def watch(client, name: str, *, pid: int, pid_start: str | None, expires: float | None,
-          grace_s: float = 0.0, poll_s: float = 0.5, check_s: float = 2.0, appear_s: float = 120.0) -> str:
+          grace_s: float = 0.0, poll_s: float = 0.5, check_s: float = 2.0, appear_s: float = 120.0,
+          settle_s: float = 15.0) -> str:
     """The reaper's loop: remove ``name`` when its owner is gone or it expired; return why it ended.
-    It may start before the container exists (``appear_s`` to wait for it)."""
+    It starts before the container exists (``appear_s`` to wait for it); an owner that dies before
+    the container was seen may have left a create request in flight: the reaper watches for it
+    ``settle_s`` longer."""
     import docker
     last, seen, t0 = 0.0, False, time.monotonic()
     while True:
         now = time.time()
         if not pid_alive(pid, pid_start):
-            stop_and_remove(client, name, grace_s=grace_s, why=f"its owner pid {pid} is gone")
+            why = f"its owner pid {pid} is gone"
+            removed = stop_and_remove(client, name, grace_s=grace_s, why=why)
+            if not removed and not seen:
+                until = time.monotonic() + settle_s
+                while not removed and time.monotonic() < until:
+                    time.sleep(poll_s)
+                    removed = stop_and_remove(client, name, grace_s=grace_s, why=why)
             return "owner gone"
         if expires is not None and now >= expires:
             stop_and_remove(client, name, grace_s=grace_s, why="expired")

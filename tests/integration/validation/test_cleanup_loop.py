@@ -42,7 +42,7 @@ def test_thirty_mixed_runs_leave_no_container(export_env, model_env, s3, tmp_pat
         if kind == "kill":
             mine, deadline = [], time.monotonic() + 120
             while time.monotonic() < deadline and p.poll() is None:
-                mine = docker_engine.containers.list(all=True, filters={"label": f"tfs-release.pid={p.pid}"})
+                mine = docker_engine.containers.list(all=True, ignore_removed=True, filters={"label": f"tfs-release.pid={p.pid}"})
                 if mine:
                     break
                 time.sleep(0.2)
@@ -53,7 +53,7 @@ def test_thirty_mixed_runs_leave_no_container(export_env, model_env, s3, tmp_pat
             # (within a second on a quiet machine; the engine itself can take many seconds to remove a
             # container when the 2 cores are saturated: the final pre-stop run once needed over 15 s)
             gone = time.monotonic() + 30
-            while docker_engine.containers.list(all=True, filters={"label": f"tfs-release.pid={p.pid}"}):
+            while docker_engine.containers.list(all=True, ignore_removed=True, filters={"label": f"tfs-release.pid={p.pid}"}):
                 assert time.monotonic() < gone, f"run {i} (kill): its container outlived the validator by 30 s"
                 time.sleep(0.2)
             took.setdefault(kind, []).append(time.monotonic() - t0)
@@ -62,12 +62,12 @@ def test_thirty_mixed_runs_leave_no_container(export_env, model_env, s3, tmp_pat
         codes.setdefault(kind, set()).add(p.returncode)
         took.setdefault(kind, []).append(time.monotonic() - t0)
         # whatever a killed run left behind is gone once the next run has started and finished
-        assert docker_engine.containers.list(all=True, filters=LABEL) == [], f"run {i} ({kind}) left containers"
+        assert docker_engine.containers.list(all=True, ignore_removed=True, filters=LABEL) == [], f"run {i} ({kind}) left containers"
     print(f"\n{len(plan)} runs: " + ", ".join(f"{k} x{len(v)} mean {sum(v) / len(v):.1f}s"
                                              for k, v in sorted(took.items())))
     assert codes == {"pass": {0}, "timeout": {1}, "broken": {1}}, codes
     assert killed_left >= 5, "the SIGKILLs should have landed while containers were running"
-    assert docker_engine.containers.list(all=True, filters=LABEL) == []
+    assert docker_engine.containers.list(all=True, ignore_removed=True, filters=LABEL) == []
 
 
 def test_sigterm_of_the_validator_removes_its_container(cls_env, s3, tmp_path, standin_image, docker_engine):
@@ -80,11 +80,11 @@ def test_sigterm_of_the_validator_removes_its_container(cls_env, s3, tmp_path, s
                          env={**os.environ, **cls_env.env, "PYTHONPATH": ROOT}, cwd=ROOT,
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not docker_engine.containers.list(
+    while time.monotonic() < deadline and not docker_engine.containers.list(ignore_removed=True,
             all=True, filters={"label": f"tfs-release.pid={p.pid}"}):
         time.sleep(0.2)
     p.send_signal(signal.SIGTERM)
     _, err = p.communicate(timeout=120)
     assert p.returncode == 143, err[-2000:]
     assert "terminated (SIGTERM); cleaned up" in err
-    assert docker_engine.containers.list(all=True, filters={"label": f"tfs-release.pid={p.pid}"}) == []
+    assert docker_engine.containers.list(all=True, ignore_removed=True, filters={"label": f"tfs-release.pid={p.pid}"}) == []

@@ -31,7 +31,7 @@ def _labels(**over) -> dict[str, str]:
 
 
 def _exists(engine, name) -> bool:
-    return bool(engine.containers.list(all=True, filters={"name": f"^/{name}$"}))
+    return bool(engine.containers.list(all=True, ignore_removed=True, filters={"name": f"^/{name}$"}))
 
 
 def _dead_pid() -> int:
@@ -80,7 +80,7 @@ def test_sweep_removes_only_what_it_may(docker_engine, standin_image):
         assert names["owner-container-runs"] in sweep_mod.sweep(docker_engine, ("validation",))
         assert _exists(docker_engine, names["other-host-live"])  # still: it expires in an hour
     finally:
-        for c in docker_engine.containers.list(all=True, filters={"name": f"tfsr-sweeptest-.*-{tag}"}):
+        for c in docker_engine.containers.list(all=True, ignore_removed=True, filters={"name": f"tfsr-sweeptest-.*-{tag}"}):
             c.remove(force=True)
         holder.remove(force=True)
 
@@ -98,7 +98,7 @@ def test_a_sigkilled_validator_leaves_nothing_even_with_no_other_validation(cls_
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     mine = {"label": f"{sweep_mod.PID}={p.pid}"}
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not docker_engine.containers.list(all=True, filters=mine):
+    while time.monotonic() < deadline and not docker_engine.containers.list(all=True, ignore_removed=True, filters=mine):
         time.sleep(0.2)
     [container] = docker_engine.containers.list(all=True, filters=mine)
     labels = container.labels
@@ -106,11 +106,11 @@ def test_a_sigkilled_validator_leaves_nothing_even_with_no_other_validation(cls_
     p.send_signal(signal.SIGKILL)
     p.wait()
     t0 = time.monotonic()
-    while docker_engine.containers.list(all=True, filters=mine) and time.monotonic() - t0 < 60:
+    while docker_engine.containers.list(all=True, ignore_removed=True, filters=mine) and time.monotonic() - t0 < 60:
         time.sleep(0.2)
     took = time.monotonic() - t0
     print(f"\ncontainer of the SIGKILLed validator removed {took:.1f}s after the kill")
-    assert docker_engine.containers.list(all=True, filters=mine) == [], "still there 60 s after the SIGKILL"
+    assert docker_engine.containers.list(all=True, ignore_removed=True, filters=mine) == [], "still there 60 s after the SIGKILL"
     assert took < 10
 
 
@@ -141,3 +141,24 @@ def test_a_container_ends_itself_at_its_expiry(docker_engine, standin_image, tmp
     finally:
         server.stop()
     assert not _exists(docker_engine, name)
+
+
+def test_the_reaper_removes_a_container_created_after_its_owner_died(docker_engine, standin_image):
+    """The reaper starts before the container exists; an owner killed with its create request still
+    in flight leaves a container that appears afterwards: the reaper waits for it and removes it."""
+    import threading
+    name = f"tfsr-sweeptest-late-{uuid.uuid4().hex[:6]}"
+    result = {}
+    t = threading.Thread(target=lambda: result.update(why=sweep_mod.watch(
+        docker_engine, name, pid=_dead_pid(), pid_start=None, expires=None, settle_s=15.0)))
+    t.start()
+    try:
+        time.sleep(3)  # the "in-flight" create lands after the reaper saw its owner gone
+        docker_engine.containers.create(standin_image, entrypoint=["sleep", "300"], name=name,
+                                        labels=_labels())
+        t.join(timeout=30)
+        assert not t.is_alive() and result["why"] == "owner gone", result
+        assert not _exists(docker_engine, name), "the late container was left behind"
+    finally:
+        for c in docker_engine.containers.list(all=True, ignore_removed=True, filters={"name": f"^/{name}$"}):
+            c.remove(force=True)
