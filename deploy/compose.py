@@ -102,7 +102,7 @@ def local_env(project: str, *, ports: dict[str, int] | None = None, log=sys.stde
     env = new_secrets()
     env.update(local_images.ensure_all(log=log))
     env.update({"TFSR_NETWORK": project, "DOCKER_GID": docker_gid(), "DOCKER_SOCKET": "/var/run/docker.sock",
-                "SERVE_MODEL": "shapes-classifier", "SYNC_KEEP": "3", "SYNC_INTERVAL_S": "2",
+                "SYNC_KEEP": "3", "SYNC_INTERVAL_S": "2",
                 "AIRFLOW_API_WORKERS": "1", "AIRFLOW_PARALLELISM": "4"})
     ports = ports or {}
     for key in ("AIRFLOW_API_PORT", "SERVING_REST_PORT", "SERVING_GRPC_PORT", "S3_PORT"):
@@ -266,7 +266,8 @@ def main(argv: list[str]) -> int:
                 "rm", "--stop", "--force", "redis", "airflow-worker")
         print(f"Airflow UI/API: http://127.0.0.1:{env['AIRFLOW_API_PORT']} (user {env['AIRFLOW_ADMIN_USER']}, "
               f"password: AIRFLOW_ADMIN_PASSWORD in {LOCAL_ENV})\n"
-              f"TF Serving REST: http://127.0.0.1:{env['SERVING_REST_PORT']}/v1/models/{env['SERVE_MODEL']}\n"
+              f"TF Serving REST: http://127.0.0.1:{env['SERVING_REST_PORT']}/v1/models/<model> (every configured "
+              "model once a version of it is published)\n"
               f"S3 endpoint: http://127.0.0.1:{env['S3_PORT']} (keys in {LOCAL_ENV})", file=sys.stderr)
         return 0
     if cmd == "down":

@@ -148,6 +148,10 @@ def sync_root(client, models: list, root: str, *, config_file: str | None, servi
             new_state[m.name] = {"versions": entry["versions"], "labels": entry["labels"]}
         if canary and not entry["versions"]:
             continue  # nothing synced yet: TF Serving would wait for it; list it once it is there
+        if not canary and not (os.path.isdir(dest) and local_versions(dest)):
+            # nothing synced yet: a TF Serving (re)started on a file listing it would wait for it
+            # before opening its ports, and so serve none of the others either
+            continue
         entries.append(entry)
     text = render(entries)
     changed = bool(config_file) and write_if_changed(config_file, text)

@@ -5,7 +5,8 @@ process reading that file (re-read every second, `--allow_version_labels_for_una
 Publish v1 (stable) and v2 (canary): /labels/stable and /labels/canary answer with each version's
 own answers; promote: stable moves to v2 and v1 is unloaded; v3 then abort: v3 is unloaded, stable
 stays. A server restarted on every intermediate config starts cleanly. Two sidecars converge on the
-same versions and labels. A second, non-canary model in the same tree serves its latest version."""
+same versions and labels. A second, non-canary model in the same tree serves its latest version; a
+third with nothing published yet is not listed (TF Serving would not open its ports for it)."""
 from __future__ import annotations
 
 import json
@@ -36,6 +37,10 @@ def canary_env(model_env, s3, tmp_path):
         "canary-cls": {"task": "classification", "serving": f"s3://{model_env.serving}/canary-cls/",
                        "golden": GOLDEN, "input_types": {"serving_default": "image_tensor"}, "rollout": "canary"},
         "plain-cls": {"task": "classification", "serving": f"s3://{model_env.serving}/plain-cls/",
+                      "golden": GOLDEN, "input_types": {"serving_default": "image_tensor"}},
+        # configured, nothing published yet: listing it would keep a (re)started TF Serving from
+        # opening its ports (it waits for every listed model), so it is left out until it has a version
+        "empty-cls": {"task": "classification", "serving": f"s3://{model_env.serving}/empty-cls/",
                       "golden": GOLDEN, "input_types": {"serving_default": "image_tensor"}}}}
     with open(model_env.config, "w") as fh:
         yaml.safe_dump(cfg, fh)
@@ -128,7 +133,7 @@ def test_canary_promote_abort_restarts_and_two_sidecars(canary_env, s3, tmp_path
     out = _sync(env, root, "http://127.0.0.1:9")  # TF Serving not started yet
     entries = {e["name"]: e for e in out["config"]["models"]}
     assert entries["canary-cls"]["versions"] == [1] and entries["canary-cls"]["labels"] == {"stable": 1}
-    assert entries["plain-cls"]["rollout"] == "all"
+    assert entries["plain-cls"]["rollout"] == "all" and "empty-cls" not in entries, entries
     p = env.cli("sync-health", "--dest", str(root))  # the sidecar's health check reads sync-all's record
     assert p.returncode == 0, p.stderr
     server = Server(str(config_file), tmp_path / "server.log")

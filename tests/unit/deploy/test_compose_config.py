@@ -91,10 +91,19 @@ def test_health_checks_volumes_ports(compose, files):
     sync = {v["target"]: v for v in services["model-sync"]["volumes"]}
     assert serving["/models"]["source"] == sync["/models"]["source"] == "models"
     assert serving["/models"].get("read_only") and not sync["/models"].get("read_only")
-    assert services["model-sync"]["command"][0] == "sync"
-    # its health check reads the health file the sync writes into its --dest
+    # one TF Serving for every model: the sidecar syncs them all into its root and writes the model
+    # config file TF Serving reads there; TF Serving starts only once that file exists
     cmd, hc = services["model-sync"]["command"], services["model-sync"]["healthcheck"]["test"]
-    assert hc[1:3] == ["tfs-release", "sync-health"] and hc[hc.index("--dest") + 1] == cmd[cmd.index("--dest") + 1]
+    root = cmd[cmd.index("--root") + 1]
+    assert cmd[0] == "sync-all" and root == "/models" and "--serving-url" in cmd
+    assert f"--model_config_file={root}/models.config" in services["serving"]["command"]
+    assert "--allow_version_labels_for_unavailable_models=true" in services["serving"]["command"]
+    assert services["serving"]["depends_on"]["model-sync"]["condition"] == "service_healthy"
+    # its health check reads the health file the sync writes into its root
+    assert hc[1:3] == ["tfs-release", "sync-health"] and hc[hc.index("--dest") + 1] == root
+    # the sidecar reads the same overlay (rollout, production) as Airflow
+    assert (services["model-sync"]["environment"]["TFS_RELEASE_CONFIG_OVERLAY"]
+            == services["airflow-scheduler"]["environment"]["TFS_RELEASE_CONFIG_OVERLAY"])
     # the one-shots gate the services that need them
     assert services["airflow-scheduler"]["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"
     assert services["model-sync"]["depends_on"]["s3-init"]["condition"] == "service_completed_successfully"
