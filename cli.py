@@ -113,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("--version", type=int, required=True)
     p.add_argument("--deadline", type=float, help="seconds (default: production.confirm_deadline_s, 600)")
+    p.add_argument("--wait", type=float, help="seconds to wait for version N itself (default: --deadline; less "
+                                              "when something already waited, e.g. the DAG's wait_for_rollout); "
+                                              "a rollback version always gets the full deadline")
     p.add_argument("--on-failed", choices=["rollback", "alert"],
                    help="what a failed rollout does (default: config on_failed_rollout, else rollback)")
     p.add_argument("--poll", type=float, default=2.0, help="seconds between status polls")
@@ -307,8 +310,10 @@ def run(args) -> dict:
         from validation.rollout import CONFIRMED, confirm
         if args.deadline is not None and args.deadline <= 0:
             raise BadInput(f"--deadline must be more than 0 seconds, got {args.deadline}")
+        if args.wait is not None and args.wait <= 0:
+            raise BadInput(f"--wait must be more than 0 seconds, got {args.wait}")
         rec = confirm(_client(), model, args.version, deadline_s=args.deadline, on_failed=args.on_failed,
-                      poll_s=args.poll)
+                      poll_s=args.poll, wait_s=args.wait)
         if not args.json:
             print(f"{model.name} version {args.version}: {rec['outcome']}"
                   + (f" ({rec['reason']})" if rec.get("reason") else "")

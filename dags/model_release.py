@@ -329,6 +329,10 @@ def build_dag(model: config_mod.ModelConfig, config_path: str,
             approve = ReleaseApprovalOperator(
                 task_id="approve", model=model.name, mode=approval_mode, announce=announce_request,
                 response_timeout=seconds(model.extra.get("approval_timeout_s", 86400)),
+                # Airflow 3.3 race: a decision that lands before the scheduler has processed the parked
+                # task's exit gets the resumed task marked failed (the executor's late "success" finds it
+                # queued). The one retry asks again; a rejection or a timeout never retries.
+                retries=1, retry_delay=seconds(5),
                 doc_md="A person approves or rejects the release (Airflow's human-in-the-loop: the task waits "
                        "for input in the UI or the REST API). Reject or no decision in time: the run fails.")
             verdict >> approve
@@ -344,8 +348,12 @@ def build_dag(model: config_mod.ModelConfig, config_path: str,
             from tfs_release_airflow.rollout import WaitForRolloutOperator
             rest = [e["rest"] for e in prod["endpoints"] if e.get("rest")]
             deadline = prod["confirm_deadline_s"]
+            # after wait_for_rollout spent the deadline without seeing N served, a short re-check (the
+            # rollback version still gets the whole deadline)
+            waited = ("{{ 10 if (ti.xcom_pull(task_ids='wait_for_rollout') or {}).get('outcome') != 'served' "
+                      f"else {deadline} }}}}") if any(e.get("rest") for e in prod["endpoints"]) else str(deadline)
             confirm = step("confirm", "--version", pulled("publish", "version"), "--deadline", str(deadline),
-                           task_id="confirm_rollout", execution_timeout=seconds(2 * deadline + 600),
+                           "--wait", waited, task_id="confirm_rollout", execution_timeout=seconds(2 * deadline + 600),
                            doc_md="Production serves the new version and answers as in validation (smoke test); "
                                   "a failed rollout is rolled back (worker env). Fails unless confirmed.")
             if rest:

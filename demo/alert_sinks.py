@@ -58,17 +58,19 @@ def html_to_text(body: str) -> str:
     return html.unescape(re.sub(r"<[^>]+>", "", body))
 
 
-def _free_port() -> int:
+def _free_port(host: str = HOST) -> int:
     with socket.socket() as s:
-        s.bind((HOST, 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
 class AlertSinks:
     """Start both receivers (``with`` or start/stop); ``mails`` and ``webhooks`` fill as they arrive."""
 
-    def __init__(self, folder: str, *, slack_conn_id: str = "slack_alerts", smtp_conn_id: str = "smtp_alerts"):
-        self.folder = os.path.abspath(folder)
+    def __init__(self, folder: str, *, slack_conn_id: str = "slack_alerts", smtp_conn_id: str = "smtp_alerts",
+                 host: str = HOST):
+        self.folder, self.host = os.path.abspath(folder), host  # host: e.g. a Docker bridge's gateway
+        # address, for senders in containers (never a public interface: no TLS, no authentication)
         self.slack_conn_id, self.smtp_conn_id = slack_conn_id, smtp_conn_id
         self.mails: list[Mail] = []
         self.webhooks: list[Webhook] = []
@@ -81,10 +83,10 @@ class AlertSinks:
     def start(self) -> "AlertSinks":
         from aiosmtpd.controller import Controller
         os.makedirs(self.folder, exist_ok=True)
-        self.smtp_port = _free_port()
-        self._smtp = Controller(_SmtpHandler(self), hostname=HOST, port=self.smtp_port)
+        self.smtp_port = _free_port(self.host)
+        self._smtp = Controller(_SmtpHandler(self), hostname=self.host, port=self.smtp_port)
         self._smtp.start()
-        self._http = ThreadingHTTPServer((HOST, 0), _webhook_handler(self))
+        self._http = ThreadingHTTPServer((self.host, 0), _webhook_handler(self))
         self._http.daemon_threads = True
         self.webhook_port = self._http.server_address[1]
         threading.Thread(target=self._http.serve_forever, name="alert-webhook", daemon=True).start()
@@ -108,16 +110,16 @@ class AlertSinks:
     # -- what Airflow needs --------------------------------------------------------------------
     @property
     def webhook_url(self) -> str:
-        return f"http://{HOST}:{self.webhook_port}/services/{WEBHOOK_TOKEN}"
+        return f"http://{self.host}:{self.webhook_port}/services/{WEBHOOK_TOKEN}"
 
     def connections(self) -> dict[str, dict]:
         """Airflow connections (JSON form) for the two receivers, by connection id."""
         return {
             # SlackWebhookHook: URL = host (when it has a scheme) + "/" + password (the token)
-            self.slack_conn_id: {"conn_type": "slackwebhook", "host": f"http://{HOST}:{self.webhook_port}/services",
+            self.slack_conn_id: {"conn_type": "slackwebhook", "host": f"http://{self.host}:{self.webhook_port}/services",
                                  "password": WEBHOOK_TOKEN, "extra": {"timeout": 10}},
             # SmtpHook: plain SMTP on loopback: no SSL, no STARTTLS, no login
-            self.smtp_conn_id: {"conn_type": "smtp", "host": HOST, "port": self.smtp_port,
+            self.smtp_conn_id: {"conn_type": "smtp", "host": self.host, "port": self.smtp_port,
                                 "extra": {"disable_ssl": True, "disable_tls": True, "timeout": 10,
                                           "retry_limit": 1, "from_email": "tfs-release@localhost"}},
         }

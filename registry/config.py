@@ -457,15 +457,36 @@ def parse_serving_pool(raw: Any) -> ServingPool:
 
 
 OVERLAY_ENV = "TFS_RELEASE_CONFIG_OVERLAY"
+# the overlay's text itself: how a DAG's step container gets the overlay the Airflow side read (the
+# file need not be baked into the worker image; the step sees what decided the run). Wins over the path.
+OVERLAY_TEXT_ENV = "TFS_RELEASE_CONFIG_OVERLAY_YAML"
 
 
-def apply_overlay(data: dict, path: str) -> None:
-    """A deployment's additions to the models config (``TFS_RELEASE_CONFIG_OVERLAY``: a YAML file
-    ``models: {<name>: {key: value}}``): each key given replaces the model's own. For settings only
-    one deployment has, e.g. the compose stack's production endpoints (config/compose.overlay.yaml)."""
+def overlay_env() -> dict[str, str]:
+    """The deployment's overlay as a step container gets it: the text of the file this side reads now
+    (``TFS_RELEASE_CONFIG_OVERLAY``), so the step decides with the same config as the DAG and the
+    worker image needs no copy of it. {} without an overlay."""
+    path = os.environ.get(OVERLAY_ENV, "").strip()
+    if not path:
+        return {}
     try:
         with open(path, encoding="utf-8") as fh:
-            extra = yaml.safe_load(fh)
+            return {OVERLAY_ENV: path, OVERLAY_TEXT_ENV: fh.read()}
+    except OSError as exc:
+        raise ConfigError(f"{OVERLAY_ENV}={path}: cannot read it ({exc}): fix the path or unset it") from None
+
+
+def apply_overlay(data: dict, path: str, text: str | None = None) -> None:
+    """A deployment's additions to the models config (``TFS_RELEASE_CONFIG_OVERLAY``: a YAML file
+    ``models: {<name>: {key: value}}``; or its ``text``): each key given replaces the model's own.
+    For settings only one deployment has, e.g. the compose stack's production endpoints
+    (config/compose.overlay.yaml)."""
+    try:
+        if text is not None:
+            extra = yaml.safe_load(text)
+        else:
+            with open(path, encoding="utf-8") as fh:
+                extra = yaml.safe_load(fh)
     except FileNotFoundError:
         raise ConfigError(f"{OVERLAY_ENV}={path}: no such file (unset it, or fix the path)") from None
     except yaml.YAMLError as exc:
@@ -495,8 +516,10 @@ def load(path: str, *, strict: bool = True) -> Config:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("models"), dict):
         raise ConfigError(f"config file {path} must have a top-level 'models:' mapping.")
-    overlay = os.environ.get(OVERLAY_ENV, "").strip()
-    if overlay:
+    overlay, text = os.environ.get(OVERLAY_ENV, "").strip(), os.environ.get(OVERLAY_TEXT_ENV)
+    if text is not None:
+        apply_overlay(data, overlay or OVERLAY_TEXT_ENV, text)
+    elif overlay:
         apply_overlay(data, overlay)
     unknown = set(data) - set(TOP_LEVEL_KEYS)
     if unknown:

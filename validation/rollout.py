@@ -264,14 +264,19 @@ def check(client, model, version: int, *, deadline_s: float | None = None, poll_
 
 
 def confirm(client, model, version: int, *, deadline_s: float | None = None, on_failed: str | None = None,
-            poll_s: float = 2.0, run_id: str | None = None) -> dict:
+            poll_s: float = 2.0, run_id: str | None = None, wait_s: float | None = None) -> dict:
     """Confirm version N in production; roll back a failed rollout (unless ``on_failed`` is
     'alert'). Writes _rollouts/N.json (and the rollback's). Returns N's record, with
-    ``rollback`` (the rollback version's record) when one was done."""
+    ``rollback`` (the rollback version's record) when one was done. ``wait_s``: how long to wait
+    for N itself (default the deadline; short when a deferred wait already spent it); the rollback
+    version gets the full deadline."""
     from registry.publish import rollback
     on_failed = on_failed or model.extra.get("on_failed_rollout", "rollback")
     t_start = time.time()
-    rec = check(client, model, version, deadline_s=deadline_s, poll_s=poll_s)
+    rec = check(client, model, version, deadline_s=wait_s if wait_s is not None else deadline_s, poll_s=poll_s)
+    if wait_s is not None:  # the deadline itself was spent by an earlier wait (the DAG's wait_for_rollout)
+        rec.update(recheck_s=rec["deadline_s"], deadline_s=float(
+            deadline_s if deadline_s is not None else (model.extra.get("production") or {}).get("confirm_deadline_s", 600)))
     rec["started"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t_start))
     if rec["outcome"] == CONFIRMED:
         rec["record"] = write_record(client, model.serving, version, rec)

@@ -391,6 +391,8 @@ def validate_candidate(client, model: ModelConfig, candidate_uri: str, *, launch
         problems = contract.check(contracts.signatures_from_saved_model(sm_dir), where="SavedModel")
         checks.append(_check("contract: SavedModel signatures", not problems, "; ".join(problems) or "matches the contract"))
         if not problems:
+            from validation import gx_suite
+            gx_suite.prefetch()  # its import overlaps the server's start
             try:
                 loads = None
                 server = chosen.start(models_dir, model.name,
@@ -411,7 +413,6 @@ def validate_candidate(client, model: ModelConfig, candidate_uri: str, *, launch
                                                     set_metrics, cand_sigs, body.get("labels"), lim,
                                                     accept_regression)
                     checks += gchecks
-                from validation import gx_suite
                 normalized = bool(model.extra.get("output_normalized_coordinates"))
                 shapes = {g.name: g.image.shape for g in golden.images}
                 answers = [(n, s, in_pixels(o, shapes[n], normalized)) for n, s, o in answers]

@@ -17,15 +17,18 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 
+from airflow.providers.standard.exceptions import HITLTimeoutError
 from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLOperator
 from airflow.sdk import Param, ParamsDict
+from airflow.sdk.exceptions import AirflowFailException
 
 log = logging.getLogger(__name__)
 MODES = ("required", "on_regression", "none")
 
 
-class ReleaseRejected(Exception):
-    """A person rejected the release."""
+class ReleaseRejected(AirflowFailException):
+    """A person rejected the release (or nobody decided in time): the task fails without a retry.
+    (The task's one retry is only for a decision Airflow lost, see model_release.py.)"""
 
 
 def request_body(model: str, verdict: dict, report_link: str | None) -> str:
@@ -80,6 +83,9 @@ class ReleaseApprovalOperator(ApprovalOperator):
             return {"approved": True, "needed": False, "approved_by": None, "comment": None}
         link = self.report_link(verdict) if self.report_link else verdict.get("report")
         self.body = request_body(self.model, verdict, link)
+        if getattr(ti, "try_number", 1) > 1:
+            self.body = (f"_Asked again (try {ti.try_number}): the previous request ended without a decision "
+                         "this run could use._\n\n" + self.body)
         if self.announce is not None:
             try:
                 self.announce(context, self.subject, self.body)
@@ -88,7 +94,11 @@ class ReleaseApprovalOperator(ApprovalOperator):
         return super().execute(context)
 
     def execute_complete(self, context, event):
-        ret = HITLOperator.execute_complete(self, context=context, event=event)
+        try:
+            ret = HITLOperator.execute_complete(self, context=context, event=event)
+        except HITLTimeoutError:
+            raise ReleaseRejected(f"release of {self.model}: no decision within the approval timeout "
+                                  f"({self.response_timeout}); nothing was published") from None
         chosen = ret["chosen_options"][0]
         user = ret.get("responded_by_user") or {}
         who = user.get("name") or user.get("id") or "someone"

@@ -44,12 +44,19 @@ def ensure_pool(path: str | None = None, *, session=None) -> tuple[str, int, str
         return pool.name, pool.slots, "created" if existing is None else f"resized from {existing.slots}"
 
 
+def _orm_blocked() -> bool:
+    """A task process forked from the scheduler (LocalExecutor) keeps the scheduler's argv, but Airflow 3
+    removed its database session (task code may not use the ORM): nothing to do there."""
+    settings = sys.modules.get("airflow.settings")
+    return settings is not None and not hasattr(settings, "Session")
+
+
 class TfsReleasePoolPlugin(AirflowPlugin):
     name = "tfs_release_pool"
 
     @classmethod
     def on_load(cls, *args, **kwargs):
-        if len(sys.argv) < 2 or sys.argv[1] not in DB_COMMANDS:
+        if len(sys.argv) < 2 or sys.argv[1] not in DB_COMMANDS or _orm_blocked():
             return
         try:
             name, slots, done = ensure_pool()

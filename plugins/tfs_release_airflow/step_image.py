@@ -102,9 +102,6 @@ class StepImageOperator(DockerOperator):
     def __init__(self, *, step: str, model: str, step_args: Sequence[str], config: str, conn_id: str,
                  spec: StepImage, failed_result_key: str | None = None, **kwargs):
         env = {"TFS_RELEASE_SERVING_NETWORK": spec.serving_network} if spec.serving_network else {}
-        import os
-        if os.environ.get("TFS_RELEASE_CONFIG_OVERLAY"):  # the deployment's config additions, same path in the image
-            env["TFS_RELEASE_CONFIG_OVERLAY"] = os.environ["TFS_RELEASE_CONFIG_OVERLAY"]
         super().__init__(image=spec.image, command=None, environment=env, mounts=spec.docker_mounts(step),
                          network_mode=spec.network, docker_url=spec.docker_url, auto_remove="never",
                          mount_tmp_dir=False, tty=False, **kwargs)
@@ -119,6 +116,8 @@ class StepImageOperator(DockerOperator):
         from validation import sweep
         self.command = [self.step, self.model, *self.step_args, "--config", self.config, "--result", RESULT_PATH]
         self._private_environment = dict(s3_settings(self.conn_id).env())
+        from registry.config import overlay_env
+        self.environment.update(overlay_env())  # the config overlay this run decided with
         self.environment.update(serving_ttl(self.execution_timeout))
         self.container_name = f"tfsr-step-{self.model}-{self.step}-{uuid.uuid4().hex[:8]}"
         ttl = (self.execution_timeout.total_seconds() if self.execution_timeout else 6 * 3600) + TTL_MARGIN_S

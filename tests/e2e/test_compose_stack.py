@@ -2,10 +2,16 @@
 
 - ``test_release_through_the_stack``: build (or reuse) the images, ``docker compose up``, wait for
   every health check, put a demo checkpoint in the training bucket, trigger the release DAG over the
-  Airflow REST API, wait for success, see production TF Serving (the stand-in image here) answer
-  :predict from the new version on its REST port; then switch the same stack to CeleryExecutor
-  (the "celery" profile: Redis and a Celery worker) and see the next run (nothing new: it skips) run
-  on the Celery worker; ``docker compose down -v`` leaves nothing.
+  Airflow REST API. The model's config (a test overlay, as a deployment would mount one) asks for
+  approval: the run waits, the request reaches the alert channels (a real webhook receiver and SMTP
+  server on the host's Docker bridge address), a decision over the REST API approves it, and the run
+  ends once production TF Serving (the stand-in image here, one server for every model, fed by
+  ``sync-all``) serves the new version and answers as in validation. Then the sync sidecar is
+  stopped and the checkpoint released again: production never gets the new version, the rollout
+  is rolled back (the previous version published again) within the deadline, the run fails and the
+  alert says why; once the sidecar is back, production serves the rollback version. Then the same
+  stack switches to CeleryExecutor (the "celery" profile: Redis and a Celery worker) and the next
+  run (nothing new: it skips) runs on the Celery worker; ``docker compose down -v`` leaves nothing.
 - ``test_sync_sidecar_killed_mid_download``: only object storage, the sync sidecar and TF Serving;
   kill the sidecar (SIGKILL) while it downloads a large version, restart it: TF Serving never
   lists the partial version, the volume never holds a partial ``<N>/``, the restart completes it.
@@ -21,6 +27,7 @@ import os
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 
@@ -113,6 +120,74 @@ def _golden_example():
     return np.asarray(Image.open(os.path.join(GOLDEN, first["file"])).convert("RGB")), first["label"]
 
 
+# The test's additions to the models config, mounted into every service that reads the config (a
+# deployment would mount its own the same way; step containers get its text from the Airflow side).
+OVERLAY_IN_STACK = "/opt/tfs-release/test.overlay.yaml"
+CONFIRM_DEADLINE_S = 60
+TEST_OVERLAY = f"""
+models:
+  {MODEL}:
+    production:
+      endpoints: [{{rest: "http://serving:8501", grpc: "serving:8500"}}]
+      confirm_deadline_s: {CONFIRM_DEADLINE_S}
+    approval: required
+    approval_timeout_s: 1800
+    alerts: {{slack_conn_id: slack_webhook_default, smtp_conn_id: smtp_default, email_to: [ml-oncall@example.com]}}
+"""
+READS_CONFIG = ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
+                "airflow-worker", "model-sync")
+
+
+def _test_services(tmp_path) -> str:
+    """A compose file on top: the overlay mounted, and the host's alert receivers reachable."""
+    overlay = tmp_path / "test.overlay.yaml"
+    overlay.write_text(TEST_OVERLAY)
+    overlay.chmod(0o644)  # read by the images' own users
+    lines = ["services:"]
+    for svc in READS_CONFIG:
+        lines += [f"  {svc}:", '    extra_hosts: ["host.docker.internal:host-gateway"]',
+                  f"    volumes: ['{overlay}:{OVERLAY_IN_STACK}:ro']"]
+    path = tmp_path / "test-services.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def _bridge_gateway() -> str:
+    """The host's address on Docker's default bridge (what host-gateway resolves to): the alert
+    receivers listen there, never on a public interface."""
+    return subprocess.run(["docker", "network", "inspect", "bridge", "--format", "{{(index .IPAM.Config 0).Gateway}}"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+def _task_states(api, dag, run_id, token) -> dict[str, str]:
+    tis = _http("GET", f"{api}/api/v2/dags/{dag}/dagRuns/{run_id}/taskInstances", token=token)
+    return {t["task_id"]: t["state"] for t in tis["task_instances"]}
+
+
+def _approve(api, dag, run_id, token, comment) -> int:
+    """Approve the run's request over the REST API (as a person would) until `approve` succeeds;
+    returns how many requests were answered: 2 when Airflow lost the first decision (the race the
+    task's one retry covers, dags/model_release.py) and the retry asked again."""
+    answered, deadline = set(), time.monotonic() + 900
+    while time.monotonic() < deadline:
+        tis = _http("GET", f"{api}/api/v2/dags/{dag}/dagRuns/{run_id}/taskInstances", token=token)["task_instances"]
+        [ti] = [t for t in tis if t["task_id"] == "approve"]
+        if ti["state"] == "success":
+            return len(answered)
+        assert ti["state"] not in ("failed", "upstream_failed", "skipped"), {t["task_id"]: t["state"] for t in tis}
+        if ti["state"] == "awaiting_input" and ti["try_number"] not in answered:
+            time.sleep(5)  # a person takes a moment; a faster answer only makes the race likelier
+            out = _http("PATCH", f"{api}/api/v2/dags/{dag}/dagRuns/{urllib.parse.quote(run_id)}/taskInstances/"
+                                 "approve/-1/hitlDetails",
+                        {"chosen_options": ["Approve"], "params_input": {"comment": comment}}, token=token)
+            assert out["chosen_options"] == ["Approve"], out
+            answered.add(ti["try_number"])
+            if len(answered) > 1:
+                print(f"run {run_id}: Airflow lost the first decision; approve's retry asked again")
+        time.sleep(2)
+    raise AssertionError(f"run {run_id}: approve did not succeed within 900 s (answered {sorted(answered)})")
+
+
 def _volume_dir(stack, volume="models") -> str:
     name = f"{stack.project}_{volume}"
     out = subprocess.run(["docker", "volume", "inspect", "--format", "{{.Mountpoint}}", name],
@@ -121,8 +196,16 @@ def _volume_dir(stack, volume="models") -> str:
 
 
 def test_release_through_the_stack(images, tmp_path):
+    from demo.alert_sinks import WEBHOOK_TOKEN, AlertSinks
+    from registry.s3 import S3Uri
+    from registry.versions import load_manifests
     t_start = time.monotonic()
-    stack = _stack(tmp_path, "e2e", TFS_RELEASE_SCHEDULES="off")  # only our trigger starts a run
+    sinks = AlertSinks(str(tmp_path / "alerts"), host=_bridge_gateway()).start()
+    stack = _stack(tmp_path, "e2e", extra_files=(_test_services(tmp_path),),
+                   TFS_RELEASE_SCHEDULES="off",  # only our triggers start runs
+                   TFSR_CONFIG_OVERLAY=OVERLAY_IN_STACK,
+                   SLACK_WEBHOOK_URL=f"http://host.docker.internal:{sinks.webhook_port}/services/{WEBHOOK_TOKEN}",
+                   SMTP_HOST="host.docker.internal", SMTP_PORT=str(sinks.smtp_port), SMTP_STARTTLS="false")
     env = stack.env
     try:
         up_s = stack.up(timeout=600)
@@ -142,19 +225,26 @@ def test_release_through_the_stack(images, tmp_path):
 
         def parsed():
             try:
-                return _http("GET", f"{api}/api/v2/dags/{dag}", token=token)
+                return "approve" in {t["task_id"] for t in _http("GET", f"{api}/api/v2/dags/{dag}/tasks",
+                                                                  token=token)["tasks"]}
             except urllib.error.HTTPError:
                 return None
-        _wait(parsed, 180, f"the DAG {dag} to be parsed")
+        _wait(parsed, 180, f"the DAG {dag} to be parsed (with the overlay's approval task)")
         t_trigger = time.monotonic()
         run = _http("POST", f"{api}/api/v2/dags/{dag}/dagRuns", {"logical_date": None, "conf": {}}, token=token)
         run_id = run["dag_run_id"]
         # schedules are off in this stack: unpausing starts no scheduled run, ours is the only one
         _http("PATCH", f"{api}/api/v2/dags/{dag}", {"is_paused": False}, token=token)
 
+        # approval: the run waits before publish; the request is announced on both channels
+        assert sinks.wait(webhooks=1, mails=1, timeout=900), (sinks.webhooks, sinks.mails,
+                                                               _task_states(api, dag, run_id, token))
+        assert "approve" in sinks.webhooks[0].payload["text"].lower(), sinks.webhooks[0].payload
+        assert load_manifests(s3, S3Uri.parse(f"s3://serving/{MODEL}/")) == {}  # nothing published while it waits
+        assert _approve(api, dag, run_id, token, "golden set reviewed (TICKET-7)") in (1, 2)
+
         result = _wait_run(api, dag, run_id, token, 900)
-        tis = _http("GET", f"{api}/api/v2/dags/{dag}/dagRuns/{run_id}/taskInstances", token=token)
-        states = {t["task_id"]: t["state"] for t in tis["task_instances"]}
+        states = _task_states(api, dag, run_id, token)
         if result["state"] != "success":
             logs = {s: stack.logs(s, tail=60) for s in ("airflow-scheduler", "airflow-triggerer")}
             pytest.fail(f"release run {result['state']}: {states}\n{logs}")
@@ -162,34 +252,30 @@ def test_release_through_the_stack(images, tmp_path):
         runs = _http("GET", f"{api}/api/v2/dags/{dag}/dagRuns", token=token)["dag_runs"]
         print(f"release runs: {[(r['dag_run_id'], r['state']) for r in runs]}; ours: {states}")
         assert [r["dag_run_id"] for r in runs] == [run_id], runs
-        assert states["publish"] == "success", states
-        # the stack names its serving as production (config/compose.overlay.yaml): the run ended only
-        # once the triggerer saw it AVAILABLE there and the smoke test against it passed
+        assert states["approve"] == states["publish"] == "success", states
+        # the stack names its serving as production: the run ended only once the triggerer saw it
+        # AVAILABLE there and the smoke test against it passed
         assert states["wait_for_rollout"] == states["confirm_rollout"] == states["released"] == "success", states
 
-        from registry.s3 import S3Uri
-        from registry.versions import load_manifests
         manifests = load_manifests(s3, S3Uri.parse(f"s3://serving/{MODEL}/"))
         assert len(manifests) == 1, f"one checkpoint, one version: {sorted(manifests)}"
         version, manifest = next(iter(manifests.items()))
         assert str(manifest["source_checkpoint"]).find(f"s3://training/{MODEL}/checkpoints/ckpt-") >= 0, manifest
         assert manifest["validation"]["verdict"] == "passed", manifest["validation"]
+        assert manifest["validation"]["approval"]["comment"] == "golden set reviewed (TICKET-7)", manifest
         rollout = json.loads(s3.get_object(Bucket="serving", Key=f"{MODEL}/_rollouts/{version}.json")["Body"].read())
         assert rollout["outcome"] == "confirmed" and rollout["smoke"][0]["passed"], rollout
         version = str(version)
 
-        # production TF Serving (stand-in image) serves it, fed by the sync sidecar
+        # production TF Serving (stand-in image) serves it from the model config file sync-all wrote
         _wait(lambda: _model_status(env).get(version) == "AVAILABLE", 180,
               f"production TF Serving to report version {version} AVAILABLE")
         image, label = _golden_example()
-        out = _http("POST", f"http://127.0.0.1:{env['SERVING_REST_PORT']}/v1/models/{MODEL}/versions/{version}:predict",
-                    {"signature_name": "serving_default", "instances": [image.tolist()]})
-        pred = out["predictions"][0]
-        probs = np.asarray(pred["probs"] if isinstance(pred, dict) else pred)
-        assert probs.shape == (3,) and abs(probs.sum() - 1) < 1e-3
-        assert int(np.argmax(probs)) == label, f"golden label {label}, probs {probs}"
+        assert _predict_label(env, version, image) == label
         synced = os.listdir(_volume_dir(stack))
         assert version in synced and not [n for n in synced if n.startswith(".tmp-")], synced
+        config_file = os.path.join(os.path.dirname(_volume_dir(stack)), "models.config")
+        assert f'name: "{MODEL}"' in open(config_file).read()
 
         # nothing the steps started outlives them: the network holds only the stack's containers
         net = json.loads(subprocess.run(["docker", "network", "inspect", env["TFSR_NETWORK"]], check=True,
@@ -197,6 +283,36 @@ def test_release_through_the_stack(images, tmp_path):
         ours = {r["Name"] for r in stack.ps()}
         strays = {c["Name"] for c in net["Containers"].values()} - ours
         assert not strays, f"step or validation containers left on the network: {strays}"
+
+        # a rollout production cannot take (its sync sidecar stopped): rolled back and alerted
+        t_rb = time.monotonic()
+        stack.compose("stop", "model-sync")
+        sent = len(sinks.webhooks)
+        run_id = _http("POST", f"{api}/api/v2/dags/{dag}/dagRuns", {"logical_date": None, "conf": {"force": True}},
+                       token=token)["dag_run_id"]
+        assert _approve(api, dag, run_id, token, "retry of the same checkpoint") in (1, 2)
+        result = _wait_run(api, dag, run_id, token, 900)
+        states = _task_states(api, dag, run_id, token)
+        if states.get("publish") != "success":
+            log = [ln for ln in stack.logs("airflow-scheduler", tail=400).splitlines() if "approve" in ln]
+            pytest.fail(f"rollback run: {states}\n" + "\n".join(log[-40:]))
+        assert result["state"] == "failed", states
+        assert states["confirm_rollout"] == "failed", states
+        assert states["released"] == "upstream_failed", states
+        v2 = int(version) + 1
+        rec = json.loads(s3.get_object(Bucket="serving", Key=f"{MODEL}/_rollouts/{v2}.json")["Body"].read())
+        assert rec["outcome"] == "rolled back" and rec["rollback_to"] == int(version), rec
+        assert rec["rollback_version"] == v2 + 1 and f"version {v2} NOT_FOUND" in rec["reason"], rec
+        assert rec["deadline_s"] == CONFIRM_DEADLINE_S and rec["recheck_s"] == 10, rec
+        assert sinks.wait(webhooks=sent + 1, timeout=120), sinks.webhooks
+        alert = "\n".join(w.payload["text"] for w in sinks.webhooks[sent:])
+        assert "confirm_rollout" in alert and f"version {v2}" in alert, alert
+        rb_s = time.monotonic() - t_rb
+        # the sidecar back: production serves the rollback version (the first version's model)
+        stack.compose("start", "model-sync")
+        _wait(lambda: _model_status(env).get(str(v2 + 1)) == "AVAILABLE", 180,
+              f"production to serve the rollback version {v2 + 1}")
+        assert _predict_label(env, str(v2 + 1), image) == label
 
         # scale-out: the README's switch (CeleryExecutor + the "celery" profile: Redis and a Celery
         # worker) on the same stack; a second run (nothing new: it skips) runs on the Celery worker
@@ -215,17 +331,29 @@ def test_release_through_the_stack(images, tmp_path):
             logs = {s: stack.logs(s, tail=60) for s in ("airflow-scheduler", "airflow-worker")}
             pytest.fail(f"celery run {result2['state']}: {states2}\n{logs}")
         assert states2 == {"newest_checkpoint": "success", "is_new": "success", "export": "skipped",
-                           "validate": "skipped", "publish": "skipped", "wait_for_rollout": "skipped",
-                           "confirm_rollout": "skipped", "released": "skipped", "clean_staging": "success"}, states2
+                           "validate": "skipped", "approve": "skipped", "publish": "skipped",
+                           "wait_for_rollout": "skipped", "confirm_rollout": "skipped", "released": "skipped",
+                           "clean_staging": "success"}, states2
         hosts = {t["task_id"]: t["hostname"] for t in tis2 if t["state"] == "success"}
         assert hosts and set(hosts.values()) == {worker_host}, (hosts, worker_host)
-        assert len(load_manifests(s3, S3Uri.parse(f"s3://serving/{MODEL}/"))) == 1  # nothing new published
+        assert len(load_manifests(s3, S3Uri.parse(f"s3://serving/{MODEL}/"))) == 3  # nothing new published
         celery_s = time.monotonic() - t_celery
     finally:
         _teardown(stack)
+        sinks.stop()
     wall = time.monotonic() - t_start
-    print(f"compose e2e: up+healthy {up_s:.0f}s, release run {run_s:.0f}s; CeleryExecutor switch "
-          f"(recreate + healthy {celery_up_s:.0f}s) and a skip run {celery_s:.0f}s; total wall {wall:.0f}s")
+    print(f"compose e2e: up+healthy {up_s:.0f}s, approved release run {run_s:.0f}s, rolled-back release "
+          f"{rb_s:.0f}s; CeleryExecutor switch (recreate + healthy {celery_up_s:.0f}s) and a skip run "
+          f"{celery_s:.0f}s; total wall {wall:.0f}s")
+
+
+def _predict_label(env, version: str, image) -> int:
+    out = _http("POST", f"http://127.0.0.1:{env['SERVING_REST_PORT']}/v1/models/{MODEL}/versions/{version}:predict",
+                {"signature_name": "serving_default", "instances": [image.tolist()]})
+    pred = out["predictions"][0]
+    probs = np.asarray(pred["probs"] if isinstance(pred, dict) else pred)
+    assert probs.shape == (3,) and abs(probs.sum() - 1) < 1e-3
+    return int(np.argmax(probs))
 
 
 SLOW_SYNC = """

@@ -77,6 +77,26 @@ def test_config_overlay_adds_a_deployments_settings(tmp_path, monkeypatch):
     monkeypatch.setenv("TFS_RELEASE_CONFIG_OVERLAY", str(tmp_path / "missing.yaml"))
     with pytest.raises(ConfigError, match=r"missing\.yaml: no such file"):
         config.load(str(base))
+    # a step container gets the text the Airflow side read (its path need not exist there): it wins
+    monkeypatch.setenv("TFS_RELEASE_CONFIG_OVERLAY_YAML", "models:\n  m:\n    on_failed_rollout: rollback\n")
+    assert config.load(str(base)).model("m").extra["on_failed_rollout"] == "rollback"
+    monkeypatch.setenv("TFS_RELEASE_CONFIG_OVERLAY_YAML", "models: [")
+    with pytest.raises(ConfigError, match=r"is not valid YAML"):
+        config.load(str(base))
+
+
+def test_a_step_gets_the_overlay_text_the_airflow_side_reads(tmp_path, monkeypatch):
+    from registry.config import overlay_env
+    monkeypatch.delenv("TFS_RELEASE_CONFIG_OVERLAY", raising=False)
+    assert overlay_env() == {}
+    over = tmp_path / "overlay.yaml"
+    over.write_text("models:\n  m:\n    approval: required\n")
+    monkeypatch.setenv("TFS_RELEASE_CONFIG_OVERLAY", str(over))
+    assert overlay_env() == {"TFS_RELEASE_CONFIG_OVERLAY": str(over),
+                             "TFS_RELEASE_CONFIG_OVERLAY_YAML": "models:\n  m:\n    approval: required\n"}
+    monkeypatch.setenv("TFS_RELEASE_CONFIG_OVERLAY", str(tmp_path / "gone.yaml"))
+    with pytest.raises(ConfigError, match=r"gone\.yaml: cannot read it"):
+        overlay_env()
 
 
 def test_the_compose_overlay_is_valid_for_the_shipped_config(monkeypatch):
