@@ -262,6 +262,8 @@ def build_dag(model: config_mod.ModelConfig, config_path: str,
                        "--accept-regression={{ params.accept_regression or '' }}",
                        execution_timeout=seconds(t.validate), pool=pool.name, pool_slots=1,
                        failed_result_key="verdict",  # a failed verdict (checks, report) for the alerts
+                       # which version production serves (the regression gate's baseline)
+                       production_conn_id=(model.extra.get("production") or {}).get("conn_id"),
                        doc_md="Validate the candidate in a temporary TF Serving (worker env; one slot of "
                               f"the `{pool.name}` pool); fails on a failed verdict.")
 
@@ -353,13 +355,13 @@ def build_dag(model: config_mod.ModelConfig, config_path: str,
             waited = ("{{ 10 if (ti.xcom_pull(task_ids='wait_for_rollout') or {}).get('outcome') != 'served' "
                       f"else {deadline} }}}}") if any(e.get("rest") for e in prod["endpoints"]) else str(deadline)
             confirm = step("confirm", "--version", pulled("publish", "version"), "--deadline", str(deadline),
-                           "--wait", waited, task_id="confirm_rollout", execution_timeout=seconds(2 * deadline + 600),
+                           "--wait", waited, task_id="confirm_rollout", production_conn_id=prod.get("conn_id"), execution_timeout=seconds(2 * deadline + 600),
                            doc_md="Production serves the new version and answers as in validation (smoke test); "
                                   "a failed rollout is rolled back (worker env). Fails unless confirmed.")
             if rest:
                 wait = WaitForRolloutOperator(
                     task_id="wait_for_rollout", model=model.name, endpoints=rest, version=pulled("publish", "version"),
-                    deadline_s=deadline, execution_timeout=seconds(deadline + 300),
+                    deadline_s=deadline, execution_timeout=seconds(deadline + 300), conn_id=prod.get("conn_id"),
                     retries=1, retry_delay=seconds(10),  # a deferral race in Airflow (apache/airflow#72716)
                     doc_md="Deferred on the triggerer (no worker slot) until every production endpoint reports "
                            "the new version AVAILABLE, failed, or the deadline passes.")

@@ -366,11 +366,17 @@ REGRESSION_LIMITS = {
 
 def parse_production(name: str, raw: Any) -> dict:
     """``models.<name>.production``: the production TF Serving replicas,
-    ``{endpoints: [{rest: http://host:8501, grpc: host:8500}, ...], confirm_deadline_s: 600}``."""
+    ``{endpoints: [{rest: http://host:8501, grpc: host:8500}, ...], confirm_deadline_s: 600,
+    conn_id: <Airflow connection with their credentials/TLS, optional>}``."""
     where = f"models.{name}.production"
-    shape = "{endpoints: [{rest: http://host:8501, grpc: host:8500}, ...], confirm_deadline_s: 600}"
-    if not isinstance(raw, dict) or set(raw) - {"endpoints", "confirm_deadline_s"}:
+    shape = ("{endpoints: [{rest: http://host:8501, grpc: host:8500}, ...], confirm_deadline_s: 600, "
+             "conn_id: tfs_production (optional)}")
+    if not isinstance(raw, dict) or set(raw) - {"endpoints", "confirm_deadline_s", "conn_id"}:
         raise ConfigError(f"{where} must be {shape}, got {raw!r}")
+    conn_id = raw.get("conn_id")
+    if conn_id is not None and (not isinstance(conn_id, str) or not CONN_ID.match(conn_id)):
+        raise ConfigError(f"{where}.conn_id must be an Airflow connection id (letters, digits, _ . -), "
+                          f"got {conn_id!r}")
     eps = raw.get("endpoints")
     if not isinstance(eps, list) or not eps:
         raise ConfigError(f"{where}.endpoints must be a non-empty list of {{rest: http://host:8501, grpc: "
@@ -393,7 +399,7 @@ def parse_production(name: str, raw: Any) -> dict:
     deadline = raw.get("confirm_deadline_s", 600)
     if not isinstance(deadline, (int, float)) or isinstance(deadline, bool) or deadline <= 0:
         raise ConfigError(f"{where}.confirm_deadline_s must be a number of seconds > 0, got {deadline!r}")
-    return {"endpoints": out, "confirm_deadline_s": float(deadline)}
+    return {"endpoints": out, "confirm_deadline_s": float(deadline), **({"conn_id": conn_id} if conn_id else {})}
 
 
 def parse_regression(name: str, raw: Any) -> dict:

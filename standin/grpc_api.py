@@ -82,7 +82,42 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         return resp
 
 
-def make_server(core: Core, host: str, port: int, max_threads: int) -> tuple[grpc.Server, int]:
+SSL_FIELDS = {"server_key": str, "server_cert": str, "custom_ca": str, "client_verify": bool}
+
+
+def read_ssl_config(path: str) -> dict:
+    """TF Serving's ``--ssl_config_file``: a text-format ``SSLConfig`` (tensorflow_serving/config/
+    ssl_config.proto: ``server_key``, ``server_cert``, ``custom_ca`` PEM strings, ``client_verify``)."""
+    import ast
+    import re
+    with open(path, encoding="utf-8") as fh:
+        text = fh.read()
+    out: dict = {}
+    token = re.compile(r'\s*(#[^\n]*|(\w+)\s*:\s*((?:"(?:[^"\\]|\\.)*"\s*)+|\w+))', re.S)
+    pos = 0
+    while pos < len(text.rstrip()):
+        m = token.match(text, pos)
+        if not m:
+            raise ValueError(f"{path}: invalid SSLConfig text near {text[pos:pos + 40]!r}")
+        pos = m.end()
+        if m.group(1).startswith("#"):
+            continue
+        key, raw = m.group(2), m.group(3).strip()
+        if key not in SSL_FIELDS:
+            raise ValueError(f"{path}: SSLConfig has no field {key!r}")
+        if SSL_FIELDS[key] is bool:
+            if raw not in ("true", "false"):
+                raise ValueError(f"{path}: {key} must be true or false")
+            out[key] = raw == "true"
+        else:
+            out[key] = "".join(ast.literal_eval(part) for part in re.findall(r'"(?:[^"\\]|\\.)*"', raw))
+    if not out.get("server_key") or not out.get("server_cert"):
+        raise ValueError(f"{path}: SSLConfig needs server_key and server_cert")
+    return out
+
+
+def make_server(core: Core, host: str, port: int, max_threads: int,
+                ssl: dict | None = None) -> tuple[grpc.Server, int]:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max(1, max_threads), thread_name_prefix="grpc"),
                          options=[("grpc.max_receive_message_length", 2 ** 31 - 1),
                                   ("grpc.max_send_message_length", 2 ** 31 - 1),
@@ -91,7 +126,14 @@ def make_server(core: Core, host: str, port: int, max_threads: int) -> tuple[grp
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(core), server)
     addr = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
-        bound = server.add_insecure_port(addr)
+        if ssl:  # as TF Serving: the key pair, and client certificates checked against custom_ca when asked
+            creds = grpc.ssl_server_credentials(
+                [(ssl["server_key"].encode(), ssl["server_cert"].encode())],
+                root_certificates=ssl["custom_ca"].encode() if ssl.get("custom_ca") else None,
+                require_client_auth=bool(ssl.get("client_verify")))
+            bound = server.add_secure_port(addr, creds)
+        else:
+            bound = server.add_insecure_port(addr)
     except RuntimeError:
         bound = 0
     if not bound:

@@ -28,7 +28,7 @@ IGNORED_FLAGS = {
     "grpc_socket_path", "rest_api_enable_cors_support", "enable_batching", "batching_parameters_file",
     "enable_per_model_batching_parameters", "num_load_threads", "num_unload_threads",
     "flush_filesystem_caches", "tensorflow_session_parallelism", "tensorflow_session_config_file",
-    "use_alts_credentials", "ssl_config_file", "platform_config_file", "per_process_gpu_memory_fraction",
+    "use_alts_credentials", "platform_config_file", "per_process_gpu_memory_fraction",
     "grpc_channel_arguments", "monitoring_config_file", "remove_unused_fields_from_bundle_metagraph",
     "prefer_tflite_model", "num_tflite_pools", "num_tflite_interpreters_per_pool",
     "enable_signature_method_name_check", "enable_profiler", "thread_pool_factory_config_file",
@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--tensorflow_inter_op_parallelism", type=int, default=0)
     a("--grpc_max_threads", type=int, default=4 * (os.cpu_count() or 1))
     a("--enable_serialization_as_tensor_content", type=_bool, nargs="?", const=True, default=False)
+    a("--ssl_config_file", default="",
+      help="text-format SSLConfig (server_key, server_cert, custom_ca, client_verify): gRPC over TLS")
     a("--log_level", default=os.environ.get("STANDIN_LOG_LEVEL", "INFO"), help="stand-in only")
     return p
 
@@ -200,8 +202,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from . import grpc_api, rest
     try:
-        grpc_server, gport = grpc_api.make_server(core, args.host, args.port, args.grpc_max_threads)
-    except OSError as exc:
+        ssl_config = grpc_api.read_ssl_config(args.ssl_config_file) if args.ssl_config_file else None
+        grpc_server, gport = grpc_api.make_server(core, args.host, args.port, args.grpc_max_threads, ssl=ssl_config)
+    except (OSError, ValueError) as exc:
         log.error("[stand-in] Failed to start server. Error: %s", exc)
         _exit(255)
     grpc_server.start()

@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import urllib.error
-import urllib.request
 
 from registry import layout, manifest
 from registry.errors import BadInput
@@ -23,16 +22,23 @@ from registry.transfer import RemoteFile, download_files
 log = logging.getLogger(__name__)
 
 
-def production_version(endpoints: list[str], model: str, *, timeout: float = 5.0) -> tuple[int, str] | None:
-    """(highest AVAILABLE version, endpoint) over the endpoints that answer; None when none does."""
+def production_version(endpoints: list[str], model: str, *, timeout: float = 5.0,
+                       auth=None) -> tuple[int, str] | None:
+    """(highest AVAILABLE version, endpoint) over the endpoints that answer; None when none does.
+    ``auth``: the endpoints' credentials and TLS (default: TFS_RELEASE_PRODUCTION_AUTH)."""
+    from validation.endpoint_auth import EndpointAuth
+    auth = EndpointAuth.from_env() if auth is None else auth
     best = None
     for url in endpoints:
         status = f"{url.rstrip('/')}/v1/models/{model}"
         try:
-            with urllib.request.urlopen(status, timeout=timeout) as r:
+            with auth.urlopen(status, timeout=timeout) as r:
                 body = json.loads(r.read())
         except (OSError, ValueError, urllib.error.URLError) as exc:
-            log.warning("production endpoint %s did not answer (%s); trying the next / the registry", status, exc)
+            hint = (" (it wants credentials: production.conn_id)"
+                    if isinstance(exc, urllib.error.HTTPError) and exc.code in (401, 403) else "")
+            log.warning("production endpoint %s did not answer (%s)%s; trying the next / the registry", status,
+                        exc, hint)
             continue
         avail = [int(v["version"]) for v in body.get("model_version_status", []) if v.get("state") == "AVAILABLE"]
         if avail and (best is None or max(avail) > best[0]):

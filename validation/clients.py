@@ -56,24 +56,38 @@ def _gc_paused():
 class RestClient:
     protocol = "REST"
 
-    def __init__(self, host: str, port: int, model: str, *, timeout: float = 60, version: int | None = None):
-        # version: every call addresses /versions/N (several versions loaded in one server)
-        self.server = f"http://{host}:{port}/v1/models/{model}"
+    def __init__(self, host: str, port: int, model: str, *, timeout: float = 60, version: int | None = None,
+                 scheme: str = "http", auth=None):
+        # version: every call addresses /versions/N (several versions loaded in one server);
+        # scheme/auth: a production endpoint's https and credentials (validation/endpoint_auth.py)
+        from validation.endpoint_auth import NONE
+        self.server = f"{scheme}://{host}:{port}/v1/models/{model}"
         self.base = self.server + (f"/versions/{int(version)}" if version is not None else "")
-        self.model, self.timeout, self.version = model, timeout, version
+        self.model, self.timeout, self.version, self.auth = model, timeout, version, auth or NONE
+        self._addr = (host, port, scheme)
+
+    @classmethod
+    def for_url(cls, url: str, model: str, **kw) -> "RestClient":
+        """A client of a production endpoint as the config names it: ``http(s)://host[:port][/prefix]``."""
+        c = cls("-", 0, model, **kw)
+        c._url = url.rstrip("/")
+        c.server = f"{c._url}/v1/models/{model}"
+        c.base = c.server + (f"/versions/{int(c.version)}" if c.version is not None else "")
+        return c
 
     def at(self, version: int | None) -> "RestClient":
         """The same server, addressing one version."""
-        host_port = self.server.split("/")[2]
-        host, port = host_port.rsplit(":", 1)
-        return RestClient(host, int(port), self.model, timeout=self.timeout, version=version)
+        if getattr(self, "_url", None):
+            return RestClient.for_url(self._url, self.model, timeout=self.timeout, version=version, auth=self.auth)
+        host, port, scheme = self._addr
+        return RestClient(host, int(port), self.model, timeout=self.timeout, version=version, scheme=scheme,
+                          auth=self.auth)
 
     def _call(self, url: str, body: dict | None = None) -> dict:
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(url, data=data, method="POST" if body is not None else "GET",
-                                     headers={"Content-Type": "application/json"})
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as r:
+            with self.auth.urlopen(url, data=data, method="POST" if body is not None else "GET",
+                                   headers={"Content-Type": "application/json"}, timeout=self.timeout) as r:
                 return json.loads(r.read())
         except urllib.error.HTTPError as exc:
             text = exc.read().decode("utf-8", "replace")
@@ -120,10 +134,12 @@ class GrpcClient:
     protocol = "gRPC"
 
     def __init__(self, host: str, port: int, model: str, *, timeout: float = 60, version: int | None = None,
-                 _channel=None):
-        import grpc
+                 auth=None, _channel=None):
+        # auth: a production endpoint's TLS and credentials (validation/endpoint_auth.py)
+        from validation.endpoint_auth import NONE
+        self.auth = auth or NONE
         self._owns_channel = _channel is None
-        self.channel = _channel or grpc.insecure_channel(f"{host}:{port}", options=[
+        self.channel = _channel or self.auth.grpc_channel(f"{host}:{port}", options=[
             ("grpc.max_receive_message_length", 256 * 1024 * 1024),
             ("grpc.max_send_message_length", 256 * 1024 * 1024)])
         self._methods = {}
@@ -132,7 +148,8 @@ class GrpcClient:
 
     def at(self, version: int | None) -> "GrpcClient":
         """The same server (and channel), addressing one version (ModelSpec.version)."""
-        return GrpcClient(*self._addr, self.model, timeout=self.timeout, version=version, _channel=self.channel)
+        return GrpcClient(*self._addr, self.model, timeout=self.timeout, version=version, auth=self.auth,
+                          _channel=self.channel)
 
     def _spec(self, spec) -> None:
         spec.name = self.model
@@ -157,7 +174,7 @@ class GrpcClient:
         import grpc
         fn = self._method(path, response)
         try:
-            return fn(req, timeout=self.timeout)
+            return fn(req, timeout=self.timeout, metadata=self.auth.grpc_metadata())
         except grpc.RpcError as exc:
             raise ServingError(f"gRPC {exc.code().name}: {exc.details()}") from None
 

@@ -24,6 +24,8 @@ import urllib.request
 from registry import layout
 from registry.errors import BadInput
 from registry.s3 import S3Uri
+from validation.endpoint_auth import ENV as AUTH_ENV
+from validation.endpoint_auth import NONE, EndpointAuth
 
 log = logging.getLogger(__name__)
 
@@ -48,23 +50,33 @@ def write_record(client, serving: S3Uri, n: int, record: dict) -> str:
     return f"s3://{serving.bucket}/{key}"
 
 
+def _auth_hint(code: int) -> str:
+    if code in (401, 403):
+        return (" (the endpoint wants credentials: name an Airflow connection in production.conn_id, or set "
+                f"{AUTH_ENV} for the CLI; see README \"Production loop\")")
+    return ""
+
+
 def _name(ep: dict) -> str:
     return ep.get("rest") or f"grpc://{ep['grpc']}"
 
 
-def status_once(ep: dict, model: str, version: int, *, timeout: float = 5.0) -> dict:
+def status_once(ep: dict, model: str, version: int, *, timeout: float = 5.0, auth: EndpointAuth = NONE) -> dict:
     """{state, error} of version N on one endpoint: AVAILABLE / LOADING / START / UNLOADING / END
     (with TF Serving's error when its load failed), NOT_FOUND (not seen yet) or UNREACHABLE."""
     if ep.get("rest"):
         url = f"{ep['rest'].rstrip('/')}/v1/models/{model}/versions/{int(version)}"
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as r:
+            with auth.urlopen(url, timeout=timeout) as r:
                 body = json.loads(r.read())
         except urllib.error.HTTPError as exc:
             text = exc.read().decode("utf-8", "replace")
-            return {"state": "NOT_FOUND" if exc.code == 404 else "ERROR", "error": f"HTTP {exc.code}: {text[:300]}"}
+            return {"state": "NOT_FOUND" if exc.code == 404 else "ERROR",
+                    "error": f"HTTP {exc.code}: {text[:300]}" + _auth_hint(exc.code)}
         except (OSError, ValueError) as exc:
-            return {"state": "UNREACHABLE", "error": f"{type(exc).__name__}: {exc}"[:300]}
+            hint = (f" (its certificate is not trusted here: give the CA in production.conn_id's extra ca_bundle, or "
+                    f"{AUTH_ENV} for the CLI)" if "CERTIFICATE_VERIFY_FAILED" in str(exc) else "")
+            return {"state": "UNREACHABLE", "error": f"{type(exc).__name__}: {exc}"[:300] + hint}
         for v in body.get("model_version_status", []):
             if int(v.get("version", -1)) == int(version):
                 err = (v.get("status") or {}).get("error_message", "")
@@ -72,7 +84,7 @@ def status_once(ep: dict, model: str, version: int, *, timeout: float = 5.0) -> 
         return {"state": "NOT_FOUND", "error": ""}
     from validation.clients import GrpcClient, ServingError
     host, _, port = ep["grpc"].rpartition(":")
-    client = GrpcClient(host, int(port), model, timeout=timeout, version=version)
+    client = GrpcClient(host, int(port), model, timeout=timeout, version=version, auth=auth)
     try:
         st = client.status()
         return {"state": st[0]["state"], "error": st[0]["error"]} if st else {"state": "NOT_FOUND", "error": ""}
@@ -82,7 +94,8 @@ def status_once(ep: dict, model: str, version: int, *, timeout: float = 5.0) -> 
         client.close()
 
 
-def wait_served(endpoints: list[dict], model: str, version: int, *, deadline_s: float, poll_s: float = 2.0) -> dict:
+def wait_served(endpoints: list[dict], model: str, version: int, *, deadline_s: float, poll_s: float = 2.0,
+                auth: EndpointAuth = NONE) -> dict:
     """Poll every endpoint until N is AVAILABLE on all (served), one reports it failed (failed), or
     the deadline passes (timed out). Returns {outcome, seconds, endpoints: [{endpoint, state, error, seconds}]}."""
     t0 = time.monotonic()
@@ -92,7 +105,7 @@ def wait_served(endpoints: list[dict], model: str, version: int, *, deadline_s: 
             row = last[_name(ep)]
             if row["state"] == "AVAILABLE":
                 continue
-            row.update(status_once(ep, model, version))
+            row.update(status_once(ep, model, version, auth=auth))
             if row["state"] == "AVAILABLE":
                 row["seconds"] = round(time.monotonic() - t0, 2)
         rows = list(last.values())
@@ -108,17 +121,18 @@ def wait_served(endpoints: list[dict], model: str, version: int, *, deadline_s: 
         return {"outcome": outcome, "seconds": round(time.monotonic() - t0, 2), "endpoints": rows}
 
 
-def label_version(ep: dict, model: str, label: str, timeout: float = 5.0) -> dict:
+def label_version(ep: dict, model: str, label: str, timeout: float = 5.0, auth: EndpointAuth = NONE) -> dict:
     """{version, error}: the version ``label`` names on one endpoint: the ``model_spec`` of REST
     ``/labels/<label>/metadata`` (GetModelStatus ignores labels: it lists every version)."""
     if not ep.get("rest"):
         return {"version": None, "error": "label checks need a rest endpoint"}
     url = f"{ep['rest'].rstrip('/')}/v1/models/{model}/labels/{label}/metadata"
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
+        with auth.urlopen(url, timeout=timeout) as r:
             body = json.loads(r.read())
     except urllib.error.HTTPError as exc:
-        return {"version": None, "error": f"HTTP {exc.code}: {exc.read().decode('utf-8', 'replace')[:200]}"}
+        return {"version": None, "error": f"HTTP {exc.code}: {exc.read().decode('utf-8', 'replace')[:200]}"
+                + _auth_hint(exc.code)}
     except (OSError, ValueError) as exc:
         return {"version": None, "error": f"{type(exc).__name__}: {exc}"[:200]}
     v = (body.get("model_spec") or {}).get("version")
@@ -126,10 +140,10 @@ def label_version(ep: dict, model: str, label: str, timeout: float = 5.0) -> dic
 
 
 def wait_label(endpoints: list[dict], model: str, label: str, version: int, *, deadline_s: float,
-               poll_s: float = 2.0) -> dict:
+               poll_s: float = 2.0, auth: EndpointAuth = NONE) -> dict:
     t0 = time.monotonic()
     while True:
-        rows = [{"endpoint": _name(e), **label_version(e, model, label)} for e in endpoints]
+        rows = [{"endpoint": _name(e), **label_version(e, model, label, auth=auth)} for e in endpoints]
         if all(r["version"] == version for r in rows):
             return {"outcome": "served", "endpoints": rows}
         if time.monotonic() - t0 >= deadline_s:
@@ -137,7 +151,8 @@ def wait_label(endpoints: list[dict], model: str, label: str, version: int, *, d
         time.sleep(poll_s)
 
 
-def smoke(ep: dict, model, version: int, golden, reference: dict, *, tolerance: float) -> dict:
+def smoke(ep: dict, model, version: int, golden, reference: dict, *, tolerance: float,
+          auth: EndpointAuth = NONE) -> dict:
     """Golden images (a spread sample) to /versions/N over REST and gRPC, answers vs the reference."""
     from exporters import batching
     from validation import expectations
@@ -145,12 +160,10 @@ def smoke(ep: dict, model, version: int, golden, reference: dict, *, tolerance: 
     images = batching.spread(golden.images, SMOKE_IMAGES)
     clients = []
     if ep.get("rest"):
-        host_port = ep["rest"].split("://", 1)[1].rstrip("/")
-        host, _, port = host_port.rpartition(":")
-        clients.append(("REST", RestClient(host, int(port), model.name, version=version)))
+        clients.append(("REST", RestClient.for_url(ep["rest"], model.name, version=version, auth=auth)))
     if ep.get("grpc"):
         host, _, port = ep["grpc"].rpartition(":")
-        clients.append(("gRPC", GrpcClient(host, int(port), model.name, version=version)))
+        clients.append(("gRPC", GrpcClient(host, int(port), model.name, version=version, auth=auth)))
     bad, latency = [], {}
     try:
         for proto, cl in clients:
@@ -205,8 +218,11 @@ def _previous_good(client, serving: S3Uri, version: int) -> int | None:
     return None
 
 
-def check(client, model, version: int, *, deadline_s: float | None = None, poll_s: float = 2.0) -> dict:
-    """Served on every endpoint + smoke test: {outcome: confirmed | failed | timed out, ...}."""
+def check(client, model, version: int, *, deadline_s: float | None = None, poll_s: float = 2.0,
+          auth: EndpointAuth | None = None) -> dict:
+    """Served on every endpoint + smoke test: {outcome: confirmed | failed | timed out, ...}.
+    ``auth``: the endpoints' credentials and TLS (default: TFS_RELEASE_PRODUCTION_AUTH)."""
+    auth = EndpointAuth.from_env() if auth is None else auth
     from exporters import golden as golden_mod
     from registry import manifest as manifest_mod
     prod = model.extra.get("production") or {}
@@ -217,7 +233,7 @@ def check(client, model, version: int, *, deadline_s: float | None = None, poll_
                        "to its config")
     deadline = float(deadline_s if deadline_s is not None else prod.get("confirm_deadline_s", 600))
     t0 = time.monotonic()
-    served = wait_served(endpoints, model.name, version, deadline_s=deadline, poll_s=poll_s)
+    served = wait_served(endpoints, model.name, version, deadline_s=deadline, poll_s=poll_s, auth=auth)
     rec = {"model": model.name, "version": version, "endpoints": served["endpoints"],
            "served_after_s": served["seconds"], "smoke": [], "deadline_s": deadline}
     if served["outcome"] != "served":
@@ -236,7 +252,7 @@ def check(client, model, version: int, *, deadline_s: float | None = None, poll_
             return rec
         rec["label"] = label
         left = max(1.0, deadline - (time.monotonic() - t0))
-        labelled = wait_label(endpoints, model.name, label, version, deadline_s=left, poll_s=poll_s)
+        labelled = wait_label(endpoints, model.name, label, version, deadline_s=left, poll_s=poll_s, auth=auth)
         rec["labels"] = labelled["endpoints"]
         if labelled["outcome"] != "served":
             rec.update(outcome=labelled["outcome"], reason="; ".join(
@@ -253,8 +269,8 @@ def check(client, model, version: int, *, deadline_s: float | None = None, poll_
                              "detail": "skipped: no reference answers kept with this version's report"}]
         else:
             golden = golden_mod.load(model.golden, task=model.task)
-            rec["smoke"] = [smoke(ep, model, version, golden, reference, tolerance=model.extra.get("tolerance", 1e-3))
-                            for ep in endpoints]
+            rec["smoke"] = [smoke(ep, model, version, golden, reference, tolerance=model.extra.get("tolerance", 1e-3),
+                                  auth=auth) for ep in endpoints]
     finally:
         shutil.rmtree(work, ignore_errors=True)
     failed = [s for s in rec["smoke"] if not s["passed"]]

@@ -36,3 +36,15 @@ def s3_settings(conn_id: str) -> S3Settings:
     creds = hook.get_credentials()
     return S3Settings(endpoint_url=hook.conn_config.endpoint_url, region=hook.conn_region_name,
                       access_key=creds.access_key, secret_key=creds.secret_key, token=creds.token)
+
+
+def production_auth(conn_id: str | None):
+    """The production endpoints' credentials and TLS from the Airflow connection a model's
+    ``production.conn_id`` names (validation/endpoint_auth.py); no credentials without one."""
+    from validation.endpoint_auth import NONE, EndpointAuth
+    if not conn_id:
+        return NONE
+    from airflow.sdk import BaseHook
+    conn = BaseHook.get_connection(conn_id)
+    return EndpointAuth.from_connection(login=conn.login, password=conn.password, extra=conn.extra_dejson,
+                                        where=f"Airflow connection {conn_id!r} (production.conn_id)")

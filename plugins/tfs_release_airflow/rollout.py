@@ -13,17 +13,17 @@ import asyncio
 import json
 import time
 import urllib.error
-import urllib.request
 from typing import Any
 
 from airflow.sdk import BaseOperator
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 
-def rest_status(rest: str, model: str, version: int, timeout: float = 5.0) -> dict:
+def rest_status(rest: str, model: str, version: int, timeout: float = 5.0, auth=None) -> dict:
+    from validation.endpoint_auth import NONE
     url = f"{rest.rstrip('/')}/v1/models/{model}/versions/{int(version)}"
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
+        with (auth or NONE).urlopen(url, timeout=timeout) as r:
             body = json.loads(r.read())
     except urllib.error.HTTPError as exc:
         return {"state": "NOT_FOUND" if exc.code == 404 else "ERROR", "error": f"HTTP {exc.code}"}
@@ -39,27 +39,34 @@ FIRST_POLL_AFTER_S = 10.0
 
 
 class RolloutTrigger(BaseTrigger):
+    """``auth``: the endpoints' credentials and TLS (EndpointAuth.as_dict(); Airflow stores trigger
+    kwargs encrypted)."""
+
     def __init__(self, endpoints: list[str], model: str, version: int, deadline_s: float, poll_s: float = 2.0,
-                 started: float | None = None):
+                 started: float | None = None, auth: dict | None = None):
         super().__init__()
         self.endpoints, self.model, self.version = list(endpoints), model, int(version)
         self.deadline_s, self.poll_s = float(deadline_s), float(poll_s)
         self.started = started or time.time()
+        self.auth = auth or None
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return ("tfs_release_airflow.rollout.RolloutTrigger",
                 {"endpoints": self.endpoints, "model": self.model, "version": self.version,
-                 "deadline_s": self.deadline_s, "poll_s": self.poll_s, "started": self.started})
+                 "deadline_s": self.deadline_s, "poll_s": self.poll_s, "started": self.started,
+                 **({"auth": self.auth} if self.auth else {})})
 
     async def run(self):
         rows = {e: {"endpoint": e, "state": "UNKNOWN", "error": ""} for e in self.endpoints}
         # not within seconds of the deferral: the scheduler first drains the deferring attempt's exit
         # event (fired sooner, the resumed attempt can be marked failed: apache/airflow#72716)
         await asyncio.sleep(max(0.0, FIRST_POLL_AFTER_S - (time.time() - self.started)))
+        from validation.endpoint_auth import NONE, EndpointAuth
+        auth = EndpointAuth.from_dict(self.auth, where="the rollout trigger's auth") if self.auth else NONE
         while True:
             for e in self.endpoints:
                 if rows[e]["state"] != "AVAILABLE":
-                    rows[e].update(await asyncio.to_thread(rest_status, e, self.model, self.version))
+                    rows[e].update(await asyncio.to_thread(rest_status, e, self.model, self.version, 5.0, auth))
             elapsed = time.time() - self.started
             if any(r["state"] == "END" and r["error"] for r in rows.values()):
                 outcome = "failed"
@@ -82,14 +89,16 @@ class WaitForRolloutOperator(BaseOperator):
     ui_color = "#e6f4ea"
 
     def __init__(self, *, model: str, endpoints: list[str], version: Any, deadline_s: float, poll_s: float = 2.0,
-                 **kwargs):
+                 conn_id: str | None = None, **kwargs):
         super().__init__(**kwargs)
         self.model, self.endpoints, self.version = model, list(endpoints), version
-        self.deadline_s, self.poll_s = deadline_s, poll_s
+        self.deadline_s, self.poll_s, self.conn_id = deadline_s, poll_s, conn_id
 
     def execute(self, context):
+        from tfs_release_airflow.connection import production_auth
         version = int(self.version)
-        rows = [{"endpoint": e, **rest_status(e, self.model, version)} for e in self.endpoints]
+        auth = production_auth(self.conn_id)
+        rows = [{"endpoint": e, **rest_status(e, self.model, version, auth=auth)} for e in self.endpoints]
         if all(r["state"] == "AVAILABLE" for r in rows) or any(r["state"] == "END" and r["error"] for r in rows):
             # decided already: no deferral (a trigger that fires within seconds of the deferral meets
             # apache/airflow#72716: the stale defer-exit event marks the resumed task failed)
@@ -98,7 +107,8 @@ class WaitForRolloutOperator(BaseOperator):
         self.log.info("waiting (deferred, on the triggerer) up to %.0fs for %s version %d on %s", self.deadline_s,
                       self.model, version, ", ".join(self.endpoints))
         import datetime as _dt
-        self.defer(trigger=RolloutTrigger(self.endpoints, self.model, version, self.deadline_s, self.poll_s),
+        self.defer(trigger=RolloutTrigger(self.endpoints, self.model, version, self.deadline_s, self.poll_s,
+                                          auth=auth.as_dict() if auth else None),
                    method_name="done", timeout=_dt.timedelta(seconds=self.deadline_s + 120))
 
     def done(self, context, event: dict | None = None):

@@ -31,6 +31,8 @@ def test_production_endpoints():
     m = parse(production={"endpoints": [{"rest": "http://tfs-a:8501/", "grpc": "tfs-a:8500"}, {"rest": "http://b:8501"}]})
     assert m.extra["production"] == {"endpoints": [{"rest": "http://tfs-a:8501", "grpc": "tfs-a:8500"},
                                                    {"rest": "http://b:8501"}], "confirm_deadline_s": 600.0}
+    m = parse(production={"endpoints": [{"rest": "https://tfs.example.com/serving"}], "conn_id": "tfs_production"})
+    assert m.extra["production"]["conn_id"] == "tfs_production"
 
 
 @pytest.mark.parametrize("value,match", [
@@ -39,6 +41,7 @@ def test_production_endpoints():
     ({"endpoints": [{"grpc": "a"}]}, r"endpoints\[0\]\.grpc must be host:port"),
     ({"endpoints": [{"rest": "a:8501"}]}, r"production\.endpoints\[0\]\.rest"),
     ({"endpoints": [{"rest": "http://a:8501"}], "confirm_deadline_s": 0}, r"confirm_deadline_s must be"),
+    ({"endpoints": [{"rest": "http://a:8501"}], "conn_id": "tfs production"}, r"conn_id must be an Airflow connection id"),
 ])
 def test_bad_production_is_refused(value, match):
     with pytest.raises(ConfigError, match=match):
