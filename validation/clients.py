@@ -230,7 +230,7 @@ def predict_images(client, signature: str, input_type: str, images: list, *, bat
     return answers, len(groups)
 
 
-def wait_available(client, *, deadline_s: float, alive=lambda: None, poll: float = 0.5) -> dict:
+def wait_available(client, *, deadline_s: float, alive=lambda: None, poll: float = 0.2) -> dict:
     """Poll until a version is AVAILABLE. ``alive()`` raises when the server died.
     Raises TimeoutError, or ServingError when the version ended with a load error."""
     deadline = time.monotonic() + deadline_s
