@@ -117,7 +117,7 @@ PROJECT = ("cli.py", "registry", "exporters", "validation", "standin", "config",
 IMAGES = {
     "airflow": Image("TFSR_AIRFLOW_IMAGE", "tfs-release/airflow", "docker/airflow.Dockerfile", "airflow",
                      ("requirements.txt", "cli.py", "registry", "validation/__init__.py", "validation/sweep.py",
-                      "config", "dags", "plugins", "docker/airflow-init.sh")),
+                      "validation/endpoint_auth.py", "config", "dags", "plugins", "docker/airflow-init.sh")),
     "worker": Image("TFSR_WORKER_IMAGE", "tfs-release/worker", "docker/worker.Dockerfile", "worker",
                     ("requirements-worker.txt", *PROJECT, "docker/tfs-release.sh", "docker/create-buckets.py"),
                     serving_arg=True),

@@ -15,8 +15,10 @@ RUN if [ "$INSTALL_REQUIREMENTS" = 1 ]; then pip install --no-cache-dir -r /opt/
 USER 0
 COPY cli.py /opt/tfs-release/cli.py
 COPY registry /opt/tfs-release/registry
-# the container sweep/reaper only (plugins' step-image operator); no TensorFlow here
-COPY validation/__init__.py validation/sweep.py /opt/tfs-release/validation/
+# what the plugins use of validation/ (no TensorFlow here): the container sweep/reaper (step-image
+# operator) and the production endpoints' credentials (rollout trigger, step env); a unit test
+# (tests/unit/deploy/test_airflow_image.py) checks this list against the plugins' and DAGs' imports
+COPY validation/__init__.py validation/sweep.py validation/endpoint_auth.py /opt/tfs-release/validation/
 COPY config /opt/tfs-release/config
 COPY dags /opt/tfs-release/dags
 COPY plugins /opt/tfs-release/plugins

@@ -1,0 +1,63 @@
+"""The Airflow image (docker/airflow.Dockerfile) holds only part of validation/ (no TensorFlow there):
+every validation module the DAGs, the plugins and what they import from the project reach must be
+copied into it, and be part of its recipe hash (deploy/local_images.py), or a task fails in the
+compose stack with "No module named ..." (found once by the compose e2e test)."""
+import ast
+import os
+import re
+
+from deploy import local_images
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+
+def _imports(path: str) -> set[str]:
+    tree = ast.parse(open(path, encoding="utf-8").read())
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module)
+            out.update(f"{node.module}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+    return out
+
+
+def _module_file(mod: str) -> str | None:
+    path = os.path.join(ROOT, *mod.split("."))
+    if os.path.isfile(path + ".py"):
+        return path + ".py"
+    if os.path.isfile(os.path.join(path, "__init__.py")):
+        return os.path.join(path, "__init__.py")
+    return None
+
+
+def validation_modules_reached() -> set[str]:
+    """validation/*.py reached from dags/ and plugins/ through the project's own modules."""
+    todo = [os.path.join(d, f) for top in ("dags", "plugins") for d, _, fs in os.walk(os.path.join(ROOT, top))
+            for f in fs if f.endswith(".py")]
+    seen, reached = set(todo), set()
+    while todo:
+        for mod in _imports(todo.pop()):
+            if mod.split(".")[0] not in ("validation", "registry"):
+                continue
+            f = _module_file(mod)
+            if f is None or f in seen:
+                continue
+            seen.add(f)
+            todo.append(f)
+            rel = os.path.relpath(f, ROOT)
+            if rel.startswith("validation/"):
+                reached.add(rel)
+    return reached
+
+
+def test_every_validation_module_the_airflow_side_imports_is_in_the_image():
+    reached = validation_modules_reached()
+    assert "validation/sweep.py" in reached and "validation/endpoint_auth.py" in reached  # the walk works
+    dockerfile = open(os.path.join(ROOT, "docker", "airflow.Dockerfile")).read()
+    copied = {p for line in re.findall(r"^COPY (.+)$", dockerfile, re.M) for p in line.split()[:-1]}
+    recipe = set(local_images.IMAGES["airflow"].copies)
+    for rel in sorted(reached):
+        assert rel in copied, f"{rel} is imported on the Airflow side but not copied by docker/airflow.Dockerfile"
+        assert rel in recipe, f"{rel} is not part of the airflow image's recipe hash (deploy/local_images.py)"
