@@ -16,7 +16,6 @@ import threading
 import time
 from contextlib import contextmanager
 import urllib.error
-import urllib.request
 
 import numpy as np
 

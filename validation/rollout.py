@@ -19,7 +19,6 @@ import shutil
 import tempfile
 import time
 import urllib.error
-import urllib.request
 
 from registry import layout
 from registry.errors import BadInput
