@@ -353,9 +353,10 @@ def build_dag(model: config_mod.ModelConfig, config_path: str,
             # after wait_for_rollout spent the deadline without seeing N served, a short re-check (the
             # rollback version still gets the whole deadline)
             waited = ("{{ 10 if (ti.xcom_pull(task_ids='wait_for_rollout') or {}).get('outcome') != 'served' "
-                      f"else {deadline} }}}}") if any(e.get("rest") for e in prod["endpoints"]) else str(deadline)
+                      f"else {deadline} }}}}") if rest else str(deadline)
             confirm = step("confirm", "--version", pulled("publish", "version"), "--deadline", str(deadline),
-                           "--wait", waited, task_id="confirm_rollout", production_conn_id=prod.get("conn_id"), execution_timeout=seconds(2 * deadline + 600),
+                           "--wait", waited, task_id="confirm_rollout", production_conn_id=prod.get("conn_id"),
+                           execution_timeout=seconds(2 * deadline + 600),
                            doc_md="Production serves the new version and answers as in validation (smoke test); "
                                   "a failed rollout is rolled back (worker env). Fails unless confirmed.")
             if rest:

@@ -114,12 +114,11 @@ class StepImageOperator(DockerOperator):
     def execute(self, context) -> dict:
         from airflow.providers.docker.exceptions import DockerContainerFailedException
 
-        from tfs_release_airflow.connection import s3_settings
+        from registry.config import overlay_env
+        from tfs_release_airflow.connection import production_auth, s3_settings
         from validation import sweep
         self.command = [self.step, self.model, *self.step_args, "--config", self.config, "--result", RESULT_PATH]
-        from tfs_release_airflow.connection import production_auth
         self._private_environment = {**s3_settings(self.conn_id).env(), **production_auth(self.production_conn_id).env()}
-        from registry.config import overlay_env
         self.environment.update(overlay_env())  # the config overlay this run decided with
         self.environment.update(serving_ttl(self.execution_timeout))
         self.container_name = f"tfsr-step-{self.model}-{self.step}-{uuid.uuid4().hex[:8]}"
