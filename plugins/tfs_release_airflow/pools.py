@@ -48,7 +48,11 @@ def _orm_blocked() -> bool:
     """A task process forked from the scheduler (LocalExecutor) keeps the scheduler's argv, but Airflow 3
     removed its database session (task code may not use the ORM): nothing to do there."""
     settings = sys.modules.get("airflow.settings")
-    return settings is not None and not hasattr(settings, "Session")
+    if settings is None:
+        return False
+    session = getattr(settings, "Session", None)
+    # Airflow 3.3 replaces it with a class whose constructor raises (supervisor.BlockedDBSession)
+    return session is None or getattr(session, "__name__", "") == "BlockedDBSession"
 
 
 class TfsReleasePoolPlugin(AirflowPlugin):
