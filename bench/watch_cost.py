@@ -13,7 +13,7 @@ process under it is read over the same window twice:
 per poll (one S3 LIST, nothing changed), with the LIST count from the polls. While watching the
 bench also checks that waiting costs nothing else: no DAG run, no task instance, no step process.
 
-    $(bin/venv worker)/bin/python bench/watch_cost.py [--models 10] [--poll 5] [--seconds 180]
+    $(bin/venv worker)/bin/python bench/watch_cost.py [--models 10] [--poll 10] [--seconds 180]
 """
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import services  # noqa: E402
+from registry.config import DEFAULT_CHECKPOINT_POLL_S  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -106,7 +107,7 @@ def put_waiting_prefix(s3, bucket: str, prefix: str) -> None:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", type=int, default=10)
-    ap.add_argument("--poll", type=float, default=5.0, help="checkpoint_poll_s of every model")
+    ap.add_argument("--poll", type=float, default=DEFAULT_CHECKPOINT_POLL_S, help="checkpoint_poll_s of every model")
     ap.add_argument("--seconds", type=float, default=180.0, help="measuring window (each phase)")
     ap.add_argument("--keep", action="store_true")
     a = ap.parse_args()
@@ -173,15 +174,16 @@ def main():
         print(f"\n== watcher cost ({a.models} models, poll {a.poll:g}s, {a.seconds:.0f}s windows)")
         print(f"triggerer CPU: baseline {base * 3600:.1f} s/h, watching {watching * 3600:.1f} s/h")
         print(f"per model: {per_model_s * 3600:.2f} CPU s per hour at poll {a.poll:g}s "
-              f"({per_poll_ms:.1f} ms per poll = one S3 LIST); at the default 30 s: "
-              f"{per_poll_ms / 1000 * 120:.2f} CPU s per hour")
+              f"({per_poll_ms:.1f} ms per poll = one S3 LIST); at the default {DEFAULT_CHECKPOINT_POLL_S:g} s: "
+              f"{per_poll_ms / 1000 * 3600 / DEFAULT_CHECKPOINT_POLL_S:.2f} CPU s per hour")
         print(f"while waiting: {runs} DAG runs, {tis} task instances, {len(steps)} step processes")
         print(json.dumps({"models": a.models, "poll_s": a.poll, "seconds": a.seconds,
                           "baseline_cpu_s_per_h": round(base * 3600, 2),
                           "watching_cpu_s_per_h": round(watching * 3600, 2),
                           "per_model_cpu_s_per_h": round(per_model_s * 3600, 3),
                           "per_poll_ms": round(per_poll_ms, 2),
-                          "per_model_cpu_s_per_h_at_30s": round(per_poll_ms / 1000 * 120, 3),
+                          "default_poll_s": DEFAULT_CHECKPOINT_POLL_S,
+                          "per_model_cpu_s_per_h_at_default": round(per_poll_ms / 1000 * 3600 / DEFAULT_CHECKPOINT_POLL_S, 3),
                           "dag_runs": runs, "task_instances": tis}))
         if runs or tis or steps:
             raise SystemExit(f"waiting started DAG runs or step processes ({steps}): it must cost nothing but "
