@@ -15,6 +15,10 @@ import sys
 from registry.errors import BadInput, ReleaseError
 
 log = logging.getLogger("tfs-release")
+# the sync sidecar's seconds between rounds: a new version waits half of it on average, and an
+# unchanged bucket costs a few requests per round (TF Serving itself, on an s3:// base path, lists
+# every second)
+SYNC_INTERVAL_S = 2.0
 
 
 def _common() -> argparse.ArgumentParser:
@@ -125,7 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dest", required=True)
     p.add_argument("--once", action="store_true", help="one round, then exit")
     p.add_argument("--keep", type=int, help="keep only the K newest versions locally")
-    p.add_argument("--interval", type=float, default=5.0, help="seconds between rounds")
+    p.add_argument("--interval", type=float, default=SYNC_INTERVAL_S,
+                   help=f"seconds between rounds (default {SYNC_INTERVAL_S:g}; one round of an unchanged "
+                        "bucket is a few requests: TF Serving itself lists S3 every second)")
     p.add_argument("--health-file", help="where each round writes its health record "
                                          "(default: DEST/.tfs-release-sync.json)")
 
@@ -138,7 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
                                          "a canary label moves only once TF Serving has loaded its version")
     p.add_argument("--once", action="store_true", help="one round, then exit")
     p.add_argument("--keep", type=int, help="keep only the K newest versions of each model (labelled ones stay)")
-    p.add_argument("--interval", type=float, default=5.0, help="seconds between rounds")
+    p.add_argument("--interval", type=float, default=SYNC_INTERVAL_S,
+                   help=f"seconds between rounds (default {SYNC_INTERVAL_S:g}; one round of an unchanged "
+                        "bucket is a few requests: TF Serving itself lists S3 every second)")
     p.add_argument("--health-file", help="where each round writes its health record (default: "
                                          "ROOT/.tfs-release-sync.json; `tfs-release sync-health` reads it)")
 

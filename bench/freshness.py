@@ -4,7 +4,7 @@ The parts are real and local: a SeaweedFS of its own; `airflow standalone` (sche
 triggerer, API server; LocalExecutor, SQLite; services.start_airflow) with this clone's DAGs and the
 release DAG of the demo classifier scheduled on its checkpoints Asset; the validator's temporary
 TF Serving in the stand-in image (Docker engine); production = the `tfs-release sync` sidecar
-(`--interval 5`, the compose default) filling a model_base_path that a TF-Serving stand-in process
+(every 2 s, the default) filling a model_base_path that a TF-Serving stand-in process
 serves (validation.launchers.ProcessLauncher; it polls the folder every second, as TF Serving does).
 
 1. Seed (untimed): the demo trainer's cached classifier checkpoint is released with the CLI
@@ -29,9 +29,9 @@ serves (validation.launchers.ProcessLauncher; it polls the folder every second, 
 
 `--via rest`: no watcher (checkpoint_poll_s: 0); the "training job" posts the Asset event itself
 (demo/checkpoint_events.py) as soon as the state file is written. `--poll S`: the watcher's
-interval (default: the config default, 10 s; detection then waits 5 s on average, 10 s at most).
+interval (default: the config default, 5 s; detection then waits 2.5 s on average, 5 s at most).
 
-    $(bin/venv worker)/bin/python bench/freshness.py [--via watcher|rest] [--poll 10] [--rounds 3] [--cold] [--keep]
+    $(bin/venv worker)/bin/python bench/freshness.py [--via watcher|rest] [--poll 5] [--rounds 3] [--cold] [--keep]
 """
 from __future__ import annotations
 
@@ -55,13 +55,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import services  # noqa: E402
+from cli import SYNC_INTERVAL_S  # noqa: E402
 from registry.config import DEFAULT_CHECKPOINT_POLL_S  # noqa: E402
 from bench.pipeline import model_config, rounded, timed  # noqa: E402
 
 NAME = "shapes-classifier"  # the demo classifier (golden set, params); its own buckets here
 DAG_ID = f"release__{NAME}"
 TARGET_S, TARGET_RATIO = 120.0, 1.5
-SYNC_INTERVAL_S = 5.0
 TASKS = ("newest_checkpoint", "is_new", "export", "validate", "publish")
 ORDER = ("detection", "queueing", "lookup", "export", "validation", "publish", "hand-offs", "sync", "load")
 

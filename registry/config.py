@@ -50,7 +50,7 @@ CONN_ID = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
 # what starts a release run: a new complete checkpoint (the triggerer watches the checkpoints prefix,
 # and/or training posts an Asset event), or only the cron ``schedule``
 TRIGGERS = ("checkpoint-event", "schedule")
-DEFAULT_CHECKPOINT_POLL_S = 10.0
+DEFAULT_CHECKPOINT_POLL_S = 5.0
 EMAIL = re.compile(r"^[^@\s,;]+@[^@\s,;]+$")
 
 

@@ -38,6 +38,7 @@ from registry.transfer import RemoteFile, download_files
 
 log = logging.getLogger(__name__)
 HEALTH_FILE = ".tfs-release-sync.json"
+_said_empty: set[str] = set()  # serving locations whose "nothing to sync yet" was logged
 STALE_INTERVALS = 3    # sync-health: stale after this many intervals without a successful round
 MIN_MAX_AGE_S = 120.0  # a passing S3 hiccup or a container restart next door is not "unhealthy"
 
@@ -203,8 +204,10 @@ def _round(client, serving: S3Uri, dest: str, keep: int | None, pinned: set[int]
         if doubt:
             res.problems.append(doubt)
             log.error("sync: %s", doubt)
-        elif not committed:
-            log.info("no committed version of %s yet; nothing to sync", serving)
+        elif not committed:  # said once per serving location (a sidecar polls every few seconds)
+            level = logging.DEBUG if str(serving) in _said_empty else logging.INFO
+            _said_empty.add(str(serving))
+            log.log(level, "no committed version of %s yet; nothing to sync", serving)
         wanted = sorted(committed, reverse=True)[:keep] if keep else sorted(committed, reverse=True)
         wanted = sorted(set(wanted) | (set(pinned) & committed), reverse=True)
         manifests, bad = _read_manifests(client, serving, [n for n in wanted if n not in have])
@@ -339,7 +342,7 @@ def check_health(path: str, max_age_s: float | None = None, *, now: float | None
                    f"{h.get('versions')}; problems: {problems}")
 
 
-def sync_forever(client, serving: S3Uri, dest: str, *, keep: int | None = None, interval: float = 5.0,
+def sync_forever(client, serving: S3Uri, dest: str, *, keep: int | None = None, interval: float = 2.0,
                  on_result=None, health: Health | None = None) -> None:
     """Poll until SIGTERM/SIGINT; a failing round is logged and retried next interval. A heartbeat
     thread keeps the health file fresh while a long round (a big download) runs."""

@@ -42,7 +42,7 @@ def expected_start(name: str, cfg: dict) -> dict:
     trigger, schedule = cfg.get("trigger", "checkpoint-event"), cfg.get("schedule")
     if trigger == "schedule":
         return {"timetable": "CronTriggerTimetable", "cron": CRON.get(schedule, schedule), "assets": []}
-    poll = cfg.get("checkpoint_poll_s", 10)
+    poll = cfg.get("checkpoint_poll_s", 5)
     watchers = [{"name": f"checkpoints__{name}", "classpath": WATCHER,
                  "kwargs": {"model": name, "checkpoints": cfg["checkpoints"], "serving": cfg["serving"],
                             "conn_id": cfg.get("conn_id", "aws_default"), "poll_s": float(poll)}}] if poll else []
@@ -183,7 +183,7 @@ def test_twenty_configured_models_parse(airflow_python, tmp_path):
         assert d["serialization_error"] is None, (name, d["serialization_error"])
     kinds = {dags[f"release__{m}"]["timetable"] for m in models if m != "publish-only"}
     assert kinds == {"AssetOrTimeSchedule", "AssetTriggeredTimetable", "CronTriggerTimetable"}, kinds
-    assert dags["release__model-02"]["assets"][0]["watchers"][0]["kwargs"]["poll_s"] == 10.0
+    assert dags["release__model-02"]["assets"][0]["watchers"][0]["kwargs"]["poll_s"] == 5.0
     assert dags["release__model-00"]["assets"][0]["watchers"] == []  # checkpoint_poll_s: 0
     assert dags["release__model-01"]["params"]["launcher"] == "process"
     assert "team-a" in dags["release__model-01"]["tags"]

@@ -16,17 +16,17 @@ def model(tmp_path, **raw) -> c.ModelConfig:
     return c.load(str(path)).models["m"]
 
 
-def test_default_is_checkpoint_event_with_a_10s_watcher(tmp_path):
+def test_default_is_checkpoint_event_with_a_5s_watcher(tmp_path):
     m = model(tmp_path)
-    assert (m.trigger, m.checkpoint_poll_s, m.schedule) == ("checkpoint-event", 10.0, None)
+    assert (m.trigger, m.checkpoint_poll_s, m.schedule) == ("checkpoint-event", 5.0, None)
     assert "trigger" not in m.extra and "checkpoint_poll_s" not in m.extra
 
 
 @pytest.mark.parametrize("raw, want", [
-    ({"schedule": "@daily"}, ("checkpoint-event", 10.0, "@daily")),                 # safety net beside events
+    ({"schedule": "@daily"}, ("checkpoint-event", 5.0, "@daily")),                 # safety net beside events
     ({"checkpoint_poll_s": 0}, ("checkpoint-event", 0.0, None)),                     # REST events only
     ({"checkpoint_poll_s": 5, "schedule": "*/30 * * * *"}, ("checkpoint-event", 5.0, "*/30 * * * *")),
-    ({"trigger": "schedule", "schedule": "@hourly"}, ("schedule", 10.0, "@hourly")),  # as before
+    ({"trigger": "schedule", "schedule": "@hourly"}, ("schedule", 5.0, "@hourly")),  # as before
 ])
 def test_trigger_settings_are_read(tmp_path, raw, want):
     m = model(tmp_path, **raw)
