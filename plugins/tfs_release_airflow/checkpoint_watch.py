@@ -48,7 +48,7 @@ def client_for(conn_id: str, fresh: bool = False):
 
 class CheckpointTrigger(BaseEventTrigger):
     def __init__(self, model: str, checkpoints: str, serving: str, conn_id: str = "aws_default",
-                 poll_s: float = 30.0):
+                 poll_s: float = 5.0):  # registry.config.DEFAULT_CHECKPOINT_POLL_S
         super().__init__()
         self.model, self.checkpoints, self.serving = model, checkpoints, serving
         self.conn_id, self.poll_s = conn_id, float(poll_s)
