@@ -295,6 +295,10 @@ def start_airflow(home: str, *, port: int | None = None, config: str | None = No
             try:
                 status, body = af.api("GET", "/api/v2/dags?limit=100")
                 if status == 200 and body.get("total_entries", 0) > 0:
+                    # the execution API (what every task's start calls) sets itself up on its first
+                    # request, ~3 s: done here, not in the first release's first task
+                    with urllib.request.urlopen(f"{af.url}/execution/health", timeout=60) as resp:
+                        resp.read()
                     return af
             except (OSError, KeyError, ValueError):
                 pass

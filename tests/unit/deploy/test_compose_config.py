@@ -86,6 +86,9 @@ def test_health_checks_volumes_ports(compose, files):
                 assert vol["target"] == "/var/run/docker.sock", f"{name}: bind mount {vol}"
             else:
                 assert vol["type"] == "volume" and vol["source"] in cfg["volumes"], f"{name}: {vol}"
+    # the API server's check covers the execution API the tasks call (and warms it before the first task)
+    api_check = " ".join(services["airflow-apiserver"]["healthcheck"]["test"])
+    assert "/api/v2/monitor/health" in api_check and "/execution/health" in api_check
     # the serving volume: written by the sync sidecar only, read-only for TF Serving
     serving = {v["target"]: v for v in services["serving"]["volumes"]}
     sync = {v["target"]: v for v in services["model-sync"]["volumes"]}
