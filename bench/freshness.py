@@ -11,8 +11,8 @@ serves (validation.launchers.ProcessLauncher; it polls the folder every second, 
    (`tfs-release release`) as version 1, production loads it; then the DAG is unpaused and its
    checkpoint watcher starts on the triggerer (it finds ckpt-N published and records it). Warm-up
    (untimed, skipped with `--cold`): one manual run that skips (version 1 is out), so the measured
-   runs meet a stack that has run before, as a production Airflow has; a fresh API server's first
-   task start costs ~3.4 s once (its execution API's set-up), which `--cold` shows.
+   runs meet a stack that has run before, as a production Airflow has (`--cold`: the first measured
+   run is the stack's first).
 2. Measured, `--rounds` times (default 3): training writes a new checkpoint (the same weights
    under a new step, files first, the state file last; with the watcher, at a random point of its
    poll cycle). Then, from the moment it is complete until production reports the next version
@@ -134,8 +134,7 @@ def api_json(af, path: str) -> dict:
 def run_to_end(af, dag_id: str, *, run_id: str | None = None, trigger: bool = False,
                timeout: float = 300) -> dict:
     """Wait for a run to end (``trigger``: start a manual one first); its wall seconds and how long
-    its first task took (for the first task after Airflow's start, ~3.4 s of it is the API server's
-    one-time set-up of its execution API, which every task's start calls)."""
+    its first task took."""
     t0 = time.monotonic()
     if trigger:
         status, body = af.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None},
@@ -305,8 +304,7 @@ def main():
               f"in {time.monotonic() - t0:.1f}s; home {home}", flush=True)
 
         # warm-up (untimed): one no-op run, so the measured runs meet a stack that has run before, as a
-        # production Airflow has (a fresh API server's first execution-API call, the first task's
-        # start, takes ~3.4 s once). --cold skips it: the first measured run then pays that.
+        # production Airflow has. --cold skips it: the first measured run is the stack's first.
         warmup = None
         if not a.cold:
             warmup = run_to_end(af, DAG_ID, trigger=True)
