@@ -366,8 +366,8 @@ def main():
             print(f"round {i + 1} tasks (start after the checkpoint was complete, seconds): " + ", ".join(
                 f"{k} +{v['start']:.1f}s {v['seconds']:.1f}s" for k, v in r["tasks"].items()))
         print(f"total (median): {med['total']:.1f}s (target <= {TARGET_S:.0f}s: "
-              f"{'PASS' if max(r['total'] for r in rounds) <= TARGET_S else 'MISS'} in every round: "
-              f"{all(r['total'] <= TARGET_S for r in rounds)}); total / bare sum (median): {med['ratio']:.2f}x "
+              f"{'PASS' if max(r['total'] for r in rounds) <= TARGET_S else 'MISS'} in every round); "
+              f"total / bare sum (median): {med['ratio']:.2f}x "
               f"(target <= {TARGET_RATIO}x: {'PASS' if med['ratio'] <= TARGET_RATIO else 'MISS'}); "
               f"without detection {nodet:.2f}x")
         print(json.dumps(rounded({"via": a.via, "poll_s": poll_s, "cold": a.cold, "warmup": warmup,

@@ -342,7 +342,7 @@ def check_health(path: str, max_age_s: float | None = None, *, now: float | None
                    f"{h.get('versions')}; problems: {problems}")
 
 
-def sync_forever(client, serving: S3Uri, dest: str, *, keep: int | None = None, interval: float = 2.0,
+def sync_forever(client, serving: S3Uri, dest: str, *, interval: float, keep: int | None = None,
                  on_result=None, health: Health | None = None) -> None:
     """Poll until SIGTERM/SIGINT; a failing round is logged and retried next interval. A heartbeat
     thread keeps the health file fresh while a long round (a big download) runs."""
