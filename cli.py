@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--accept-regression", metavar="REASON", default="",
                    help="pass although the regression gate (vs the version production serves) blocks it; "
                         "the reason is recorded in the verdict, the manifest and the alert")
+    p.add_argument("--baseline", choices=["production", "newest_confirmed"], default="production",
+                   help="what the regression gate compares with: what production serves (default; fails closed "
+                        "when production cannot be observed) or the newest confirmed version")
 
     p = cmd("release", "all steps without Airflow: checkpoint -> export -> validate -> publish")
     p.add_argument("model")
@@ -73,6 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", help="serving image for the docker launcher")
     p.add_argument("--accept-regression", metavar="REASON", default="",
                    help="publish although the regression gate blocks it (recorded; --force does not do this)")
+    p.add_argument("--approved-by", metavar="NAME",
+                   help="who approved publishing (with --reason): needed when the model's config says approval: "
+                        "required, or on_regression and the gate accepted a regression; recorded in the manifest. "
+                        "rollback needs none: it republishes an earlier, already approved version (emergency path)")
+    p.add_argument("--reason", metavar="TEXT", help="why it was approved (recorded as the approval's comment)")
+    p.add_argument("--baseline", choices=["production", "newest_confirmed"], default="production",
+                   help="what the regression gate compares with: what production serves (default; fails closed "
+                        "when production cannot be observed) or the newest confirmed version")
 
     p = cmd("stage", "stage a local SavedModel folder as a candidate; prints its staging uri")
     p.add_argument("model")
@@ -85,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unvalidated", action="store_true",
                    help="publish although the candidate has no validation verdict")
     p.add_argument("--run-id")
+    p.add_argument("--approved-by", metavar="NAME",
+                   help="who approved publishing (with --reason): needed when the model's config says approval: "
+                        "required, or on_regression and the candidate's verdict has an accepted regression; recorded "
+                        "in the manifest. rollback needs none: it republishes an earlier, already approved version "
+                        "(the emergency path)")
+    p.add_argument("--reason", metavar="TEXT", help="why it was approved (recorded as the approval's comment)")
 
     p = cmd("versions", "list published versions with their lineage")
     p.add_argument("model")
@@ -107,10 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("--keep", type=int, required=True)
 
-    p = cmd("rollback", "publish a copy of version N as a new, higher version")
+    p = cmd("rollback", "production serves a good version again: rollout all publishes a copy of it as a new, "
+                        "higher version; a canary model's stable label moves to it (and its canary is cleared)")
     p.add_argument("model")
-    p.add_argument("--to", type=int, required=True)
-    p.add_argument("--reason", help="why (recorded in the new version's manifest)")
+    p.add_argument("--to", type=int, help="the version to serve again (default: the newest confirmed one below what "
+                                          "production serves; name one to return to a never-confirmed version)")
+    p.add_argument("--reason", help="why (recorded in the records, the labels' history and a copy's manifest)")
+    p.add_argument("--by", help="who (recorded)")
 
     p = cmd("confirm", "wait until production serves version N and answers as in validation; roll back a "
                        "failed rollout; exit 1 unless confirmed")
@@ -122,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
                                               "a rollback version always gets the full deadline")
     p.add_argument("--on-failed", choices=["rollback", "alert"],
                    help="what a failed rollout does (default: config on_failed_rollout, else rollback)")
+    p.add_argument("--on-unknown", choices=["alert", "rollback"],
+                   help="what a rollout production could not be observed for does (default: config "
+                        "on_unknown_rollout, else alert: nothing is rolled back)")
     p.add_argument("--poll", type=float, default=2.0, help="seconds between status polls")
 
     p = cmd("sync", "mirror committed versions into a local TF Serving model_base_path")
@@ -171,6 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _client():
     from registry.s3 import make_client
     return make_client()
+
+
+def _baseline(client, model, args) -> dict | None:
+    """The regression gate's baseline ({version, source}): production's call (production/baseline.py)."""
+    from production.baseline import choose
+    return choose(client, model, mode=args.baseline)
 
 
 def sync_health(args) -> dict:
@@ -231,7 +260,8 @@ def run(args) -> dict:
                                deadline_s=args.deadline or model.extra.get("validation_deadline_s", 180),
                                tolerance=model.extra.get("tolerance", 1e-3),
                                latency_budget_ms=model.extra.get("latency_budget_ms"),
-                               report_dir=args.report_dir, accept_regression=args.accept_regression)
+                               report_dir=args.report_dir, accept_regression=args.accept_regression,
+                               baseline=_baseline(_client(), model, args))
         if not args.json:
             print(f"{'PASSED' if v['passed'] else 'FAILED'}: report {v['report']}")
         if not v["passed"]:
@@ -250,14 +280,26 @@ def run(args) -> dict:
             print(uri)
         return {"candidate": uri}
     if c == "publish":
-        from registry.publish import publish
+        from registry.publish import publish, read_verdict
+        verdict = None
+        if model.extra.get("approval") == "on_regression" and not args.approved_by:
+            # the candidate's verdict (its run's, as publish finds it): an accepted regression needs an approval
+            from registry.errors import CandidateError
+            from registry.staging import read_candidate
+            try:
+                cand, body = read_candidate(_client(), args.candidate)
+                run_id = body.get("run_id") or args.run_id or cand.prefix.rstrip("/").rsplit("/", 1)[-1]
+                verdict = read_verdict(_client(), model.serving, run_id)
+            except CandidateError:  # gone (e.g. published, then cleaned up): publish says what it is
+                verdict = None
+        approval = approval_for(args, model, verdict)
         res = publish(_client(), model.serving, model.name, args.candidate,
-                      allow_unvalidated=args.unvalidated, run_id=args.run_id)
-        from registry.labels import after_publish
-        state = after_publish(_client(), model, res.version)
+                      allow_unvalidated=args.unvalidated, run_id=args.run_id, approval=approval)
+        from production.lifecycle import on_publish
+        state = on_publish(_client(), model, res.version)
         if not args.json:
             print(res.version)
-        return {**res.to_json(), **({"labels": state} if state else {})}
+        return {**res.to_json(), **({"labels": state} if state else {}), **({"approval": approval} if approval else {})}
     if c == "versions":
         from registry.versions import list_versions
         vs = list_versions(_client(), model.serving)
@@ -301,34 +343,33 @@ def run(args) -> dict:
                 print("nothing to remove")
         return {"removed": removed}
     if c == "retention":
-        from registry.versions import retention
-        removed = retention(_client(), model.serving, args.keep)
+        from production.lifecycle import retention
+        removed = retention(_client(), model, args.keep)
         if not args.json:
             print("removed: " + (" ".join(map(str, removed)) or "nothing"))
         return {"removed": removed}
     if c == "rollback":
-        from registry.publish import rollback
-        from registry.staging import new_run_id
-        res = rollback(_client(), model.serving, model.name, args.to, run_id=f"rollback-{new_run_id()}",
-                       reason=args.reason)
+        from production.lifecycle import rollback
+        res = rollback(_client(), model, to=args.to, reason=args.reason, by=args.by or "tfs-release rollback")
         if not args.json:
-            print(res.version)
-        return {**res.to_json(), "rollback_of": args.to}
+            print(res["served"])
+        return {**res, "version": res["served"]}
     if c == "confirm":
-        from validation.rollout import CONFIRMED, confirm
+        from production.rollout import confirm
+        from production.rules import CONFIRMED, PROMOTED
         if args.deadline is not None and args.deadline <= 0:
             raise BadInput(f"--deadline must be more than 0 seconds, got {args.deadline}")
         if args.wait is not None and args.wait <= 0:
             raise BadInput(f"--wait must be more than 0 seconds, got {args.wait}")
         rec = confirm(_client(), model, args.version, deadline_s=args.deadline, on_failed=args.on_failed,
-                      poll_s=args.poll, wait_s=args.wait)
+                      poll_s=args.poll, wait_s=args.wait, on_unknown=args.on_unknown)
         if not args.json:
             print(f"{model.name} version {args.version}: {rec['outcome']}"
                   + (f" ({rec['reason']})" if rec.get("reason") else "")
                   + (f"; {rec['action']}" if rec.get("action") else "")
                   + (f"; version {rec['rollback_version']}: {rec['rollback']['outcome']}" if rec.get("rollback") else "")
                   + f"; record {rec['record']}")
-        if rec["outcome"] != CONFIRMED:
+        if rec["outcome"] not in (CONFIRMED, PROMOTED):
             # one line for the alert: what happened in production, TF Serving's error, what was done
             rec["reason"] = (f"rollout of {model.name} version {args.version} {rec['outcome']}: {rec.get('reason')}"
                              + (f"; {rec['action']}" if rec.get("action") else "")
@@ -358,16 +399,14 @@ def run(args) -> dict:
 
 
 def labels_cmd(args, model) -> dict:
+    from production import lifecycle
     from registry import labels
-    if model.extra.get("rollout") != "canary" and args.command != "labels":
-        raise BadInput(f"{model.name} is not a canary model (config rollout: canary): nothing to {args.command}")
     if args.command == "labels":
         state, _ = labels.read(_client(), model.serving)
     elif args.command == "promote":
-        state = labels.promote(_client(), model.serving, reason=args.reason, by=args.by, expect=args.version,
-                               failed=lambda v: labels.rollout_failed(_client(), model.serving, v))
+        state = lifecycle.promote(_client(), model, reason=args.reason, by=args.by, expect=args.version)
     else:
-        state = labels.abort(_client(), model.serving, reason=args.reason, by=args.by, expect=args.version)
+        state = lifecycle.abort(_client(), model, reason=args.reason, by=args.by, expect=args.version)
     if not args.json:
         print(f"{model.name}: stable {state['stable']}, canary {state['canary']}"
               + (f"; aborted {state['aborted']}" if state.get("aborted") else ""))
@@ -435,6 +474,30 @@ def sync_all(args, cfg) -> dict:
         _time.sleep(args.interval)
 
 
+def approval_for(args, model, verdict: dict | None) -> dict | None:
+    """The approval ``publish``/``release`` record in the manifest (``--approved-by``/``--reason``), or
+    BadInput (exit 2) when the model's ``approval`` asks for one and it is missing: ``required`` always;
+    ``on_regression`` when the candidate's verdict has an accepted regression. (The DAG's ``approve``
+    task asks a person instead; rollback needs none.)"""
+    import datetime as _dt
+    by, why = (getattr(args, "approved_by", None) or "").strip(), (getattr(args, "reason", None) or "").strip()
+    if bool(by) != bool(why):
+        raise BadInput(f"--approved-by and --reason go together: pass both (who approved publishing {model.name}, "
+                       f"and why), e.g. --approved-by alice --reason 'golden set reviewed (TICKET-7)'")
+    mode = model.extra.get("approval", "none")
+    gate = (verdict or {}).get("regression") or {}
+    if not by and mode == "required":
+        raise BadInput(f"{model.name} needs an approval to publish (its config says approval: required): pass "
+                       f"--approved-by NAME --reason TEXT (recorded in the version's manifest)")
+    if not by and mode == "on_regression" and gate.get("status") == "accepted":
+        raise BadInput(f"{model.name} needs an approval to publish this candidate (approval: on_regression, and its "
+                       f"verdict accepts a regression: {gate.get('accepted_reason') or 'no reason given'}): pass "
+                       f"--approved-by NAME --reason TEXT (recorded in the version's manifest)")
+    if not by:
+        return None
+    return {"approved_by": by, "comment": why, "decided": _dt.datetime.now(_dt.timezone.utc).isoformat()}
+
+
 def release(args, model) -> dict:
     """checkpoint -> (skip if already published) -> export -> validate -> publish."""
     from registry import checkpoints
@@ -446,6 +509,8 @@ def release(args, model) -> dict:
     if done is not None and not args.force:
         return {"skipped": True, "version": done, "checkpoint": ck.uri,
                 "summary": f"nothing new: {ck.uri} is already published as version {done} (--force to release again)"}
+    if not args.dry_run:
+        approval_for(args, model, None)  # approval: required is refused before any work (exit 2)
     from exporters.export import export_candidate
     from validation.validate import validate_candidate
     exported = export_candidate(client, model, checkpoint_uri=ck.uri)
@@ -453,7 +518,8 @@ def release(args, model) -> dict:
                                  deadline_s=model.extra.get("validation_deadline_s", 180),
                                  tolerance=model.extra.get("tolerance", 1e-3),
                                  latency_budget_ms=model.extra.get("latency_budget_ms"),
-                                 accept_regression=args.accept_regression)
+                                 accept_regression=args.accept_regression,
+                                 baseline=_baseline(client, model, args))
     out = {"skipped": False, "regression": (verdict.get("regression") or {}).get("summary"), "checkpoint": ck.uri, "candidate": exported["candidate"], "passed": verdict["passed"],
            "report": verdict["report"], "report_url": verdict.get("report_url"), "reason": verdict["reason"]}
     if not verdict["passed"]:
@@ -461,11 +527,16 @@ def release(args, model) -> dict:
         return {**out, "_exit": 1, "summary": f"FAILED validation, nothing published; report {verdict['report']}"}
     if args.dry_run:
         return {**out, "summary": f"validated (dry run, not published); report {verdict['report']}"}
+    try:  # approval: on_regression and the gate accepted a regression: who approved it
+        approval = approval_for(args, model, verdict)
+    except BadInput as exc:
+        raise BadInput(f"{exc}; the validated candidate {exported['candidate']} can be published so with "
+                       f"`tfs-release publish`") from None
     from registry.publish import publish
-    pub = publish(client, model.serving, model.name, exported["candidate"])
-    from registry.labels import after_publish
-    after_publish(client, model, pub.version)
-    return {**out, "version": pub.version,
+    pub = publish(client, model.serving, model.name, exported["candidate"], approval=approval)
+    from production.lifecycle import on_publish
+    on_publish(client, model, pub.version)
+    return {**out, "version": pub.version, **({"approval": approval} if approval else {}),
             "summary": f"published {model.name} version {pub.version} from {ck.uri}; report {verdict['report']}"}
 
 

@@ -192,7 +192,7 @@ def golden_sizes(rounds: int, sizes: list[int], image: str) -> dict:
                                 input_types={"serving_default": "image_tensor"},
                                 extra={"validation_batch_size": bs} if bs else {})
             t = time.monotonic()
-            v = validate_candidate(s3, model, uri, launcher="docker", image=image)
+            v = validate_candidate(s3, model, uri, launcher="docker", image=image, baseline=None)
             if not v["passed"]:
                 raise SystemExit(f"validation of the {n}-image set failed: {v['reason']}")
             return v, time.monotonic() - t
@@ -242,6 +242,7 @@ def with_baseline(rounds: int, n: int, image: str) -> dict:
     import logging
 
     import services
+    from production import baseline as production_baseline
     from registry.config import ModelConfig
     from registry.publish import publish
     from registry.s3 import S3Uri, make_client
@@ -264,7 +265,8 @@ def with_baseline(rounds: int, n: int, image: str) -> dict:
             model = ModelConfig(name="bench-cls", serving=serving, task="classification", golden=gdir + "/",
                                 input_types={"serving_default": "image_tensor"})
             t = time.monotonic()
-            v = validate_candidate(s3, model, uri, launcher="docker", image=image)
+            v = validate_candidate(s3, model, uri, launcher="docker", image=image,
+                                   baseline=production_baseline.choose(s3, model))
             if not v["passed"]:
                 raise SystemExit(f"validation failed: {v['reason']}")
             return v, time.monotonic() - t

@@ -6,8 +6,9 @@ the canary is removed and never becomes stable), **reason** (required) and optio
 (refuse unless the canary is that version: a guard against acting on a canary that changed since
 you looked). The change is a conditional write of ``s3://<serving>/<model>/_labels.json`` (every
 replica's sync sidecar applies it to its TF Serving within a round), recorded in its history with
-the reason and the run, and announced on the model's alert channels. A canary whose rollout failed
-cannot be promoted. Same without Airflow: ``tfs-release promote|abort MODEL --reason ...``.
+the reason and the run, and announced on the model's alert channels. Only a canary whose rollout
+production confirmed can be promoted; an abort is always possible (a confirm still running for it
+stops). Same without Airflow: ``tfs-release promote|abort MODEL --reason ...``.
 """
 from __future__ import annotations
 
@@ -58,21 +59,14 @@ def build_dag(config_path: str = CONFIG):
         @task
         def change_labels(params=None, run_id=None, dag_run=None) -> dict:
             """Promote or abort; announce it on the model's alert channels."""
-            from registry import labels
-            from registry.errors import BadInput
+            from production import lifecycle
             from tfs_release_airflow.connection import s3_settings
 
             model = config_mod.load(config_path, strict=False).model(params["model"])
-            if model.extra.get("rollout") != "canary":
-                raise BadInput(f"{model.name} has no rollout: canary in the config: nothing to {params['action']}")
             client = s3_settings(model.extra.get("conn_id", "aws_default")).client()
             who = getattr(dag_run, "triggering_user_name", None) or f"airflow run {run_id}"
-            if params["action"] == "promote":
-                state = labels.promote(client, model.serving, reason=params["reason"], by=who,
-                                       expect=params["version"],
-                                       failed=lambda v: labels.rollout_failed(client, model.serving, v))
-            else:
-                state = labels.abort(client, model.serving, reason=params["reason"], by=who, expect=params["version"])
+            act = lifecycle.promote if params["action"] == "promote" else lifecycle.abort
+            state = act(client, model, reason=params["reason"], by=who, expect=params["version"])
             done = state["history"][-1]
             text = (f"{model.name}: canary version {done['version']} {params['action']}d by {who}: {params['reason']}. "
                     f"Now stable {state['stable']}, canary {state['canary']}.")

@@ -17,9 +17,10 @@ fails with the error naming the key, and its description says it; the other mode
 
 Alerts (a model's ``alerts`` config): every task's ``on_failure_callback`` and, with ``on_success``,
 publish's ``on_success_callback`` send one message through the Slack-webhook and SMTP provider
-notifiers (``plugins/tfs_release_airflow/alerts.py``). The validate task has a "Validation report"
-extra link (``report_link.py``): ``report_base_url`` when configured, else the report endpoint on
-Airflow's API server (``report_app.py``).
+notifiers (``plugins/tfs_release_airflow/alerts.py``); the DAG's own ``on_failure_callback`` alerts a
+run that fails with no failed task to alert (its ``dagrun_timeout``, e.g. while ``approve`` waits).
+The validate task has a "Validation report" extra link (``report_link.py``): ``report_base_url``
+when configured, else the report endpoint on Airflow's API server (``report_app.py``).
 
 Environment: ``TFS_RELEASE_CONFIG`` (default ``<repo>/config/models.yaml``),
 ``TFS_RELEASE_STEP_COMMAND`` (default ``<repo>/bin/tfs-release``), ``TFS_RELEASE_STEP_IMAGE`` (run
@@ -43,7 +44,7 @@ from airflow.sdk import (  # noqa: E402
     Asset, AssetOrTimeSchedule, AssetWatcher, CronTriggerTimetable, Param, dag, task, teardown)
 
 from registry import config as config_mod  # noqa: E402
-from tfs_release_airflow.alerts import release_alert, reports_root  # noqa: E402
+from tfs_release_airflow.alerts import release_alert, reports_root, run_failure_alert  # noqa: E402
 from tfs_release_airflow.operators import step_operator  # noqa: E402
 from tfs_release_airflow.report_link import attach as attach_report_link  # noqa: E402
 from tfs_release_airflow.step_image import StepImage  # noqa: E402
@@ -138,6 +139,11 @@ def params_for(model: config_mod.ModelConfig) -> dict[str, Param]:
             description="empty: a candidate the regression gate blocks (worse than the version production "
                         "serves) is not published. A reason here publishes it anyway; the reason goes "
                         "into the verdict, the version's manifest and the alert. force does not do this."),
+        "baseline": Param("production", type="string", enum=["production", "newest_confirmed"],
+                          title="Regression gate baseline",
+                          description="production: what production serves (its stable label for a canary model); "
+                                      "the gate fails closed when production cannot be observed. newest_confirmed: "
+                                      "the newest version whose rollout production confirmed, without asking it."),
         "launcher": Param(model.extra.get("launcher", "docker"), type="string", enum=LAUNCHERS,
                           title="Serving launcher",
                           description="where the temporary TF Serving runs during validation"),
@@ -157,7 +163,8 @@ candidate that is worse is not published.
 
 Trigger with params: **checkpoint** (a `s3://.../ckpt-N`, empty for the newest), **force**,
 **dry_run** (validate, publish nothing), **accept_regression** (a reason: publish although the
-regression gate blocks it; recorded), **launcher** (`docker` or `process`). S3 connection:
+regression gate blocks it; recorded), **baseline** (`production`: what production serves, the gate
+fails closed when it cannot be observed; `newest_confirmed`), **launcher** (`docker` or `process`). S3 connection:
 `{model.extra.get("conn_id", "aws_default")}`. Same steps without Airflow:
 `tfs-release release {model.name}`.
 """
@@ -189,6 +196,8 @@ def build_dag(model: config_mod.ModelConfig, config_path: str,
     serving_asset = asset_for(model)
     keep_days = float(model.extra.get("staging_keep_days", 7))
     on_failure, on_success = release_alert(model, "failure"), release_alert(model, "success")
+    # the run's own: a run that fails with no failed task to alert (dagrun_timeout skips the unfinished)
+    on_run_failure = run_failure_alert(model)
     t = model.timeouts
 
     def s3():
@@ -225,6 +234,7 @@ def build_dag(model: config_mod.ModelConfig, config_path: str,
         doc_md=doc_for(model) + alerts_doc(model),
         params=params_for(model),
         dagrun_timeout=seconds(t.run),
+        **({"on_failure_callback": on_run_failure} if on_run_failure else {}),
         default_args={"owner": model.extra.get("owner", "tfs-release"), "retries": 0,
                       "execution_timeout": seconds(t.other),
                       **({"on_failure_callback": on_failure} if on_failure else {})},
@@ -260,6 +270,7 @@ def build_dag(model: config_mod.ModelConfig, config_path: str,
                         doc_md="Export the checkpoint to a staged candidate SavedModel (worker env).")
         verdict = step("validate", "--candidate", pulled("export", "candidate"), "--launcher", "{{ params.launcher }}",
                        "--accept-regression={{ params.accept_regression or '' }}",
+                       "--baseline", "{{ params.baseline }}",
                        execution_timeout=seconds(t.validate), pool=pool.name, pool_slots=1,
                        failed_result_key="verdict",  # a failed verdict (checks, report) for the alerts
                        # which version production serves (the regression gate's baseline)
@@ -284,8 +295,8 @@ def build_dag(model: config_mod.ModelConfig, config_path: str,
             res = publish_candidate(s3().client(), model.serving, model.name, exported["candidate"],
                                     approval=decision if decision and decision.get("needed") else None)
             out = res.to_json()
-            from registry.labels import after_publish
-            state = after_publish(s3().client(), model, res.version)  # rollout: canary -> the canary label
+            from production.lifecycle import on_publish
+            state = on_publish(s3().client(), model, res.version)  # rollout: canary -> the canary label
             if state:
                 out["labels"] = {"stable": state["stable"], "canary": state["canary"]}
             out["asset_extra"] = {
@@ -330,7 +341,7 @@ def build_dag(model: config_mod.ModelConfig, config_path: str,
             from tfs_release_airflow.approval import ReleaseApprovalOperator
             approve = ReleaseApprovalOperator(
                 task_id="approve", model=model.name, mode=approval_mode, announce=announce_request,
-                response_timeout=seconds(model.extra.get("approval_timeout_s", 86400)),
+                response_timeout=seconds(model.approval_timeout_s),  # fits in timeouts.run (registry/config.py)
                 # Airflow 3.3 race: a decision that lands before the scheduler has processed the parked
                 # task's exit gets the resumed task marked failed (the executor's late "success" finds it
                 # queued). The one retry asks again; a rejection or a timeout never retries.

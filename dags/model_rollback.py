@@ -1,11 +1,15 @@
-"""Rollback DAG ``model_rollback``: make an earlier published version the served one again.
+"""Rollback DAG ``model_rollback``: production serves a good version again.
 
-Manual only (no schedule). Params: **model** (one of config/models.yaml) and **version** (a
-published version number). It publishes a copy of that version as a new, higher version (TF
-Serving serves the highest; nothing published is overwritten), recording ``rollback_of`` in the
-new manifest, and emits an Asset event for ``s3://<serving>/<model>`` (through an AssetAlias,
-since the model is chosen at trigger time). Same step without Airflow:
-``tfs-release rollback MODEL --to N``.
+Manual only (no schedule). Params: **model** (one of config/models.yaml), **version** (the version to
+serve again; empty: the newest version whose rollout production confirmed, below what it serves now)
+and **reason**. Through the lifecycle (production/lifecycle.py), whatever the model's rollout mode:
+for ``rollout: all`` a copy of that version is published as a new, higher version (TF Serving serves
+the highest; nothing published is overwritten; ``rollback_of`` in its manifest), for ``rollout:
+canary`` the ``stable`` label moves to it and the canary is cleared (every replica's sync sidecar
+applies it). The versions production stops serving are recorded as rolled back, so no later rollback
+returns to them. Running it again changes nothing once production is back on that version. Emits
+an Asset event for ``s3://<serving>/<model>`` (through an AssetAlias, since the model is chosen at
+trigger time). Same step without Airflow: ``tfs-release rollback MODEL [--to N]``.
 """
 from __future__ import annotations
 
@@ -47,8 +51,9 @@ def build_dag(config_path: str = CONFIG):
         params={
             "model": Param(names[0] if names else "", type="string", enum=names or [""], title="Model",
                            description="the TF Serving model to roll back"),
-            "version": Param(1, type="integer", minimum=1, title="Version",
-                             description="the published version to serve again (see `tfs-release versions MODEL`)"),
+            "version": Param(None, type=["null", "integer"], minimum=1, title="Version",
+                             description="the version to serve again (`tfs-release versions MODEL` lists them "
+                                         "with their rollout state); empty: the newest confirmed one"),
             "reason": Param("", type="string", maxLength=500, title="Reason",
                             description="why (logged and kept in the run's XCom)"),
         },
@@ -57,29 +62,28 @@ def build_dag(config_path: str = CONFIG):
     )
     def model_rollback():
         @task(outlets=[ALIAS])
-        def rollback(params=None, run_id=None, outlet_events=None) -> dict:
-            """Publish a copy of ``version`` as the new highest version of ``model``."""
-            from registry.publish import rollback as registry_rollback
+        def rollback(params=None, run_id=None, outlet_events=None, dag_run=None) -> dict:
+            """Production serves ``version`` (or the newest confirmed one) of ``model`` again."""
+            from production import lifecycle
             from registry.staging import safe_run_id
-            from registry.versions import list_versions
             from tfs_release_airflow.connection import s3_settings
 
             model = config_mod.load(config_path, strict=False).model(params["model"])
             client = s3_settings(model.extra.get("conn_id", "aws_default")).client()
-            before = [v["version"] for v in list_versions(client, model.serving)]
-            log.info("rolling back %s to version %s (published: %s; served now: %s); reason: %s",
-                     model.name, params["version"], before, max(before, default=None),
+            who = getattr(dag_run, "triggering_user_name", None) or f"airflow run {run_id}"
+            log.info("rolling back %s to %s; reason: %s", model.name,
+                     f"version {params['version']}" if params["version"] else "the newest confirmed version",
                      params["reason"] or "(none given)")
-            res = registry_rollback(client, model.serving, model.name, params["version"],
-                                    run_id=safe_run_id(f"rollback-{run_id}"), reason=params["reason"] or None)
-            out = {**res.to_json(), "rollback_of": params["version"], "previous_highest": max(before),
-                   "reason": params["reason"]}
+            res = lifecycle.rollback(client, model, to=params["version"], reason=params["reason"] or None, by=who,
+                                     run_id=safe_run_id(f"rollback-{run_id}"))
+            out = {**res, "version": res["served"], "reason": params["reason"]}
             uri = f"s3://{model.serving.bucket}/{model.serving.prefix.rstrip('/')}"
             outlet_events[ALIAS].add(Asset(uri=uri),  # the release DAG's Asset (named by its URI)
-                                     extra={"model": model.name, "version": res.version,
-                                            "rollback_of": params["version"], "manifest": out["manifest"]})
-            log.info("%s: version %s is now the highest (a copy of %s)", model.name, res.version,
-                     params["version"])
+                                     extra={"model": model.name, "version": res["served"],
+                                            "rollback_of": res["rollback_of"], "already": res["already"]})
+            log.info("%s: production %s version %s (%s)", model.name,
+                     "already serves" if res["already"] else "now serves", res["served"],
+                     f"a copy of {res['rollback_of']}" if res.get("copy") else "stable label")
             return out
 
         rollback()

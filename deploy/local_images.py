@@ -113,11 +113,11 @@ class Image:
         return f"{self.repo}:{recipe_hash(*parts)}"
 
 
-PROJECT = ("cli.py", "registry", "exporters", "validation", "standin", "config", "demo/golden")
+PROJECT = ("cli.py", "registry", "exporters", "validation", "production", "standin", "config", "demo/golden")
 IMAGES = {
     "airflow": Image("TFSR_AIRFLOW_IMAGE", "tfs-release/airflow", "docker/airflow.Dockerfile", "airflow",
-                     ("requirements.txt", "cli.py", "registry", "validation/__init__.py", "validation/sweep.py",
-                      "validation/endpoint_auth.py", "config", "dags", "plugins", "docker/airflow-init.sh")),
+                     ("requirements.txt", "cli.py", "registry", "validation", "production", "config", "dags", "plugins",
+                      "docker/airflow-init.sh")),
     "worker": Image("TFSR_WORKER_IMAGE", "tfs-release/worker", "docker/worker.Dockerfile", "worker",
                     ("requirements-worker.txt", *PROJECT, "docker/tfs-release.sh", "docker/create-buckets.py"),
                     serving_arg=True),

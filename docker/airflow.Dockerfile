@@ -15,10 +15,11 @@ RUN if [ "$INSTALL_REQUIREMENTS" = 1 ]; then pip install --no-cache-dir -r /opt/
 USER 0
 COPY cli.py /opt/tfs-release/cli.py
 COPY registry /opt/tfs-release/registry
-# what the plugins use of validation/ (no TensorFlow here): the container sweep/reaper (step-image
-# operator) and the production endpoints' credentials (rollout trigger, step env); a unit test
+# whole packages the DAGs and plugins reach (no TensorFlow is imported from them here: the container
+# reaper, endpoint credentials, what production serves); a unit test
 # (tests/unit/deploy/test_airflow_image.py) checks this list against the plugins' and DAGs' imports
-COPY validation/__init__.py validation/sweep.py validation/endpoint_auth.py /opt/tfs-release/validation/
+COPY validation /opt/tfs-release/validation
+COPY production /opt/tfs-release/production
 COPY config /opt/tfs-release/config
 COPY dags /opt/tfs-release/dags
 COPY plugins /opt/tfs-release/plugins

@@ -15,6 +15,7 @@ COPY cli.py /opt/tfs-release/cli.py
 COPY registry /opt/tfs-release/registry
 COPY exporters /opt/tfs-release/exporters
 COPY validation /opt/tfs-release/validation
+COPY production /opt/tfs-release/production
 COPY standin /opt/tfs-release/standin
 COPY config /opt/tfs-release/config
 COPY demo/golden /opt/tfs-release/demo/golden

@@ -24,7 +24,7 @@ KNOWN_KEYS = {
     "class_dtype", "latency_budget_ms", "conn_id", "owner", "tags", "launcher",
     "tolerance", "alerts", "serving_image", "validation_deadline_s", "report_base_url",
     "staging_keep_days", "validation_batch_size", "latency_samples", "regression", "production",
-    "on_failed_rollout", "approval", "approval_timeout_s", "rollout",
+    "on_failed_rollout", "on_unknown_rollout", "approval", "approval_timeout_s", "rollout",
     "min_map", "min_ap50", "min_accuracy", "min_miou_set", "trigger", "checkpoint_poll_s",
 }
 # keys that were accepted once but nothing reads: refused with what to use instead
@@ -51,6 +51,8 @@ CONN_ID = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
 # and/or training posts an Asset event), or only the cron ``schedule``
 TRIGGERS = ("checkpoint-event", "schedule")
 DEFAULT_CHECKPOINT_POLL_S = 5.0
+# approval_timeout_s when unset: what the run's timeout leaves after the decision, at most a day
+MAX_DEFAULT_APPROVAL_TIMEOUT_S = 86400.0
 EMAIL = re.compile(r"^[^@\s,;]+@[^@\s,;]+$")
 
 
@@ -117,6 +119,13 @@ class ModelConfig:
     @property
     def latency_samples(self) -> int:
         return self.extra.get("latency_samples") or DEFAULT_LATENCY_SAMPLES
+
+    @property
+    def approval_timeout_s(self) -> float:
+        """Seconds the ``approve`` task waits for a decision (fits in ``timeouts.run``, see
+        ``approval_timeout``)."""
+        v = self.extra.get("approval_timeout_s")
+        return float(v) if v is not None else default_approval_timeout(self.timeouts)
 
     @property
     def model_prefix(self) -> S3Uri:
@@ -312,6 +321,10 @@ def parse_model(name: str, raw: Any, *, base_dir: str = ".") -> ModelConfig:
     if raw.get("on_failed_rollout") is not None and raw["on_failed_rollout"] not in ("rollback", "alert"):
         raise ConfigError(f"models.{name}.on_failed_rollout must be rollback (publish the previous good version "
                           f"again) or alert (only alert), got {raw['on_failed_rollout']!r}")
+    if raw.get("on_unknown_rollout") is not None and raw["on_unknown_rollout"] not in ("alert", "rollback"):
+        raise ConfigError(f"models.{name}.on_unknown_rollout must be alert (production could not be observed: "
+                          f"alert, roll nothing back; the default) or rollback (treat it as failed), "
+                          f"got {raw['on_unknown_rollout']!r}")
     if raw.get("validation_deadline_s") is not None:
         v = raw["validation_deadline_s"]
         if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
@@ -324,7 +337,36 @@ def parse_model(name: str, raw: Any, *, base_dir: str = ".") -> ModelConfig:
     kw["extra"].pop("timeouts", None)
     if raw.get("timeouts") is not None:
         kw["timeouts"] = parse_timeouts(name, raw["timeouts"])
+    kw["extra"]["approval_timeout_s"] = approval_timeout(name, raw, kw.get("timeouts") or Timeouts())
     return ModelConfig(**kw)
+
+
+def default_approval_timeout(t: Timeouts) -> float:
+    """``approval_timeout_s`` when unset: what the run leaves after publish and the other tasks
+    (``timeouts.run - timeouts.publish - timeouts.other``), at most a day."""
+    return min(MAX_DEFAULT_APPROVAL_TIMEOUT_S, t.run - t.publish - t.other)
+
+
+def approval_timeout(name: str, raw: dict, t: Timeouts) -> float:
+    """The seconds the ``approve`` task waits for a decision. It must fit in the run with room for the
+    rest of the release after the decision (``approval_timeout_s + timeouts.publish + timeouts.other
+    <= timeouts.run``): else the run's ``dagrun_timeout`` ends it first, ``approve`` is skipped instead
+    of failing, and its alert never goes out."""
+    room = t.run - t.publish - t.other
+    v = raw.get("approval_timeout_s")
+    if v is None:
+        if raw.get("approval") in ("required", "on_regression") and room <= 0:
+            raise ConfigError(f"models.{name}.timeouts leave no time for approval: run ({t.run:g}s) minus publish "
+                              f"({t.publish:g}s) and other ({t.other:g}s) is {room:g}s. Raise timeouts.run, or "
+                              f"lower timeouts.publish/other.")
+        return default_approval_timeout(t)
+    if v + t.publish + t.other > t.run:
+        raise ConfigError(f"models.{name}.approval_timeout_s ({v:g}s) does not fit in timeouts.run ({t.run:g}s): "
+                          f"after the decision publish ({t.publish:g}s) and the other tasks ({t.other:g}s) still "
+                          f"need time, so the run would time out before the approval does (approve skipped, not "
+                          f"failed with its reason). " + (f"Lower approval_timeout_s to at most {room:g}, or raise" if room > 0
+                                         else "Raise") + f" timeouts.run to at least {v + t.publish + t.other:g}.")
+    return float(v)
 
 
 def parse_trigger(name: str, raw: dict, schedule: str | None) -> dict:

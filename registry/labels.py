@@ -1,6 +1,7 @@
-"""Canary releases: which version of a model is ``stable`` and which is ``canary``.
+"""Canary releases: where the state of which version is ``stable`` and which is ``canary`` is kept.
 
-For a model with ``rollout: canary`` the label state lives in the registry,
+Only production/lifecycle.py changes it (publish, promote, abort, rollback); the sync sidecar
+reads it. For a model with ``rollout: canary`` the label state lives in the registry,
 ``s3://<serving>/<model>/_labels.json``, so that every production replica's sync sidecar turns it
 into the same TF Serving model config file (registry/serving_config.py). Every change is a
 read-modify-write with a conditional put (If-Match on the ETag read, If-None-Match: * for the first
@@ -9,10 +10,7 @@ write): two writers never lose each other's change; the loser re-reads and re-ap
     {"stable": 3, "canary": 4, "aborted": [2], "history": [{time, action, stable, canary, version,
      reason, by}]}
 
-- publishing a version: the first becomes ``stable``; later ones become ``canary`` (a canary that
-  was still waiting is replaced, and recorded as superseded);
-- ``promote``: the canary becomes stable (TF Serving then unloads the old stable);
-- ``abort``: the canary is removed (TF Serving unloads it); an aborted version never becomes stable.
+(production/lifecycle.py and production/rules.py say what each change means.)
 """
 from __future__ import annotations
 
@@ -22,7 +20,7 @@ import logging
 
 import botocore.exceptions
 
-from registry.errors import BadInput, ReleaseError
+from registry.errors import ReleaseError
 from registry.s3 import S3Uri, error_code, http_status, translate
 
 log = logging.getLogger(__name__)
@@ -88,69 +86,6 @@ def update(client, serving: S3Uri, change, *, action: str, reason: str | None = 
     raise LabelConflict(f"the labels of {serving} kept changing while applying {action}: try again")
 
 
-def on_publish(client, serving: S3Uri, version: int) -> dict:
-    """A newly published version: the first is stable, later ones the canary."""
-    def change(s):
-        if s["stable"] is None:
-            s["stable"] = version
-        elif version not in (s["stable"], s["canary"]):
-            if s["canary"] is not None:
-                s["superseded"] = sorted(set(s.get("superseded") or []) | {s["canary"]})
-            s["canary"] = version
-        return version
-    return update(client, serving, change, action="publish")
-
-
-def _the_canary(s: dict, serving: S3Uri, expect: int | None, action: str) -> int:
-    """The canary to act on; BadInput when there is none or it is not ``expect``."""
-    c = s["canary"]
-    if c is None:
-        raise BadInput(f"nothing to {action}: {serving} has no canary (stable is {s['stable']})")
-    if expect is not None and c != expect:
-        raise BadInput(f"the canary of {serving} is version {c}, not {expect}: nothing done ({action})")
-    return c
-
-
-def promote(client, serving: S3Uri, *, reason: str, by: str | None = None, expect: int | None = None,
-            failed=lambda v: False) -> dict:
-    """The canary becomes stable. ``expect``: refuse unless the canary is that version.
-    ``failed(v)``: True when v's rollout failed (it must never become stable)."""
-    def change(s):
-        c = _the_canary(s, serving, expect, "promote")
-        if c in s["aborted"] or failed(c):
-            raise BadInput(f"version {c} of {serving} was aborted or its rollout failed: it cannot become stable")
-        s["stable"], s["canary"] = c, None
-        return c
-    return update(client, serving, change, action="promote", reason=reason, by=by)
-
-
-def abort(client, serving: S3Uri, *, reason: str, by: str | None = None, expect: int | None = None) -> dict:
-    """The canary is removed; it is remembered as aborted (never promoted later)."""
-    def change(s):
-        c = _the_canary(s, serving, expect, "abort")
-        s["canary"] = None
-        s["aborted"] = sorted(set(s["aborted"]) | {c})
-        return c
-    return update(client, serving, change, action="abort", reason=reason, by=by)
-
-
 def pinned(state: dict) -> set[int]:
     """Versions a sync must keep locally whatever its --keep: the labelled ones."""
     return {v for v in (state.get("stable"), state.get("canary")) if v is not None}
-
-
-def after_publish(client, model, version: int) -> dict | None:
-    """The label state after publishing ``version`` of a ``rollout: canary`` model (None otherwise)."""
-    if (model.extra or {}).get("rollout") != "canary":
-        return None
-    return on_publish(client, model.serving, version)
-
-
-def rollout_failed(client, serving: S3Uri, version: int) -> bool:
-    """True when version's rollout record (``_rollouts/N.json``) says anything but confirmed."""
-    from registry import layout
-    try:
-        rec = layout.read_json(client, serving.bucket, layout.rollout_key(serving, version))
-    except ValueError:
-        return True
-    return bool(rec) and rec.get("outcome") != "confirmed"

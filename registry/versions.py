@@ -45,7 +45,7 @@ def load_tombstones(client, serving: S3Uri, state: layout.State | None = None) -
 
 
 def load_rollouts(client, serving: S3Uri) -> dict[int, dict]:
-    """N -> what production did with N (``_rollouts/N.json``; validation/rollout.py)."""
+    """N -> what production did with N (``_rollouts/N.json``; production/lifecycle.py)."""
     keys = [o["Key"] for o in list_objects(client, serving.bucket, serving.prefix + layout.ROLLOUTS)
             if o["Key"].endswith(".json")]
 
@@ -191,16 +191,19 @@ def clean_orphans(client, serving: S3Uri, *, grace_seconds: float = 3600) -> lis
     return cleaned
 
 
-def retention(client, serving: S3Uri, keep: int) -> list[int]:
+def retention(client, serving: S3Uri, keep: int, *, protected: set[int] | frozenset = frozenset()) -> list[int]:
     """Keep the ``keep`` highest committed versions, never the newest, never a version that a kept
-    manifest rolls back to. Uncommit first (tombstone, then manifest), then delete the files, so
-    an interrupted run leaves an orphan, never a committed version with missing files."""
+    manifest rolls back to, never one in ``protected`` (what production serves or would roll back
+    to: production/lifecycle.py ``protected``). Uncommit first (tombstone, then manifest), then
+    delete the files, so an interrupted run leaves an orphan, never a committed version with missing
+    files."""
     if keep < 1:
         raise BadInput(f"--keep must be at least 1 (the newest version is always kept), got {keep}")
     manifests = load_manifests(client, serving)
     ordered = sorted(manifests)
     kept = set(ordered[-keep:])
-    protected = {m.get("rollback_of") for n, m in manifests.items() if n in kept and m.get("rollback_of")}
+    protected = set(protected) | {m.get("rollback_of") for n, m in manifests.items()
+                                  if n in kept and m.get("rollback_of")}
     removed = []
     for n in ordered:
         if n in kept or n in protected:

@@ -344,9 +344,9 @@ def regression_gate(model: ModelConfig, golden, base: dict, baseline_numbers: di
 def validate_candidate(client, model: ModelConfig, candidate_uri: str, *, launcher: str = "docker",
                        image: str | None = None, deadline_s: float = 180, tolerance: float = 1e-3,
                        latency_budget_ms: float | None = None, report_dir: str | None = None,
-                       accept_regression: str | None = None) -> dict:
-    """The verdict of one staged candidate. With a baseline (the version production serves, see
-    validation/baseline.py), both are loaded in the one temporary server and the regression gate
+                       accept_regression: str | None = None, baseline: dict | None) -> dict:
+    """The verdict of one staged candidate. With a ``baseline`` ({version, source}: the version
+    production serves, chosen by production/baseline.py; None for a first release), both are loaded in the one temporary server and the regression gate
     (validation/regression.py) compares them; ``accept_regression`` (a reason) lets a candidate the
     gate would block pass, on record."""
     model.require("task", "golden")
@@ -373,9 +373,7 @@ def validate_candidate(client, model: ModelConfig, candidate_uri: str, *, launch
         checks.append(serving_image.version_check(image, tf_version))
     lim = regression.limits(model.extra.get("regression"))
     accept_regression = (accept_regression or "").strip() or None
-    base = baseline_mod.resolve(client, model.serving, model.name,
-                                [e["rest"] for e in (model.extra.get("production") or {}).get("endpoints", [])
-                                 if e.get("rest")])
+    base = baseline_mod.load(client, model.serving, model.name, baseline)
     gate = regression.no_baseline(lim)
     cand_v = base["version"] + 1 if base else 1  # its number in the temporary server only
     previous = _on_sigterm()

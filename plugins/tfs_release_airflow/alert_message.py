@@ -26,6 +26,18 @@ says so, against which baseline, with the metric deltas and the worst images:
 
 An accepted regression (the ``accept_regression`` param) says so with its reason.
 
+A run that ended failed without a failed task's alert (``event="run_failure"``: the DAG's own
+``on_failure_callback``, e.g. its ``dagrun_timeout`` passed, so Airflow skipped the unfinished
+tasks) says how the run ended, which task it was waiting on and what was published:
+
+    [tfs-release] shapes-classifier: release run TIMED OUT at approve (awaiting input); nothing published
+    model:       shapes-classifier
+    checkpoint:  s3://training/shapes-classifier/checkpoints/ckpt-9 (step 9)
+    run:         timed out: the run's timeout (timeouts.run, 14400s) passed; Airflow skipped the unfinished tasks
+    waiting:     approve (try 1): awaiting input (Approve / Reject), no decision yet
+    published:   nothing (the run ended before publish)
+    ...
+
 Stdlib only (no Airflow): ``alerts.py`` gathers the facts from the Airflow context, this module
 only formats them, so the format is testable anywhere.
 """
@@ -47,7 +59,7 @@ _URL = re.compile(r"(https?://[^\s<>\"']+)")
 @dataclass(frozen=True)
 class Alert:
     """What happened to one release run (a failure, or a published version)."""
-    event: str                      # "failure" | "success"
+    event: str                      # "failure" | "success" | "run_failure" (the run's own callback)
     model: str
     dag_id: str
     run_id: str
@@ -62,6 +74,12 @@ class Alert:
     report_link: str | None = None  # what a human opens (base URL or presigned)
     version: int | None = None      # success: the published version
     regression: dict | None = None  # the verdict's "regression" (the gate against the baseline)
+    # run_failure: Airflow's reason ("timed_out", "all_tasks_deadlocked", ...), the run's timeout,
+    # whether task_id awaited a person's input, and what was published ("nothing ..." / "version N ...")
+    run_reason: str | None = None
+    run_timeout_s: float | None = None
+    awaiting_input: bool = False
+    published: str | None = None
 
 
 def one_line(text: object, limit: int) -> str:
@@ -99,8 +117,23 @@ def _baseline_version(reg: dict) -> str:
     return str((reg.get("baseline") or {}).get("version", "?"))
 
 
+def run_outcome(a: Alert) -> str:
+    """How the run ended, for the ``run:`` line."""
+    if a.run_reason == "timed_out":
+        limit = f" (timeouts.run, {a.run_timeout_s:g}s)" if a.run_timeout_s else ""
+        return f"timed out: the run's timeout{limit} passed; Airflow skipped the unfinished tasks"
+    if a.run_reason == "all_tasks_deadlocked":
+        return "failed: no task could run any more (all unfinished tasks deadlocked)"
+    return f"failed ({a.run_reason or 'no reason given'})"
+
+
 def subject(a: Alert) -> str:
     status = (a.regression or {}).get("status")
+    if a.event == "run_failure":
+        how = "TIMED OUT" if a.run_reason == "timed_out" else "FAILED"
+        at = f" at {a.task_id}" + (" (awaiting input)" if a.awaiting_input else "") if a.task_id else ""
+        tail = "; nothing published" if (a.published or "").startswith("nothing") else ""
+        return f"[tfs-release] {a.model}: release run {how}{at}{tail}"
     if a.event == "success":
         tail = " (regression accepted)" if status == "accepted" else ""
         return f"[tfs-release] {a.model}: version {a.version} published{tail}"
@@ -170,6 +203,15 @@ def text(a: Alert) -> str:
     lines.append(f"checkpoint:  {ck}" + (f" (step {a.step})" if a.step is not None else ""))
     if a.event == "success":
         lines.append(f"version:     {a.version}")
+    elif a.event == "run_failure":
+        lines.append(f"run:         {run_outcome(a)}")
+        task = a.task_id or "(unknown)"
+        state = ("awaiting input (Approve / Reject), no decision yet" if a.awaiting_input
+                 else "not finished" if a.task_id else "")
+        lines.append(f"waiting:     {task}" + (f" (try {a.try_number})" if a.try_number else "")
+                     + (f": {state}" if state else ""))
+        if a.published:
+            lines.append(f"published:   {one_line(a.published, MAX_REASON)}")
     else:
         task = a.task_id or "(unknown)"
         lines.append(f"failed task: {task}" + (f" (try {a.try_number})" if a.try_number else ""))

@@ -23,6 +23,11 @@ same one the validate task's "Validation report" extra link opens:
   those 7 days and it carries the access key id (never the secret), so it goes to Slack/e-mail
   only, never to XCom or logs.
 
+A run that ends failed without a failed task (its ``dagrun_timeout``: Airflow marks the unfinished
+tasks skipped, so no task callback fires; or a deadlock) alerts once through the DAG's own
+``on_failure_callback`` (``RunFailureAlert``): timed out or failed, the task it was waiting on (e.g.
+``approve`` awaiting input) and what was published (nothing, before ``publish``).
+
 Sending never raises: a channel that fails is logged and the others still go, so an alert problem
 never hides the failure it reports. The provider notifiers are imported when an alert is sent, not
 when the DAG file is parsed. Their ``notify`` is called directly (not ``__call__``): the text is
@@ -170,6 +175,10 @@ class ReleaseAlert(BaseNotifier):
             log.warning("no alert for the failed teardown %s (see its log)", getattr(task, "task_id", "?"))
             return
         subject, text = self.message(context)
+        self.send(context, subject, text)
+
+    def send(self, context, subject: str, text: str) -> None:
+        """One message on every configured channel; a channel that fails is logged, never raised."""
         sent, failed = [], []
         try:
             channels = provider_notifiers(self.alerts, subject, text)
@@ -196,13 +205,99 @@ class ReleaseAlert(BaseNotifier):
             log.exception("alert for %s could not be sent", self.model)
 
 
+def run_failure_from_context(context, *, model: str, conn_id: str, report_base_url: str | None,
+                             link_mode: str = "airflow", reports_root: str | None = None,
+                             run_timeout_s: float | None = None) -> Alert:
+    """The facts of a run that ended failed by itself (the DAG's callback): Airflow's reason, the task
+    it names (timed out: the unfinished task started last; Airflow has already marked it skipped),
+    whether that task awaited a person's input, and what this run published."""
+    import dataclasses
+    base = alert_from_context(context, model=model, event="failure", conn_id=conn_id,
+                              report_base_url=report_base_url, link_mode=link_mode, reports_root=reports_root)
+    ti = context.get("ti") or context.get("task_instance")
+    task_id = getattr(ti, "task_id", None)
+    task = getattr(ti, "task", None)
+    awaiting = task_id == "approve" or any(c.__name__ == "HITLOperator" for c in type(task).__mro__)
+    pub = _pull(ti, "publish") or {}
+    dag = context.get("dag")
+    try:
+        before_publish = task_id is not None and task_id in dag.get_task("publish").get_flat_relative_ids(
+            upstream=True)
+    except Exception:  # noqa: BLE001 - no DAG or no publish task: say what is known
+        before_publish = False
+    if pub.get("version") is not None:
+        published = f"version {pub['version']} (published by this run before it ended; not a complete release)"
+    elif before_publish:
+        published = "nothing (the run ended before publish)"
+    elif task_id == "publish":
+        published = f"not known: publish was cut off (`tfs-release versions {model}` lists what is committed)"
+    elif task_id is None:
+        published = f"not known (no task in the callback's context; `tfs-release versions {model}` lists it)"
+    else:
+        published = "nothing recorded by this run's publish task"
+    return dataclasses.replace(base, event="run_failure", reason=None, version=pub.get("version"),
+                               run_reason=context.get("reason"), run_timeout_s=run_timeout_s,
+                               awaiting_input=bool(task_id) and awaiting, published=published)
+
+
+class RunFailureAlert(ReleaseAlert):
+    """The release DAG's own ``on_failure_callback``: one alert for a run that ended failed without a
+    failed task's alert, e.g. its ``dagrun_timeout`` passed (Airflow then marks the unfinished tasks
+    skipped, so no task callback fires), or every unfinished task deadlocked.
+
+    Airflow 3.3 runs it in the DAG processor (``DagCallbackRequest``; ``airflow dags test`` runs it in
+    process) with the context of the task Airflow names (``ti``, ``dag_run``, ``params``; XCom reads work)
+    and ``reason``: ``timed_out``, ``all_tasks_deadlocked`` or ``task_failure``. A ``task_failure`` run
+    has a failed task whose own failure callback (every task has one) already alerted: nothing is sent."""
+
+    def __init__(self, *, run_timeout_s: float | None = None, **kwargs):
+        super().__init__(event="failure", **kwargs)
+        self.run_timeout_s = run_timeout_s
+
+    def message(self, context) -> tuple[str, str]:
+        try:
+            alert = run_failure_from_context(context, model=self.model, conn_id=self.conn_id,
+                                             report_base_url=self.report_base_url,
+                                             link_mode=getattr(self.alerts, "report_link", "airflow"),
+                                             reports_root=self.reports_root, run_timeout_s=self.run_timeout_s)
+        except Exception as exc:  # noqa: BLE001 - still tell someone
+            log.exception("alert: could not gather the run's facts; sending a minimal message")
+            run_id = str(context.get("run_id"))
+            alert = Alert(event="run_failure", model=self.model, dag_id=f"release__{self.model}", run_id=run_id,
+                          run_url=alert_message.run_url(ui_base_url(), f"release__{self.model}", run_id),
+                          run_reason=context.get("reason"), run_timeout_s=self.run_timeout_s,
+                          published=f"not known (alert details unavailable: {exc})")
+        return alert_message.subject(alert), alert_message.text(alert)
+
+    def notify(self, context) -> None:
+        reason = context.get("reason")
+        if reason == "task_failure":
+            ti = context.get("ti")
+            log.info("run %s of %s failed at %s, whose failure alert went out: no second alert",
+                     context.get("run_id"), self.model, getattr(ti, "task_id", "a task"))
+            return
+        subject, text = self.message(context)
+        self.send(context, subject, text)
+
+
+def run_failure_alert(model) -> RunFailureAlert | None:
+    """The release DAG's ``on_failure_callback`` (DAG level), or None when the model has no ``alerts``."""
+    alerts = model.extra.get("alerts")
+    if alerts is None:
+        return None
+    return RunFailureAlert(model=model.name, alerts=alerts, conn_id=model.extra.get("conn_id", "aws_default"),
+                           report_base_url=model.extra.get("report_base_url"), reports_root=reports_root(model),
+                           run_timeout_s=model.timeouts.run)
+
+
 def release_alert(model, event: str) -> ReleaseAlert | None:
     """The notifier for a model's release DAG, or None when it has no ``alerts`` (or no on_success).
 
     Wired as a *task* callback (the worker has the exception; a DAG callback would not): failure on
     every task through ``default_args``, success on ``publish`` only. The DAG is a chain, so a failed
     run has exactly one failed task (the ones after it end upstream_failed and run no callback), and
-    a task with retries alerts only after its last try: one alert per failed run.
+    a task with retries alerts only after its last try: one alert per failed run. A run that fails
+    with no failed task (its timeout) alerts through the DAG's own callback (``run_failure_alert``).
     """
     alerts = model.extra.get("alerts")
     if alerts is None or (event == "success" and not alerts.on_success):

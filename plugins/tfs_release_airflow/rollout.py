@@ -4,15 +4,14 @@
 every ``poll_s`` it asks each production endpoint for version N (TF Serving's REST
 ``/v1/models/<m>/versions/<N>``) until N is AVAILABLE on all of them, one reports it failed to load
 (state END with TF Serving's error), or the deadline passes. The task then returns what it saw
-(XCom) and never fails: the ``confirm_rollout`` step that follows (``tfs-release confirm``, worker
-env) checks again, runs the smoke test against production and rolls back a failed rollout.
+(XCom: served / failed / unknown, production/rules.py ``classify``) and never fails: the
+``confirm_rollout`` step that follows (``tfs-release confirm``, worker env) checks again, runs the
+smoke test against production and records the outcome through production/lifecycle.py.
 """
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-import urllib.error
 from typing import Any
 
 from airflow.sdk import BaseOperator
@@ -20,19 +19,11 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 
 def rest_status(rest: str, model: str, version: int, timeout: float = 5.0, auth=None) -> dict:
+    """Version N on one REST endpoint: production/observe.py's answer (the one implementation the
+    CLI's confirm, this trigger and the gate's baseline share)."""
+    from production.observe import version_status
     from validation.endpoint_auth import NONE
-    url = f"{rest.rstrip('/')}/v1/models/{model}/versions/{int(version)}"
-    try:
-        with (auth or NONE).urlopen(url, timeout=timeout) as r:
-            body = json.loads(r.read())
-    except urllib.error.HTTPError as exc:
-        return {"state": "NOT_FOUND" if exc.code == 404 else "ERROR", "error": f"HTTP {exc.code}"}
-    except (OSError, ValueError) as exc:
-        return {"state": "UNREACHABLE", "error": f"{type(exc).__name__}: {exc}"[:300]}
-    for v in body.get("model_version_status", []):
-        if int(v.get("version", -1)) == int(version):
-            return {"state": v.get("state", "UNKNOWN"), "error": (v.get("status") or {}).get("error_message", "")}
-    return {"state": "NOT_FOUND", "error": ""}
+    return version_status({"rest": rest}, model, version, timeout=timeout, auth=auth or NONE)
 
 
 FIRST_POLL_AFTER_S = 10.0
@@ -57,10 +48,11 @@ class RolloutTrigger(BaseTrigger):
                  **({"auth": self.auth} if self.auth else {})})
 
     async def run(self):
-        rows = {e: {"endpoint": e, "state": "UNKNOWN", "error": ""} for e in self.endpoints}
+        rows = {e: {"endpoint": e, "state": "UNKNOWN", "error": "", "others": []} for e in self.endpoints}
         # not within seconds of the deferral: the scheduler first drains the deferring attempt's exit
         # event (fired sooner, the resumed attempt can be marked failed: apache/airflow#72716)
         await asyncio.sleep(max(0.0, FIRST_POLL_AFTER_S - (time.time() - self.started)))
+        from production.rules import classify
         from validation.endpoint_auth import NONE, EndpointAuth
         auth = EndpointAuth.from_dict(self.auth, where="the rollout trigger's auth") if self.auth else NONE
         while True:
@@ -68,13 +60,8 @@ class RolloutTrigger(BaseTrigger):
                 if rows[e]["state"] != "AVAILABLE":
                     rows[e].update(await asyncio.to_thread(rest_status, e, self.model, self.version, 5.0, auth))
             elapsed = time.time() - self.started
-            if any(r["state"] == "END" and r["error"] for r in rows.values()):
-                outcome = "failed"
-            elif all(r["state"] == "AVAILABLE" for r in rows.values()):
-                outcome = "served"
-            elif elapsed >= self.deadline_s:
-                outcome = "timed out"
-            else:
+            outcome, _ = classify(list(rows.values()), waited_out=elapsed >= self.deadline_s, version=self.version)
+            if outcome == "waiting":
                 await asyncio.sleep(self.poll_s)
                 continue
             yield TriggerEvent({"outcome": outcome, "seconds": round(elapsed, 2), "version": self.version,

@@ -93,4 +93,4 @@ def test_release_waits_for_production_then_a_stuck_sync_is_rolled_back(productio
     assert rec["outcome"] == "rolled back" and rec["rollback_to"] == 1 and rec["rollback_version"] == 3, rec
     assert "version 2 NOT_FOUND" in rec["reason"] or "version 2 UNKNOWN" in rec["reason"], rec["reason"]
     out = p.stdout + p.stderr
-    assert "rollout of shapes-classifier version 2 timed out" in out
+    assert "rollout of shapes-classifier version 2 failed" in out

@@ -4,7 +4,8 @@ provider notifiers, over TCP, to a real SMTP server (aiosmtpd) and a real HTTP w
 (demo/alert_sinks.py, started here on 127.0.0.1). With ``report_link: presigned`` the report link is
 presigned with the model's Airflow AWS connection against the real SeaweedFS and must open the
 uploaded report; by default it is the report endpoint on Airflow's API server (opened for real, behind
-the login, in tests/e2e/test_report_link.py)."""
+the login, in tests/e2e/test_report_link.py). The release DAG's own failure callback (a run that timed
+out while ``approve`` waited) is run by Airflow's DAG-processor code and delivers the same way."""
 from __future__ import annotations
 
 import json
@@ -58,7 +59,7 @@ def report(seaweedfs):
     return f"s3://{bucket}/{key}"
 
 
-def send(airflow_python, tmp_path, sinks, seaweedfs, spec: dict, **conn_overrides) -> dict:
+def send(airflow_python, tmp_path, sinks, seaweedfs, spec: dict, mode: str = "send", **conn_overrides) -> dict:
     conns = {**sinks.connections(), **conn_overrides}
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("AIRFLOW", "AWS_", "TFS_RELEASE_")) and k not in ("PYTHONPATH", "VIRTUAL_ENV")}
@@ -70,7 +71,7 @@ def send(airflow_python, tmp_path, sinks, seaweedfs, spec: dict, **conn_override
                    "extra": {"endpoint_url": seaweedfs.endpoint, "region_name": "us-east-1"}}))
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     out = tmp_path / "out.json"
-    p = subprocess.run([airflow_python, PROBE, "send", str(tmp_path / "spec.json"), str(out)], env=env,
+    p = subprocess.run([airflow_python, PROBE, mode, str(tmp_path / "spec.json"), str(out)], env=env,
                        cwd=str(tmp_path), capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-4000:]
     return json.loads(out.read_text())
@@ -163,3 +164,43 @@ def test_success_alert_announces_the_published_version(airflow_python, tmp_path,
     run = RUN_ID.replace(":", "%3A").replace("+", "%2B")
     assert f"report:      {UI}/tfs-release/reports/{MODEL}/{run}-t1/index.html" in text.splitlines(), text
     assert "X-Amz-" not in text and seaweedfs.access_key not in text
+
+
+def test_a_run_that_timed_out_awaiting_approval_alerts_once_through_the_dags_callback(
+        airflow_python, tmp_path, sinks, seaweedfs):
+    """The release DAG's own on_failure_callback (RunFailureAlert), run by Airflow's DAG-processor code
+    for a dagrun_timeout while ``approve`` waited for input (no task callback fires then: Airflow marks
+    the unfinished tasks skipped): one message on both real receivers, saying so."""
+    import yaml
+    cfg = tmp_path / "config" / "models.yaml"
+    cfg.parent.mkdir()
+    cfg.write_text(yaml.safe_dump({"models": {MODEL: {
+        "task": "classification", "checkpoints": f"s3://training/{MODEL}/checkpoints/",
+        "serving": f"s3://serving/{MODEL}/", "golden": "demo/golden/shapes-classifier/",
+        "experiment": "resnet_imagenet", "input_size": [64, 64], "approval": "required",
+        "alerts": {"slack_conn_id": "slack_alerts", "smtp_conn_id": "smtp_alerts",
+                   "email_to": ["ml-oncall@example.com"], "email_from": "tfs-release@example.com"}}}}))
+    spec = {"config": str(cfg), "dag_file": os.path.join(ROOT, "dags", "model_release.py"),
+            "dag_id": f"release__{MODEL}", "run_id": RUN_ID, "reason": "timed_out", "task_id": "approve",
+            "try_number": 1, "send": True,
+            "xcom": {"newest_checkpoint|return_value": {"uri": "s3://training/m/checkpoints/ckpt-42", "step": 42},
+                     "validate|return_value": {"passed": True, "checks": CHECKS[:1], "report": None}}}
+    r = send(airflow_python, tmp_path, sinks, seaweedfs, spec, mode="dag-callback")
+    assert r["callbacks"] == [["RunFailureAlert", 14400.0]]
+    assert sinks.wait(mails=1, webhooks=1, timeout=15), r["logs"]
+    [mail], [hook] = sinks.mails, sinks.webhooks
+    text = hook.payload["text"]
+    assert mail.text == text
+    assert mail.subject == f"[tfs-release] {MODEL}: release run TIMED OUT at approve (awaiting input); nothing published"
+    assert sorted(mail.rcpt_tos) == ["ml-oncall@example.com"]
+    lines = text.splitlines()
+    assert lines[:6] == [
+        mail.subject,
+        f"model:       {MODEL}",
+        "checkpoint:  s3://training/m/checkpoints/ckpt-42 (step 42)",
+        "run:         timed out: the run's timeout (timeouts.run, 14400s) passed; Airflow skipped the unfinished tasks",
+        "waiting:     approve (try 1): awaiting input (Approve / Reject), no decision yet",
+        "published:   nothing (the run ended before publish)",
+    ]
+    assert lines[-1] == f"airflow run: {UI}/dags/release__{MODEL}/runs/manual__2026-03-04T05%3A06%3A07%2B00%3A00"
+    assert any("sent via slack (slack_alerts), e-mail (smtp_alerts)" in ln for ln in r["logs"])

@@ -182,7 +182,7 @@ def test_canary_promote_abort_restarts_and_two_sidecars(canary_env, s3, tmp_path
         _publish(env, s3, tmp_path, "canary-cls", 3.0, "v3")
         p = env.cli("confirm", "canary-cls", "--version", "3", "--deadline", "3", "--poll", "0.5", "--json")
         rec = json.loads(p.stdout)
-        assert p.returncode == 1 and rec["outcome"] == "rolled back", rec
+        assert p.returncode == 1 and rec["outcome"] == "aborted", rec
         assert rec["action"] == "aborted the canary; stable version 2 serves", rec
         # v4 as canary, then aborted by hand: v4 unloaded, stable stays; an aborted version is never promoted
         _publish(env, s3, tmp_path, "canary-cls", 4.0, "v4")
@@ -200,6 +200,6 @@ def test_canary_promote_abort_restarts_and_two_sidecars(canary_env, s3, tmp_path
         assert [h["action"] for h in labels["history"]] == ["publish", "publish", "promote", "publish", "abort",
                                                             "publish", "abort"]
         assert labels["history"][2]["by"] == "alice" and labels["history"][6]["reason"] == "error rate up"
-        assert labels["history"][4]["by"] == "tfs-release confirm" and "timed out" in labels["history"][4]["reason"]
+        assert labels["history"][4]["by"] == "tfs-release confirm" and "failed" in labels["history"][4]["reason"]
     finally:
         server.stop()

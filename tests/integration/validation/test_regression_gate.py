@@ -49,7 +49,7 @@ def test_first_release_then_identical_candidate_passes_with_no_flips(gate_env, s
     rc, v = _validate(gate_env, same, standin_image)
     g = v["regression"]
     assert rc == 0 and v["passed"], v["reason"]
-    assert g["status"] == "passed" and g["baseline"]["version"] == 1 and g["baseline"]["source"] == "registry"
+    assert g["status"] == "passed" and g["baseline"]["version"] == 1 and g["baseline"]["source"].startswith("registry")
     assert g["flips"]["regressed"] == 0 and g["flips"]["changed"] == 0 and g["flips"]["images"] == 150
     assert all(row["delta"] == 0 for row in g["metrics"]) and g["metrics"][0]["name"] == "accuracy"
     assert g["signatures"]["compatible"] and g["signatures"]["breaking"] == []
@@ -131,8 +131,12 @@ def test_signature_breaking_candidate_is_blocked_with_the_diff(gate_env, s3, tmp
 
 def test_baseline_is_what_production_serves_not_the_newest_committed(gate_env, s3, tmp_path):
     """Production lags (its sync is behind: it serves v1 while v2 is committed): the baseline is v1.
-    A production version the registry does not hold is an error; no endpoint answering falls back
-    to the registry's newest."""
+    Production that cannot be observed fails the gate closed (unless baseline=newest_confirmed); a
+    production version the registry does not hold is an error; gRPC-only endpoints are asked too."""
+    import time
+
+    from production.baseline import BaselineUnknown, choose
+    from registry.config import ModelConfig
     from registry.errors import BadInput
     from registry.publish import publish
     from validation import baseline
@@ -144,23 +148,29 @@ def test_baseline_is_what_production_serves_not_the_newest_committed(gate_env, s
     prod = tmp_path / "production"
     candidates.save(candidates.classifier_module(), str(prod / gate_env.name / "1"))
     server = ProcessLauncher().start(str(prod), gate_env.name)
+
+    def model(*endpoints):
+        return ModelConfig(name=gate_env.name, serving=serving, task="classification",
+                           extra={"production": {"endpoints": list(endpoints)}} if endpoints else {})
     try:
         from validation.clients import RestClient, wait_available
         wait_available(RestClient(server.host, server.rest_port, gate_env.name), deadline_s=120, alive=server.alive)
-        url = f"http://{server.host}:{server.rest_port}"
-        dead = "http://127.0.0.1:9"  # nothing listens: skipped
-        b = baseline.resolve(s3, serving, gate_env.name, [dead, url])
-        assert (b["version"], b["source"]) == (1, f"production {url}")
-        assert baseline.resolve(s3, serving, gate_env.name, [dead])["version"] == 2
-        assert baseline.resolve(s3, serving, gate_env.name, None)["source"] == "registry"
+        url, grpc = f"http://{server.host}:{server.rest_port}", f"{server.host}:{server.grpc_port}"
+        dead = {"rest": "http://127.0.0.1:9"}  # nothing listens
+        assert choose(s3, model({"rest": url})) == {"version": 1, "source": f"production {url}"}
+        assert choose(s3, model({"grpc": grpc}))["version"] == 1  # gRPC-only production
+        with pytest.raises(BaselineUnknown, match=r"fails closed.*baseline=newest_confirmed"):
+            choose(s3, model(dead, {"rest": url}))
+        # newest_confirmed: nothing was confirmed in production yet -> no baseline to compare with
+        assert choose(s3, model(dead), mode="newest_confirmed") is None
+        assert choose(s3, model())["source"].startswith("registry") and choose(s3, model())["version"] == 2
         os.rename(prod / gate_env.name / "1", prod / gate_env.name / "7")  # serves v7 after its next poll
-        import time
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and baseline.production_version([url], gate_env.name)[0] != 7:
+        while time.monotonic() < deadline and choose(s3, model({"rest": url}))["version"] != 7:
             time.sleep(0.5)
-        with pytest.raises(BadInput, match=r"production \(http://127\.0\.0\.1:\d+\) serves shapes-classifier "
+        with pytest.raises(BadInput, match=r"production http://127\.0\.0\.1:\d+ serves shapes-classifier "
                                            r"version 7, but s3://serving-\w+/shapes-classifier/ holds no committed "
                                            r"version 7 \(committed: \[1, 2\]\)"):
-            baseline.resolve(s3, serving, gate_env.name, [url])
+            baseline.load(s3, serving, gate_env.name, choose(s3, model({"rest": url})))
     finally:
         server.stop()

@@ -76,7 +76,7 @@ def test_confirmed_then_unloadable_version_is_rolled_back(production, s3, tmp_pa
     p = env.cli("confirm", env.name, "--version", "2", "--poll", "0.5", "--json", timeout=300)
     rec = json.loads(p.stdout)
     assert p.returncode == 1 and rec["outcome"] == "rolled back", rec
-    assert "version 2 END" in rec["reason"] and "PyFunc" in rec["reason"], rec["reason"]
+    assert "TF Serving failed to load it" in rec["reason"] and "PyFunc" in rec["reason"], rec["reason"]
     assert rec["rollback_to"] == 1 and rec["rollback_version"] == 3
     assert rec["rollback"]["outcome"] == "confirmed", rec["rollback"]
     # the records, the manifest of the rollback and `versions` agree
@@ -87,10 +87,16 @@ def test_confirmed_then_unloadable_version_is_rolled_back(production, s3, tmp_pa
     m3 = json.loads(s3.get_object(Bucket=env.serving, Key=layout.manifest_key(S3Uri(env.serving, f"{env.name}/"), 3))["Body"].read())
     assert m3["rollback_reason"].startswith("rollout of version 2 failed: ")
     # production serves the rollback (a copy of 1), never the bad version
-    from validation.rollout import status_once
+    from production.observe import version_status
     ep = rec["endpoints"][0]["endpoint"]
-    assert status_once({"rest": ep}, env.name, 3)["state"] == "AVAILABLE"
-    assert status_once({"rest": ep}, env.name, 2)["state"] == "END"
+    assert version_status({"rest": ep}, env.name, 3)["state"] == "AVAILABLE"
+    assert version_status({"rest": ep}, env.name, 2)["state"] == "END"
+    # confirm and rollback again: idempotent (the records decide; nothing new is published)
+    again = json.loads(env.cli("confirm", env.name, "--version", "2", "--json", check=1).stdout)
+    assert again["already"] and again["state"] == "rolled back" and again["rollback_version"] == 3, again
+    back = json.loads(env.cli("rollback", env.name, "--json", check=0).stdout)
+    assert back["already"] and back["served"] == 3 and back["rollback_of"] == 1, back
+    assert len(json.loads(env.cli("versions", env.name, "--json", check=0).stdout)["versions"]) == 3
 
 
 def test_production_behind_tls_and_a_token(gate_env, s3, tmp_path, standin_image):
@@ -148,7 +154,9 @@ def test_production_behind_tls_and_a_token(gate_env, s3, tmp_path, standin_image
             p = env.cli("confirm", env.name, "--version", "1", "--poll", "0.5", "--on-failed", "alert", "--json",
                         timeout=120, env=auth_env)
             rec = json.loads(p.stdout)
-            assert p.returncode == 1 and rec["outcome"] == "timed out", rec
+            # production could not be observed: unknown, not failed (nothing would be rolled back)
+            assert p.returncode == 1 and rec["outcome"] == "unknown", rec
+            assert "could not be observed" in rec["reason"] and "confirm again" in rec["action"], rec
             rows = {r["endpoint"]: r for r in rec["endpoints"]}
             assert rows[f"grpc://localhost:{grpc_port}"]["state"] == "UNREACHABLE", rows  # no TLS client
             return rows[proxy.url]
@@ -189,7 +197,7 @@ def test_production_behind_tls_and_a_token(gate_env, s3, tmp_path, standin_image
         assert p.returncode == 0, p.stderr[-3000:]
         r = json.loads(out.read_text())
         assert r["with_auth"]["outcome"] == "served" and "auth" in r["kwargs_keys"], r
-        assert r["without_auth"]["outcome"] == "timed out", r
+        assert r["without_auth"]["outcome"] == "unknown", r  # not observed: never "failed"
         assert "CERTIFICATE_VERIFY_FAILED" in r["without_auth"]["endpoints"][0]["error"], r
     finally:
         if proxy is not None:

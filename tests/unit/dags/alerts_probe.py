@@ -4,6 +4,8 @@ the release DAG's alert wiring there, and write what the tests check as JSON.
     python alerts_probe.py message SPEC.json OUT.json   # the alert a context yields (no sending)
     python alerts_probe.py send SPEC.json OUT.json      # ReleaseAlert(...)(context): really sends
     python alerts_probe.py dag DAG_FILE OUT.json        # callbacks and extra links per task
+    python alerts_probe.py dag-callback SPEC.json OUT.json  # the DAG's own on_failure_callback, called
+                                                        # by Airflow's DAG-processor code (sends when "send")
 
 SPEC: {"model", "alerts" (raw config), "event", "conn_id", "report_base_url", "reports_root", "context":
 {"dag_id", "run_id", "task_id", "try_number", "exception", "params", "xcom": {"task|key": value},
@@ -50,6 +52,72 @@ def context_for(c: dict) -> dict:
     return ctx
 
 
+class XComComms:
+    """Answers the XCom reads a callback makes, as the DAG processor's supervisor does (GetXCom,
+    GetXComSequenceSlice), from the spec's {"task|key": value}; records them."""
+
+    def __init__(self, xcom: dict):
+        self.xcom, self.pulls = xcom, []
+
+    def send(self, msg):
+        from airflow.sdk.execution_time.comms import XComResult, XComSequenceSliceResult
+        key = f"{msg.task_id}|{msg.key}"
+        self.pulls.append(key)
+        value = self.xcom.get(key)
+        if type(msg).__name__ == "GetXComSequenceSlice":
+            return XComSequenceSliceResult(root=[] if value is None else [value])
+        if type(msg).__name__ == "GetXCom":
+            return XComResult(key=msg.key, value=value)
+        raise RuntimeError(f"the probe does not answer {type(msg).__name__}")
+
+
+def dag_callback(spec: dict) -> dict:
+    """Parse the DAG file, then run its DAG-level failure callback the way the DAG processor does
+    (``processor._execute_dag_callbacks`` with a ``DagCallbackRequest`` as the scheduler makes it:
+    ``msg`` = reason, the dag run and the task Airflow names as ``last_ti``)."""
+    import datetime as dt
+    import uuid
+
+    import structlog
+    from airflow.callbacks.callback_requests import DagCallbackRequest, DagRunContext
+    from airflow.dag_processing import processor
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.sdk.execution_time import task_runner
+    from tfs_release_airflow.alerts import RunFailureAlert
+
+    os.environ["TFS_RELEASE_CONFIG"] = spec["config"]
+    bag = DagBag(dag_folder=spec["dag_file"])
+    out: dict = {"import_errors": {str(k): v for k, v in bag.import_errors.items()}, "sent": []}
+    dag = bag.dags[spec["dag_id"]]
+    cbs = dag.on_failure_callback
+    cbs = [] if cbs is None else cbs if isinstance(cbs, list) else [cbs]
+    out["callbacks"] = [[type(c).__name__, getattr(c, "run_timeout_s", None)] for c in cbs]
+    if not spec.get("send"):  # the message only: capture it instead of sending
+        def capture(self, context, subject, text):
+            out["sent"].append({"subject": subject, "text": text})
+        RunFailureAlert.send = capture
+    comms = XComComms(spec.get("xcom", {}))
+    task_runner.SUPERVISOR_COMMS = comms
+    now = dt.datetime.now(dt.timezone.utc)
+    run = {"dag_id": dag.dag_id, "run_id": spec["run_id"], "logical_date": None, "data_interval_start": None,
+           "data_interval_end": None, "run_after": now - dt.timedelta(hours=4), "start_date": now - dt.timedelta(hours=4),
+           "end_date": now, "run_type": "manual", "state": "failed", "conf": spec.get("conf") or {},
+           "consumed_asset_events": [], "partition_key": None}
+    last_ti = None
+    if spec.get("task_id"):
+        last_ti = {"id": str(uuid.uuid4()), "task_id": spec["task_id"], "dag_id": dag.dag_id, "run_id": spec["run_id"],
+                   "try_number": spec.get("try_number", 1), "dag_version_id": str(uuid.uuid4())}
+    request = DagCallbackRequest(filepath=os.path.basename(spec["dag_file"]), bundle_name="dags-folder",
+                                 bundle_version=None, dag_id=dag.dag_id, run_id=spec["run_id"],
+                                 context_from_server=DagRunContext(dag_run=run, last_ti=last_ti),
+                                 is_failure_callback=True, msg=spec["reason"])
+    t0 = time.monotonic()
+    processor._execute_dag_callbacks(bag, request, structlog.get_logger("probe"))
+    out["seconds"] = round(time.monotonic() - t0, 3)
+    out["pulls"] = comms.pulls
+    return out
+
+
 def notifier_for(spec: dict):
     from registry.config import parse_alerts
     from tfs_release_airflow.alerts import ReleaseAlert
@@ -93,6 +161,9 @@ def main() -> None:
                 out["raised"] = repr(exc)
             out["seconds"] = round(time.monotonic() - t0, 3)
         out["pulls"] = ctx["ti"].pulls
+    elif mode == "dag-callback":
+        with open(arg) as fh:
+            out.update(dag_callback(json.load(fh)))
     elif mode == "dag":
         from airflow.dag_processing.dagbag import DagBag
         from airflow.serialization.serialized_objects import DagSerialization
@@ -113,6 +184,10 @@ def main() -> None:
                 "serialized_links": ser[t.task_id].get("_operator_extra_links"),
             } for t in dag.tasks}
             out["dags"][dag.dag_id]["doc_md"] = dag.doc_md
+            cbs = dag.on_failure_callback
+            out.setdefault("dag_on_failure", {})[dag.dag_id] = [
+                [type(c).__name__, getattr(c, "run_timeout_s", None)]
+                for c in ([] if cbs is None else cbs if isinstance(cbs, list) else [cbs])]
     out["logs"] = logs.lines
     with open(out_path, "w") as fh:
         json.dump(out, fh, default=str)

@@ -321,3 +321,86 @@ def test_a_bad_alerts_block_breaks_that_models_dag_naming_it(airflow_python, tmp
     assert "models.model-00.alerts has unknown key(s) ['email_too']" in broken["doc_md"]
     assert set(broken) == {"config_error", "doc_md"}  # it cannot release
     assert "validate" in r["dags"]["release__model-01"]  # the other model is unaffected
+
+
+# ---- the run's own failure alert (the DAG's on_failure_callback) --------------------------------
+
+def test_run_failure_message_says_timed_out_waiting_task_and_nothing_published():
+    a = _failure(event="run_failure", task_id="approve", try_number=1, reason=None, checks=CHECKS[:1],
+                 run_reason="timed_out", run_timeout_s=14400.0, awaiting_input=True,
+                 published="nothing (the run ended before publish)")
+    assert am.subject(a) == ("[tfs-release] shapes-classifier: release run TIMED OUT at approve (awaiting input); "
+                             "nothing published")
+    lines = am.text(a).splitlines()
+    assert lines[:6] == [
+        am.subject(a),
+        "model:       shapes-classifier",
+        f"checkpoint:  {CKPT} (step 601)",
+        "run:         timed out: the run's timeout (timeouts.run, 14400s) passed; Airflow skipped the unfinished tasks",
+        "waiting:     approve (try 1): awaiting input (Approve / Reject), no decision yet",
+        "published:   nothing (the run ended before publish)",
+    ]
+    assert not any(ln.startswith(("failed task", "reason")) for ln in lines)
+    other = _failure(event="run_failure", task_id="confirm_rollout", reason=None, run_reason="all_tasks_deadlocked",
+                     published="version 4 (published by this run before it ended; not a complete release)")
+    assert am.subject(other) == "[tfs-release] shapes-classifier: release run FAILED at confirm_rollout"
+    assert "run:         failed: no task could run any more (all unfinished tasks deadlocked)" in am.text(other)
+    assert "waiting:     confirm_rollout (try 2): not finished" in am.text(other)
+
+
+RUN_FAILURE_XCOM = {"newest_checkpoint|return_value": {"uri": CKPT, "step": 601, "published_as": None},
+                    "validate|return_value": {"passed": True, "checks": CHECKS[:1], "report": REPORT}}
+
+
+def run_failure_spec(cfg: str, **kw) -> dict:
+    return {"config": cfg, "dag_file": RELEASE, "dag_id": "release__model-00", "run_id": RUN_ID,
+            "reason": "timed_out", "task_id": "approve", "try_number": 1, "xcom": RUN_FAILURE_XCOM, **kw}
+
+
+def test_the_release_dag_alerts_a_run_that_timed_out_while_approve_waited(airflow_python, tmp_path):
+    """The DAG's own on_failure_callback, run by Airflow's DAG-processor code with the request the
+    scheduler makes for a dagrun_timeout (reason timed_out; last_ti: the unfinished task started last,
+    here approve awaiting input): one message saying so, and that nothing was published."""
+    cfg = _dag_config(tmp_path, 2, **{"model-00": {"alerts": ALERTS, "approval": "required",
+                                                   "timeouts": {"run": 7200}}})
+    r = run_probe(airflow_python, tmp_path, "dag-callback", run_failure_spec(cfg),
+                  AIRFLOW__API__BASE_URL="https://airflow.internal/")
+    assert r["import_errors"] == {}
+    assert r["callbacks"] == [["RunFailureAlert", 7200.0]]
+    [msg] = r["sent"]
+    assert msg["subject"] == ("[tfs-release] model-00: release run TIMED OUT at approve (awaiting input); "
+                              "nothing published")
+    lines = msg["text"].splitlines()
+    assert lines[0] == msg["subject"]
+    assert f"checkpoint:  {CKPT} (step 601)" in lines
+    assert ("run:         timed out: the run's timeout (timeouts.run, 7200s) passed; Airflow skipped the "
+            "unfinished tasks") in lines
+    assert "waiting:     approve (try 1): awaiting input (Approve / Reject), no decision yet" in lines
+    assert "published:   nothing (the run ended before publish)" in lines
+    assert "checks:      all 1 passed" in lines
+    assert ("airflow run: https://airflow.internal/dags/release__model-00/runs/"
+            "manual__2026-01-02T03%3A04%3A05.678%2B00%3A00") in lines
+    assert "newest_checkpoint|return_value" in r["pulls"] and "publish|return_value" in r["pulls"]
+
+    # a run whose failed task already alerted (reason task_failure): no second alert
+    r = run_probe(airflow_python, tmp_path, "dag-callback", run_failure_spec(cfg, reason="task_failure",
+                                                                             task_id="validate"))
+    assert r["sent"] == [] and r["callbacks"] == [["RunFailureAlert", 7200.0]]
+    # timed out after publish (production not confirmed yet): the version is named, not "nothing"
+    r = run_probe(airflow_python, tmp_path, "dag-callback", run_failure_spec(
+        cfg, task_id="clean_staging", xcom={**RUN_FAILURE_XCOM, "publish|return_value": {"version": 5}}))
+    [msg] = r["sent"]
+    assert msg["subject"] == "[tfs-release] model-00: release run TIMED OUT at clean_staging"
+    assert "published:   version 5 (published by this run before it ended; not a complete release)" in \
+        msg["text"].splitlines()
+    # no task in the request (Airflow drops one it cannot represent): still one alert
+    r = run_probe(airflow_python, tmp_path, "dag-callback", run_failure_spec(cfg, task_id=None))
+    [msg] = r["sent"]
+    assert msg["subject"] == "[tfs-release] model-00: release run TIMED OUT"
+    assert "waiting:     (unknown)" in msg["text"]
+
+
+def test_the_run_failure_callback_is_set_only_with_alerts(airflow_python, tmp_path):
+    cfg = _dag_config(tmp_path, 2, **{"model-00": {"alerts": ALERTS}})
+    r = run_probe(airflow_python, tmp_path, "dag", RELEASE, TFS_RELEASE_CONFIG=cfg)
+    assert r["dag_on_failure"] == {"release__model-00": [["RunFailureAlert", 14400.0]], "release__model-01": []}

@@ -122,7 +122,8 @@ def test_one_release_dag_per_configured_model(every_file):
         assert {"tfs-release", "release", cfg["task"]} <= set(d["tags"])
         assert name in d["doc_md"] and cfg["checkpoints"] in d["doc_md"]
         assert d["params"] == {"checkpoint": None, "force": False, "dry_run": False, "accept_regression": None,
-                                   "launcher": "docker"}
+                               "baseline": "production", "launcher": "docker"}
+        assert d["param_schemas"]["baseline"]["enum"] == ["production", "newest_confirmed"]
         assert d["param_schemas"]["launcher"]["enum"] == ["docker", "process"]
         assert d["edges"] == TASK_EDGES
         assert d["task_types"]["is_new"] == "_ShortCircuitDecoratedOperator"
@@ -240,6 +241,8 @@ def test_one_bad_model_breaks_only_its_own_dag(airflow_python, tmp_path):
         assert list(d["task_types"]) == ["config_error"]  # nothing to release with
     rollback = r["files"][os.path.join(DAGS, "model_rollback.py")]["dags"]["model_rollback"]
     assert rollback["param_schemas"]["model"]["enum"] == ["good-a", "good-b"]
+    # version empty: the lifecycle picks the newest confirmed version (production/lifecycle.py)
+    assert rollback["params"]["version"] is None and "null" in rollback["param_schemas"]["version"]["type"]
     assert "bad-task" in rollback["doc_md"] and "models.bad-task.task" in rollback["doc_md"]
 
 

@@ -1,7 +1,7 @@
-"""The Airflow image (docker/airflow.Dockerfile) holds only part of validation/ (no TensorFlow there):
-every validation module the DAGs, the plugins and what they import from the project reach must be
-copied into it, and be part of its recipe hash (deploy/local_images.py), or a task fails in the
-compose stack with "No module named ..." (found once by the compose e2e test)."""
+"""The Airflow image (docker/airflow.Dockerfile) copies whole project packages, never single files:
+every package the DAGs, the plugins and what they import from the project reach must be copied
+into it, and be part of its recipe hash (deploy/local_images.py), or a task fails in the compose
+stack with "No module named ..." (found once by the compose e2e test)."""
 import ast
 import os
 import re
@@ -9,6 +9,7 @@ import re
 from deploy import local_images
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+PACKAGES = ("validation", "registry", "production", "exporters", "standin")
 
 
 def _imports(path: str) -> set[str]:
@@ -32,32 +33,33 @@ def _module_file(mod: str) -> str | None:
     return None
 
 
-def validation_modules_reached() -> set[str]:
-    """validation/*.py reached from dags/ and plugins/ through the project's own modules."""
+def packages_reached() -> set[str]:
+    """Top-level project packages reached from dags/ and plugins/ at module level (function-level
+    imports too: a task imports them when it runs)."""
     todo = [os.path.join(d, f) for top in ("dags", "plugins") for d, _, fs in os.walk(os.path.join(ROOT, top))
             for f in fs if f.endswith(".py")]
     seen, reached = set(todo), set()
     while todo:
         for mod in _imports(todo.pop()):
-            if mod.split(".")[0] not in ("validation", "registry"):
+            if mod.split(".")[0] not in PACKAGES:
                 continue
             f = _module_file(mod)
             if f is None or f in seen:
                 continue
             seen.add(f)
             todo.append(f)
-            rel = os.path.relpath(f, ROOT)
-            if rel.startswith("validation/"):
-                reached.add(rel)
+            reached.add(os.path.relpath(f, ROOT).split(os.sep)[0])
     return reached
 
 
-def test_every_validation_module_the_airflow_side_imports_is_in_the_image():
-    reached = validation_modules_reached()
-    assert "validation/sweep.py" in reached and "validation/endpoint_auth.py" in reached  # the walk works
+def test_every_package_the_airflow_side_imports_is_copied_whole():
+    reached = packages_reached()
+    assert {"registry", "validation", "production"} <= reached, reached  # the walk works
     dockerfile = open(os.path.join(ROOT, "docker", "airflow.Dockerfile")).read()
     copied = {p for line in re.findall(r"^COPY (.+)$", dockerfile, re.M) for p in line.split()[:-1]}
+    assert not [p for p in copied if p.split("/")[0] in PACKAGES and "/" in p.rstrip("/")], \
+        f"single files copied out of a package: {sorted(copied)}"
     recipe = set(local_images.IMAGES["airflow"].copies)
-    for rel in sorted(reached):
-        assert rel in copied, f"{rel} is imported on the Airflow side but not copied by docker/airflow.Dockerfile"
-        assert rel in recipe, f"{rel} is not part of the airflow image's recipe hash (deploy/local_images.py)"
+    for pkg in sorted(reached - {"exporters", "standin"}):  # TensorFlow-side packages: reached only in tasks
+        assert pkg in copied, f"{pkg}/ is imported on the Airflow side but not copied by docker/airflow.Dockerfile"
+        assert pkg in recipe, f"{pkg}/ is not part of the airflow image's recipe hash (deploy/local_images.py)"

@@ -54,6 +54,13 @@ def test_on_failed_rollout():
         parse(on_failed_rollout="retry")
 
 
+def test_on_unknown_rollout():
+    assert parse(on_unknown_rollout="rollback").extra["on_unknown_rollout"] == "rollback"
+    assert "on_unknown_rollout" not in parse().extra  # default: alert (production/rollout.py)
+    with pytest.raises(ConfigError, match=r"on_unknown_rollout must be alert .* or rollback"):
+        parse(on_unknown_rollout="revert")
+
+
 def test_approval_modes():
     assert parse(approval="required", approval_timeout_s=3600).extra["approval"] == "required"
     with pytest.raises(ConfigError, match=r"approval must be required .* on_regression .* or none"):
@@ -61,6 +68,48 @@ def test_approval_modes():
     with pytest.raises(ConfigError, match=r"approval_timeout_s must be a number of seconds > 0"):
         parse(approval="required", approval_timeout_s=0)
 
+
+
+def test_the_default_approval_timeout_fits_in_the_run():
+    """Unset: what timeouts.run leaves after publish and the other tasks (at most a day), so the
+    approve task times out (and alerts) before the run's dagrun_timeout skips it."""
+    m = parse(approval="required")
+    assert m.extra["approval_timeout_s"] == m.approval_timeout_s == 14400 - 1800 - 600
+    t = m.timeouts
+    assert m.approval_timeout_s + t.publish + t.other <= t.run
+    m = parse(approval="required", timeouts={"run": 7 * 86400})
+    assert m.approval_timeout_s == 86400  # capped at a day
+    m = parse(approval="required", timeouts={"run": 7200, "publish": 600, "other": 300})
+    assert m.approval_timeout_s == 6300
+    # a ModelConfig built in code (no parse) gets the same default
+    assert config.ModelConfig(name="m", serving=m.serving).approval_timeout_s == 12000
+    with pytest.raises(ConfigError, match=r"models\.m\.timeouts leave no time for approval: run \(3600s\) minus "
+                                          r"publish \(3000s\) and other \(600s\) is 0s"):
+        parse(approval="required", timeouts={"run": 3600, "publish": 3000, "other": 600})
+    # without approval nothing waits: such timeouts are not refused for it
+    assert parse(timeouts={"run": 3600, "publish": 3000, "other": 600}).timeouts.run == 3600
+
+
+def test_an_approval_timeout_longer_than_the_run_allows_is_refused():
+    with pytest.raises(ConfigError) as exc:
+        parse(approval="required", approval_timeout_s=86400)
+    assert str(exc.value) == (
+        "models.m.approval_timeout_s (86400s) does not fit in timeouts.run (14400s): after the decision publish "
+        "(1800s) and the other tasks (600s) still need time, so the run would time out before the approval does "
+        "(approve skipped, not failed with its reason). Lower approval_timeout_s to at most 12000, or raise "
+        "timeouts.run to at least 88800.")
+    with pytest.raises(ConfigError, match=r"approval_timeout_s \(12001s\) does not fit in timeouts\.run \(14400s\)"):
+        parse(approval="on_regression", approval_timeout_s=12001)
+    with pytest.raises(ConfigError, match=r"approval_timeout_s \(3600s\) does not fit in timeouts\.run \(3600s\).*"
+                                          r"Lower approval_timeout_s to at most 600, or raise timeouts\.run to at "
+                                          r"least 6600\."):
+        parse(approval="required", approval_timeout_s=3600, timeouts={"run": 3600, "publish": 1800, "other": 1200})
+
+
+def test_an_approval_timeout_that_fits_is_kept():
+    assert parse(approval="required", approval_timeout_s=12000).approval_timeout_s == 12000.0  # exactly fits
+    m = parse(approval="required", approval_timeout_s=86400, timeouts={"run": 2 * 86400})
+    assert m.extra["approval_timeout_s"] == 86400.0
 
 def test_config_overlay_adds_a_deployments_settings(tmp_path, monkeypatch):
     base = tmp_path / "config" / "models.yaml"
