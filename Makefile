@@ -7,6 +7,7 @@ export PYTHONPATH := $(CURDIR)
 help:
 	@echo "make demo           the main job: checkpoint in -> version published (starts services)"
 	@echo "make test           the test suite (real SeaweedFS, real Docker engine)"
+	@echo "make test-fast      unit tests only (no services): the inner loop, about 3 minutes"
 	@echo "make services       start SeaweedFS + Docker engine, write .run/services.env"
 	@echo "make services-down  stop what make services started"
 	@echo "make airflow        Airflow standalone on 127.0.0.1:8080 with the DAGs and services (prints login)"
@@ -41,6 +42,9 @@ demo:
 test: venvs
 	@$(PY_WORKER) -m pytest $(PYTEST_ARGS)
 
+test-fast: venvs
+	@$(PY_WORKER) -m pytest tests/unit -q $(PYTEST_ARGS)
+
 bench: venvs
 	@$(PY_WORKER) bench/transfer.py
 	@$(PY_WORKER) bench/export.py
@@ -57,7 +61,7 @@ lock:
 	  { head -2 $$2; $$d/bin/pip freeze --all | grep -vE '^(pip|setuptools|wheel)=='; } > $$2.new && \
 	  mv $$2.new $$2; rm -rf $$d; done
 
-.PHONY: help system-deps venvs services services-down airflow demo test bench lock
+.PHONY: help system-deps venvs services services-down airflow demo test test-fast bench lock
 
 # The compose stack on this machine (images built locally: no registry needed; see README "Deploy").
 compose-up: venvs

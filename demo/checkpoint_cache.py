@@ -82,14 +82,25 @@ def _train(kind: str, dest: str, steps: int | None, seed: int, log) -> None:
 def get(kind: str, *, steps: int | None = None, seed: int | None = None, log=sys.stderr,
         check_golden: bool = True) -> str:
     """Folder with ckpt-N files, the `checkpoint` state file and params.yaml whose newest checkpoint
-    passes its golden set (trains when missing; tries the next seed when a model misses)."""
+    passes its golden set (trains when missing; tries the next seed when a model misses). Callers
+    in other processes (the test session's background trainer and a test) wait for each other
+    instead of training the same model twice."""
+    import fcntl
+    root = cache_dir()
+    dest = os.path.join(root, f"{MODELS[kind]}-{steps or 'full'}-{key(kind, steps)}")
+    os.makedirs(root, exist_ok=True)
+    with open(dest + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _get(kind, dest, steps=steps, seed=seed, log=log, check_golden=check_golden)
+
+
+def _get(kind: str, dest: str, *, steps: int | None, seed: int | None, log, check_golden: bool) -> str:
     from demo.golden_gate import golden_digest
 
     def say(msg):
         print(f"[{MODELS[kind]}] {msg}", file=log, flush=True)
 
     root = cache_dir()
-    dest = os.path.join(root, f"{MODELS[kind]}-{steps or 'full'}-{key(kind, steps)}")
     gate_path = os.path.join(dest, GATE_FILE)
     digest = golden_digest(kind) if check_golden else None
     if os.path.exists(os.path.join(dest, ".complete")):

@@ -36,21 +36,67 @@ def pytest_configure(config):
         config._tfsr_fresh_training = True
 
 
+TRAINING_ORDER = ("classification", "segmentation", "detection")  # most tests need the classifier
+
+
 def pytest_sessionstart(session):
-    """Fresh training happens once, before the first test (so no test's timeout pays for it), and
-    says how long each model took; a model that passes its golden set with no seed stops the run."""
+    """Fresh training starts in the background when the session starts (one process, one model after
+    another) while the tests that need no trained model run: the suite orders those first (see
+    ``pytest_collection_modifyitems``). A test that needs a model waits for it (the checkpoint
+    cache's lock), and its timeout does not start before it has it (the ``trained`` fixture)."""
     if not getattr(session.config, "_tfsr_fresh_training", False) or session.config.option.collectonly:
         return
-    import time
+    log = os.path.join(os.environ["TFS_RELEASE_CHECKPOINTS"], "background-training.log")
+    code = ("import sys, time\nfrom demo import checkpoint_cache\n"
+            f"for kind in {TRAINING_ORDER!r}:\n"
+            "    t0 = time.monotonic()\n"
+            "    folder = checkpoint_cache.get(kind)\n"
+            "    print(f'fresh demo {kind} model (trained from nothing, passed its golden set) in '\n"
+            "          f'{time.monotonic() - t0:.0f}s: {folder}', flush=True)\n")
+    session.config._tfsr_trainer = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT},
+        stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+    session.config._tfsr_trainer_log = log
 
-    from demo import checkpoint_cache
+
+def _stage(item) -> int:
+    """unit, then integration without trained models, then integration with them, then e2e: the
+    first two run while the models train in the background."""
+    path = str(item.fspath)
+    needs_models = bool({"trained", "export_env"} & set(getattr(item, "fixturenames", ())))
+    if f"{os.sep}tests{os.sep}unit{os.sep}" in path:
+        return 0
+    if f"{os.sep}tests{os.sep}integration{os.sep}" in path:
+        return 2 if needs_models else 1
+    return 3
+
+
+def pytest_collection_modifyitems(session, config, items):
+    items.sort(key=_stage)  # stable: the order within a stage is pytest's
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The background trainer's report; a model that no seed trained well enough fails the run
+    even when no test asked for it."""
+    trainer = getattr(session.config, "_tfsr_trainer", None)
+    if trainer is None:
+        return
     tr = session.config.pluginmanager.get_plugin("terminalreporter")
-    for kind in ("classification", "segmentation", "detection"):
-        t0 = time.monotonic()
-        folder = checkpoint_cache.get(kind)
+    if trainer.poll() is None:  # every test that needed a model already has it; the rest is not needed
+        import signal
+        os.killpg(trainer.pid, signal.SIGTERM)  # its own process group: the trainer and its train.py
+        trainer.wait(30)
+    with open(session.config._tfsr_trainer_log) as fh:
+        lines = [ln.rstrip() for ln in fh if ln.startswith(("fresh demo", "[shapes-", "demo.checkpoint_cache"))
+                 or "GoldenGateError" in ln]
+    if tr is not None:
+        for ln in lines:
+            tr.write_line(ln)
+    if trainer.returncode not in (0, -15) and exitstatus == 0:
+        session.exitstatus = 1
         if tr is not None:
-            tr.write_line(f"fresh demo {kind} model (trained from nothing, passed its golden set) in "
-                          f"{time.monotonic() - t0:.0f}s: {folder}")
+            tr.write_line(f"background training failed (exit {trainer.returncode}): see "
+                          f"{session.config._tfsr_trainer_log}", red=True)
 
 
 @pytest.fixture(scope="session")
@@ -139,7 +185,7 @@ def trained():
     cache = {}
 
     def get(kind):
-        if kind not in cache:
+        if kind not in cache:  # waits for the session's background trainer when it is on that model
             cache[kind] = checkpoint_cache.get(kind)
         return cache[kind]
     return get
