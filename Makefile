@@ -11,7 +11,7 @@ help:
 	@echo "make services       start SeaweedFS + Docker engine, write .run/services.env"
 	@echo "make services-down  stop what make services started"
 	@echo "make airflow        Airflow standalone on 127.0.0.1:8080 with the DAGs and services (prints login)"
-	@echo "make compose-up     the compose stack with locally built images (README: Deploy);"
+	@echo "make compose-up     the compose stack with locally built images (docs/deploy.md);"
 	@echo "                    CELERY=1: CeleryExecutor with Redis and a Celery worker"
 	@echo "make compose-down   stop it and delete its volumes"
 	@echo "make venvs          build both pinned venvs (cached outside the clone)"
@@ -63,7 +63,7 @@ lock:
 
 .PHONY: help system-deps venvs services services-down airflow demo test test-fast bench lock
 
-# The compose stack on this machine (images built locally: no registry needed; see README "Deploy").
+# The compose stack on this machine (images built locally: no registry needed; see docs/deploy.md).
 compose-up: venvs
 	@$(PY_WORKER) -m deploy.compose up $(if $(CELERY),--celery)
 

@@ -370,13 +370,16 @@ def main() -> int:
         for v in cli("versions", name)["versions"]:
             say(f"   {name:18} v{v['version']:<3} step {v['step']}  {v['verdict']}  {v['checkpoint']}")
     _table(out)
-    say("== validation reports (HTML in the serving bucket; each link opens in a browser for 7 days)")
+    say("== validation reports (HTML in the serving bucket)")
     for r in out.rows:
         if r.get("report"):
-            say(f"   {r['model']} ({r['run']}): {_presigned(client, r['report'])}")
-    say(f"Airflow task logs: {home}/logs\n"
-        "See it in the Airflow UI: `make airflow` opens this same Airflow home (these runs, their task logs, "
-        "the reports behind each validate task's 'validation report' link).")
+            say(f"   {r['model']:18} {r['run']:24} {r['report']}")
+    say("== what next\n"
+        "   make airflow   the Airflow UI on http://127.0.0.1:8080 (it prints the login) with these runs: each\n"
+        "                  run's validate task has a 'Validation report' link (the reports above)\n"
+        f"   alerts         the failed run's e-mail and Slack message: {os.path.join(DEMO, 'alerts')}\n"
+        f"   task logs      {home}/logs and {os.path.join(home, 'dags-test.log')}\n"
+        "   make test      the test suite; README.md 'Where to go next' for the docs")
     if out.missed:
         say(f"Demo FAILED: {len(out.missed)} expected outcome(s) did not happen:")
         for what in out.missed:
@@ -504,13 +507,6 @@ def _table(out: Outcomes) -> None:
         say(f"   {'setup: system packages, venvs, SeaweedFS, Docker engine':58} {float(setup):6.0f}s")
     for name, dt in out.phases:
         say(f"   {name:58} {dt:6.0f}s")
-
-
-def _presigned(client, uri: str | None) -> str:
-    if not uri:
-        return "(no report)"
-    bucket, key = uri[len("s3://"):].split("/", 1)
-    return client.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=7 * 86400)
 
 
 def _tasks(tasks: dict[str, str]) -> str:

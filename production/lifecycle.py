@@ -225,6 +225,10 @@ def rollback(client, model, *, to: int | None = None, reason: str | None = None,
         if why:
             raise LifecycleConflict(f"{model.name}: not rolled back: {why}")
     st, recs = states(client, serving, committed)
+    if to is None and lab is not None and after_failure_of is None and lab.get("canary") is None and any(
+            st.get(v) == rules.ROLLED_BACK and (recs.get(v) or {}).get("rollback_to") == served
+            for v in committed if v > served):
+        to = served  # a rollback already moved stable here: running it again changes nothing
     if to is None:
         below = after_failure_of if after_failure_of is not None else served
         to = rules.rollback_target(committed, st, recs, below=below, canary=lab is not None)

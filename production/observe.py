@@ -21,7 +21,7 @@ def name(ep: dict) -> str:
 def _auth_hint(code: int) -> str:
     if code in (401, 403):
         return (" (the endpoint wants credentials: name an Airflow connection in production.conn_id, or set "
-                f"{AUTH_ENV} for the CLI; see README \"Production loop\")")
+                f"{AUTH_ENV} for the CLI; see docs/production.md \"Credentials and TLS\")")
     return ""
 
 

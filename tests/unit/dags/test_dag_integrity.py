@@ -38,7 +38,7 @@ GOOD_CONFS = [{}, {"checkpoint": "s3://training/m/checkpoints/ckpt-5", "force": 
 
 
 def expected_start(name: str, cfg: dict) -> dict:
-    """How the release DAG of a model entry starts (see README "Event-driven releases")."""
+    """How the release DAG of a model entry starts (docs/airflow.md "Event-driven releases")."""
     trigger, schedule = cfg.get("trigger", "checkpoint-event"), cfg.get("schedule")
     if trigger == "schedule":
         return {"timetable": "CronTriggerTimetable", "cron": CRON.get(schedule, schedule), "assets": []}

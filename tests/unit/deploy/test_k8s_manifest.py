@@ -1,4 +1,4 @@
-"""docs/k8s/tf-serving-sync.yaml (the README's Kubernetes example) parses and is what it claims:
+"""docs/k8s/tf-serving-sync.yaml (docs/deploy.md's Kubernetes example) parses and is what it claims:
 TF Serving + the sync sidecar sharing one volume, probes, configuration and secrets by reference."""
 from __future__ import annotations
 
