@@ -34,6 +34,30 @@ def airflow_bin() -> str:
     return os.path.join(venv, "bin", "airflow")
 
 
+@pytest.fixture(scope="session")
+def migrated_db(airflow_bin, tmp_path_factory) -> str:
+    """An Airflow metadata database migrated once per session (SQLite): each module's Airflow home
+    starts from a copy instead of running `airflow db migrate` again."""
+    home = tmp_path_factory.mktemp("airflow-migrated")
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("AIRFLOW", "AWS_", "TFS_RELEASE_")) and k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env.update(AIRFLOW_HOME=str(home), AIRFLOW__CORE__LOAD_EXAMPLES="False",
+               AIRFLOW__CORE__DAGS_FOLDER=str(home / "no-dags"),
+               AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home}/airflow.db")
+    t0 = time.monotonic()
+    p = subprocess.run([airflow_bin, "db", "migrate"], env=env, cwd=str(home), capture_output=True, text=True,
+                       timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    print(f"\nairflow db migrate (once per session): {time.monotonic() - t0:.1f}s")
+    return str(home / "airflow.db")
+
+
+def migrated_home(home, migrated_db: str) -> None:
+    """``home``'s metadata database: a copy of the session's migrated one."""
+    import shutil
+    shutil.copyfile(migrated_db, os.path.join(str(home), "airflow.db"))
+
+
 @dataclass
 class AirflowEnv:
     airflow: str
@@ -85,7 +109,7 @@ class AirflowEnv:
 
 
 @pytest.fixture(scope="module")
-def airflow_env(seaweedfs, standin_image, airflow_bin, tmp_path_factory):
+def airflow_env(seaweedfs, standin_image, airflow_bin, migrated_db, tmp_path_factory):
     """Buckets with the demo classifier's checkpoints, a models.yaml naming them, a migrated Airflow
     home. The Airflow processes get no AWS_* variables: only the connection."""
     from demo import checkpoint_cache
@@ -121,9 +145,7 @@ def airflow_env(seaweedfs, standin_image, airflow_bin, tmp_path_factory):
                AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home}/airflow.db",
                AIRFLOW_CONN_AWS_DEFAULT=json.dumps(conn), TFS_RELEASE_CONFIG=str(config))
     af = AirflowEnv(airflow_bin, str(home), env, training, serving, str(config))
-    p = af.run("db", "migrate", timeout=600)
-    assert p.returncode == 0, p.stderr[-3000:]
-    print(f"\nairflow db migrate: {p.seconds:.1f}s; logs in {home}")
+    migrated_home(home, migrated_db)
     af.s3 = s3
     af.env_secret = seaweedfs.secret_key
     return af

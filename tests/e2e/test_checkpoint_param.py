@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
-from tests.e2e.conftest import AirflowEnv
+from tests.e2e.conftest import AirflowEnv, migrated_home
 
 pytestmark = [pytest.mark.slow]
 MODEL = "shapes-classifier"
@@ -25,7 +25,7 @@ def _put_checkpoint(s3, bucket: str, prefix: str, step: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def airflow_home(seaweedfs, airflow_bin, tmp_path_factory):
+def airflow_home(seaweedfs, airflow_bin, migrated_db, tmp_path_factory):
     from registry.s3 import make_client
     tmp = tmp_path_factory.mktemp("airflow-ckpt-param")
     suffix = uuid.uuid4().hex[:10]
@@ -54,8 +54,7 @@ def airflow_home(seaweedfs, airflow_bin, tmp_path_factory):
                AIRFLOW_CONN_AWS_DEFAULT=json.dumps(conn), TFS_RELEASE_CONFIG=str(config),
                TFS_RELEASE_SCHEDULES="off")
     af = AirflowEnv(airflow_bin, str(home), env, training, serving, str(config))
-    p = af.run("db", "migrate", timeout=600)
-    assert p.returncode == 0, p.stderr[-3000:]
+    migrated_home(home, migrated_db)
     af.s3 = s3
     return af
 
