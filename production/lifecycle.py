@@ -174,7 +174,11 @@ def promote(client, model, *, reason: str, by: str | None = None, expect: int | 
         c2 = _the_canary(s, model, c, "promote")
         s["stable"], s["canary"] = c2, None
         return c2
-    return labels_store.update(client, model.serving, change, action="promote", reason=reason, by=by)
+    try:
+        return labels_store.update(client, model.serving, change, action="promote", reason=reason, by=by)
+    except Exception:  # the canary changed between the two writes (a newer publish): undo the record
+        annotate(client, model.serving, c, {"state": rules.CONFIRMED, "outcome": rules.CONFIRMED})
+        raise
 
 
 def abort(client, model, *, reason: str, by: str | None = None, expect: int | None = None,
