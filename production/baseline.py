@@ -32,6 +32,9 @@ def choose(client, model, *, mode: str = "production", auth=None) -> dict | None
     lab = lifecycle.labels(client, model)
     state = layout.scan(client, model.serving)
     committed = sorted(set(state.manifests) - set(state.tombstones))
+    if not committed:  # a first release: production can serve nothing the registry never committed
+        log.info("regression gate of %s: no committed version yet, no baseline (first release)", model.name)
+        return None
     seen, error = None, None
     if endpoints and mode == "production":
         seen, error = observe.serving(endpoints, model.name, label="stable" if lab is not None else None, auth=auth)

@@ -163,7 +163,8 @@ def _start_slow_step(airflow_python, image, model_env, docker_engine):
 def _gone_within(docker_engine, model, seconds) -> float:
     t0 = time.monotonic()
     while time.monotonic() - t0 < seconds:
-        left = docker_engine.containers.list(all=True, filters={"label": f"tfs-release.model={model}"})
+        left = docker_engine.containers.list(all=True, filters={"label": f"tfs-release.model={model}"},
+                                            ignore_removed=True)  # removed between list and inspect: gone
         if not left:
             return time.monotonic() - t0
         time.sleep(0.2)
