@@ -344,8 +344,9 @@ def build_dag(model: config_mod.ModelConfig, config_path: str,
                 response_timeout=seconds(model.approval_timeout_s),  # fits in timeouts.run (registry/config.py)
                 # Airflow 3.3 race: a decision that lands before the scheduler has processed the parked
                 # task's exit gets the resumed task marked failed (the executor's late "success" finds it
-                # queued). The one retry asks again; a rejection or a timeout never retries.
-                retries=1, retry_delay=seconds(5),
+                # queued). A retry asks again (two: a busy scheduler lost two decisions in a row once in
+                # the compose e2e test); a rejection or a timeout never retries.
+                retries=2, retry_delay=seconds(5),
                 doc_md="A person approves or rejects the release (Airflow's human-in-the-loop: the task waits "
                        "for input in the UI or the REST API). Reject or no decision in time: the run fails.")
             verdict >> approve

@@ -28,7 +28,7 @@ MODES = ("required", "on_regression", "none")
 
 class ReleaseRejected(AirflowFailException):
     """A person rejected the release (or nobody decided in time): the task fails without a retry.
-    (The task's one retry is only for a decision Airflow lost, see model_release.py.)"""
+    (The task's retries are only for a decision Airflow lost, see model_release.py.)"""
 
 
 def request_body(model: str, verdict: dict, report_link: str | None) -> str:

@@ -166,8 +166,8 @@ def _task_states(api, dag, run_id, token) -> dict[str, str]:
 
 def _approve(api, dag, run_id, token, comment) -> int:
     """Approve the run's request over the REST API (as a person would) until `approve` succeeds;
-    returns how many requests were answered: 2 when Airflow lost the first decision (the race the
-    task's one retry covers, dags/model_release.py) and the retry asked again."""
+    returns how many requests were answered: more than 1 when Airflow lost a decision (the race the
+    task's retries cover, dags/model_release.py) and a retry asked again."""
     answered, deadline = set(), time.monotonic() + 900
     while time.monotonic() < deadline:
         tis = _http("GET", f"{api}/api/v2/dags/{dag}/dagRuns/{run_id}/taskInstances", token=token)["task_instances"]
@@ -241,7 +241,7 @@ def test_release_through_the_stack(images, tmp_path):
                                                                _task_states(api, dag, run_id, token))
         assert "approve" in sinks.webhooks[0].payload["text"].lower(), sinks.webhooks[0].payload
         assert load_manifests(s3, S3Uri.parse(f"s3://serving/{MODEL}/")) == {}  # nothing published while it waits
-        assert _approve(api, dag, run_id, token, "golden set reviewed (TICKET-7)") in (1, 2)
+        assert _approve(api, dag, run_id, token, "golden set reviewed (TICKET-7)") in (1, 2, 3)
 
         result = _wait_run(api, dag, run_id, token, 900)
         states = _task_states(api, dag, run_id, token)
@@ -290,7 +290,7 @@ def test_release_through_the_stack(images, tmp_path):
         sent = len(sinks.webhooks)
         run_id = _http("POST", f"{api}/api/v2/dags/{dag}/dagRuns", {"logical_date": None, "conf": {"force": True}},
                        token=token)["dag_run_id"]
-        assert _approve(api, dag, run_id, token, "retry of the same checkpoint") in (1, 2)
+        assert _approve(api, dag, run_id, token, "retry of the same checkpoint") in (1, 2, 3)
         result = _wait_run(api, dag, run_id, token, 900)
         states = _task_states(api, dag, run_id, token)
         if states.get("publish") != "success":
