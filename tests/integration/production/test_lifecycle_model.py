@@ -268,7 +268,7 @@ def test_lifecycle_state_machine(s3, s3_env, tmp_path, saved_models, monkeypatch
     try:
         run_state_machine_as_test(Lifecycle, settings=settings(
             max_examples=int(os.environ.get("TFS_RELEASE_MODEL_EXAMPLES", "10")), stateful_step_count=12,
-            deadline=None, derandomize=True, suppress_health_check=list(HealthCheck), print_blob=True,
+            deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck), print_blob=True,
             # no shrinking: a failure prints its whole sequence at once instead of minutes of re-runs
             phases=[Phase.explicit, Phase.reuse, Phase.generate]))
         # the sequences exercised what they are for (a derandomized run: the same every time)
