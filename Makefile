@@ -39,8 +39,10 @@ demo:
 	@t0=$$(date +%s); $(MAKE) --no-print-directory services && \
 	  source .run/services.env && TFS_DEMO_SETUP_SECONDS=$$(( $$(date +%s) - t0 )) $(PY_WORKER) demo/run_demo.py
 
+# Two pytest-xdist workers: everything but tests/e2e/ on one, then the end-to-end modules on both
+# (tests/scheduling.py). PYTEST_ARGS='-n 0' runs it all in one process.
 test: venvs
-	@$(PY_WORKER) -m pytest $(PYTEST_ARGS)
+	@$(PY_WORKER) -m pytest -n 2 $(PYTEST_ARGS)
 
 test-fast: venvs
 	@$(PY_WORKER) -m pytest tests/unit -q $(PYTEST_ARGS)

@@ -262,7 +262,11 @@ def airflow_env(home: str, port: int, *, config: str | None = None, conns: dict[
                AIRFLOW__CORE__LOAD_EXAMPLES="False", AIRFLOW__CORE__PARALLELISM="4",
                AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home}/airflow.db",
                AIRFLOW__API__HOST="127.0.0.1", AIRFLOW__API__PORT=str(port), AIRFLOW__API__BASE_URL=url,
-               AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"{url}/execution/")
+               AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"{url}/execution/",
+               # the log servers of the task runner and the triggerer: free ports, so two Airflows
+               # on one machine (parallel test workers, a demo beside a test run) never collide
+               AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(free_port()),
+               AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT=str(free_port()))
     env["PATH"] = os.path.join(airflow_venv(), "bin") + os.pathsep + env.get("PATH", "")  # standalone runs `airflow ...`
     if config:
         env["TFS_RELEASE_CONFIG"] = config

@@ -18,6 +18,7 @@ recipe, Dockerfile, the files it copies) and rebuilt only when that changes:
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import glob
 import os
@@ -187,16 +188,31 @@ def _prune(repo: str, keep: str) -> None:
             subprocess.run(["docker", "rmi", old], capture_output=True)
 
 
-def ensure_all(log=sys.stderr) -> dict[str, str]:
-    """Compose variables -> local image tags, every image built (once) and cached. One build at a
-    time per machine (an flock), so parallel test sessions wait instead of building twice."""
+@contextlib.contextmanager
+def _one_build_at_a_time():
+    """One build at a time per machine (an flock), so parallel test sessions and workers wait
+    instead of building the same image twice."""
     os.makedirs(CACHE, exist_ok=True)
-    t0 = time.monotonic()
     with open(os.path.join(CACHE, ".local-images.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def ensure_one(key: str, log=sys.stderr) -> str:
+    """``ensure`` for a caller that needs only one image (e.g. the worker image of a step)."""
+    with _one_build_at_a_time():
+        return ensure(key, log=log)
+
+
+def ensure_all(log=sys.stderr) -> dict[str, str]:
+    """Compose variables -> local image tags, every image built (once) and cached."""
+    t0 = time.monotonic()
+    with _one_build_at_a_time():
         env = {img.env: ensure(key, log=log) for key, img in IMAGES.items()}
         env["TFSR_SERVING_IMAGE"] = standin_image.ensure_image(log=log)
-        fcntl.flock(lock, fcntl.LOCK_UN)
     print(f"local images ready in {time.monotonic() - t0:.0f}s", file=log, flush=True)
     return env
 

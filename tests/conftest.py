@@ -45,7 +45,7 @@ def pytest_sessionstart(session):
     ``pytest_collection_modifyitems``). A test that needs a model waits for it (the checkpoint
     cache's lock), and its timeout does not start before it has it (the ``trained`` fixture)."""
     if not getattr(session.config, "_tfsr_fresh_training", False) or session.config.option.collectonly:
-        return
+        return  # (pytest-xdist workers inherit the controller's TFS_RELEASE_CHECKPOINTS: never here)
     log = os.path.join(os.environ["TFS_RELEASE_CHECKPOINTS"], "background-training.log")
     code = ("import sys, time\nfrom demo import checkpoint_cache\n"
             f"for kind in {TRAINING_ORDER!r}:\n"
@@ -59,20 +59,35 @@ def pytest_sessionstart(session):
     session.config._tfsr_trainer_log = log
 
 
-def _stage(item) -> int:
+# End-to-end modules, longest first (measured): two run at once (tests/scheduling.py), so the
+# last ones to start should be short. A module not listed runs after these.
+E2E_ORDER = ("test_compose_stack.py", "test_demo.py", "test_kill_path.py", "test_rollout_dag.py",
+             "test_checkpoint_event.py", "test_approval.py", "test_standalone.py", "test_rollback_canary.py",
+             "test_release_dag.py", "test_report_link.py", "test_release_alerts.py", "test_checkpoint_param.py")
+
+
+def _stage(item) -> tuple[int, int]:
     """unit, then integration without trained models, then integration with them, then e2e: the
     first two run while the models train in the background."""
     path = str(item.fspath)
     needs_models = bool({"trained", "export_env"} & set(getattr(item, "fixturenames", ())))
     if f"{os.sep}tests{os.sep}unit{os.sep}" in path:
-        return 0
+        return 0, 0
     if f"{os.sep}tests{os.sep}integration{os.sep}" in path:
-        return 2 if needs_models else 1
-    return 3
+        return (2 if needs_models else 1), 0
+    name = os.path.basename(path)
+    return 3, E2E_ORDER.index(name) if name in E2E_ORDER else len(E2E_ORDER)
 
 
 def pytest_collection_modifyitems(session, config, items):
     items.sort(key=_stage)  # stable: the order within a stage is pytest's
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """`make test` runs two pytest-xdist workers: one for everything but tests/e2e/, then both for
+    the end-to-end modules (tests/scheduling.py says why)."""
+    from tests.scheduling import StagedScheduling
+    return StagedScheduling(config, log)
 
 
 def pytest_sessionfinish(session, exitstatus):

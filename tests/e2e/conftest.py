@@ -151,6 +151,19 @@ def airflow_env(seaweedfs, standin_image, airflow_bin, migrated_db, tmp_path_fac
     return af
 
 
+@pytest.fixture(scope="session")
+def chromium():
+    """(chromium, chromedriver) for the browser tests; missing: skip, or fail when CI=true (like the
+    Docker engine)."""
+    from tests.e2e.browser import find_chromium
+    found = find_chromium()
+    if isinstance(found, str):
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true and no headless browser: {found}")
+        pytest.skip(f"no headless browser: {found}")
+    return found
+
+
 @pytest.fixture(scope="module")
 def standalone(airflow_env):
     """`airflow standalone` on the module's Airflow home, buckets and config (services.start_airflow);
