@@ -1,10 +1,14 @@
 """The text of a release alert: one plain-text message, identical in Slack and in the e-mail body.
 
-    [tfs-release] shapes-classifier: release FAILED at validate
+    [tfs-release] shapes-classifier: release FAILED at validate: 2 absolute check(s) failed (golden, parity)
     model:       shapes-classifier
     checkpoint:  s3://training/shapes-classifier/checkpoints/ckpt-9 (step 9)
     failed task: validate (try 1)
+    cause:       2 absolute check(s) failed (golden, parity)
     reason:      tfs-release validate failed (exit 1, a check failed): 2 check(s) failed: ...
+    production:  nothing was published; production still serves v3
+    next:        the report shows each failed image with the model's answer; ...
+    next:        to validate it again (e.g. after a fix): trigger release__shapes-classifier with ...
     failed checks (2 of 17):
       - parity: REST serving_default vs exporter: ... [max_abs_diff=0.4213, atol=0.001]
       - golden: 0001.png: label 2 not in top-1 [0] [label=2, top_k=[0], p_label=0.3102]
@@ -14,7 +18,7 @@
 A candidate blocked by the regression gate (``verdict["regression"]``, validation/regression.py)
 says so, against which baseline, with the metric deltas and the worst images:
 
-    [tfs-release] shapes-classifier: release FAILED at validate (blocked by the regression gate vs v3)
+    [tfs-release] shapes-classifier: release FAILED at validate: blocked by the regression gate vs v3 (every absolute check passed)
     ...
     regression:  BLOCKED by the regression gate against baseline v3 (registry)
     summary:     blocked: accuracy 1.000 -> 0.927 (-0.073 > 0.02); 11 of 150 images regressed ...
@@ -127,6 +131,98 @@ def run_outcome(a: Alert) -> str:
     return f"failed ({a.run_reason or 'no reason given'})"
 
 
+GATE_CHECKS = ("regression:", "compatibility:")  # the regression gate's checks; every other one is absolute
+NOT_SERVED = ("served:", "contract:")
+UNTRAINED_SHARE = 0.5  # at least this share of the golden images wrong: the model did not learn
+UNTRAINED_MIN = 10     # ... of a golden set at least this big (a few wrong images prove nothing)
+
+
+@dataclass(frozen=True)
+class Cause:
+    """The primary cause of a failed validation, what it means and what would change the outcome."""
+    kind: str        # "not served" | "untrained" | "absolute" | "regression"
+    headline: str    # the subject's tail
+    next: list[str]  # one or two things to do
+
+
+def _metric(checks: list[dict], name: str):
+    for c in checks:
+        if c.get("name", "").startswith(f"metrics: {name} "):
+            return (c.get("numbers") or {}).get(name)
+    return None
+
+
+def cause(a: Alert) -> Cause | None:
+    """Why a validation failed, the most basic reason first: a candidate TF Serving cannot load or
+    answer; a model that did not learn (most golden images wrong); absolute checks (golden images,
+    floors, parity); only then the regression gate against what production serves. None when the
+    failure is not a validation's verdict (the reason line says what it is)."""
+    if a.event != "failure" or not a.checks:
+        return None
+    failed = [c for c in a.checks if not c.get("passed", True)]
+    absolute = [c for c in failed if not c.get("name", "").startswith(GATE_CHECKS)]
+    golden = [c for c in a.checks if c.get("name", "").startswith("golden: ")]
+    golden_failed = [c for c in golden if not c.get("passed", True)]
+    ck = a.checkpoint or "<checkpoint uri>"
+    retry = f"to validate it again (e.g. after a fix): trigger release__{a.model} with checkpoint={ck} and force=true"
+    if any(c.get("name", "").startswith(NOT_SERVED) for c in absolute):
+        return Cause("not served", "the candidate does not load or answer in TF Serving",
+                     ["the served/contract checks below say what TF Serving did; the export task's log "
+                      "shows the SavedModel's signatures", retry])
+    if len(golden) >= UNTRAINED_MIN and len(golden_failed) >= UNTRAINED_SHARE * len(golden):
+        acc = _metric(a.checks, "accuracy")
+        how = f", accuracy {fmt_number(acc)}" if isinstance(acc, float) else ""
+        return Cause("untrained", f"the checkpoint looks untrained ({len(golden_failed)} of {len(golden)} "
+                                  f"golden images wrong{how})",
+                     [f"check the training job that wrote {ck} (a restart from random weights, a wrong "
+                      "checkpoint, a diverged run); thresholds are not the problem",
+                      "the next complete checkpoint is released when it lands"])
+    if absolute:
+        kinds = sorted({c.get("name", "?").split(":", 1)[0] for c in absolute})
+        return Cause("absolute", f"{len(absolute)} absolute check(s) failed ({', '.join(kinds)})",
+                     ["the report shows each failed image with the model's answer; a better checkpoint is "
+                      "released when it lands", retry])
+    reg = a.regression or {}
+    if reg.get("status") == "blocked":
+        return Cause("regression", f"blocked by the regression gate vs v{_baseline_version(reg)} "
+                                   "(every absolute check passed)",
+                     [f"to publish it anyway: trigger release__{a.model} with checkpoint={ck} and "
+                      "accept_regression=\"<why this regression is acceptable>\""])
+    return None
+
+
+def task_headline(a: Alert) -> str | None:
+    """The cause of a failure outside validation, from its task and reason: an approval rejected or
+    timed out, a rollout production did not confirm (failed) or could not be observed (unknown)."""
+    reason = a.reason or ""
+    if a.task_id == "approve":
+        m = re.search(r"rejected by ([^:;]+)", reason)
+        if m:
+            return f"rejected by {m.group(1).strip()}; nothing was published"
+        if "approval timeout" in reason:
+            return "no approval decision within the approval timeout; nothing was published"
+    if a.task_id in ("wait_for_rollout", "confirm_rollout"):
+        if "could not be observed" in reason or " unknown" in reason:
+            return "production could not be observed (rollout unknown; nothing rolled back)"
+        if "rolled back" in reason or "failed" in reason:
+            return "production did not serve the new version (rollout failed)"
+    return None
+
+
+def production_line(a: Alert) -> str | None:
+    """What production serves after a failed validation: nothing was published, so what it served
+    before (the gate's baseline, which is what production serves)."""
+    if a.event != "failure" or a.task_id not in ("newest_checkpoint", "is_new", "export", "validate"):
+        return None
+    reg = a.regression or {}
+    if reg.get("status") == "no baseline":
+        return "nothing was published; production serves no version of this model yet"
+    version = (reg.get("baseline") or {}).get("version")
+    if version is not None:
+        return f"nothing was published; production still serves v{version}"
+    return "nothing was published; production serves what it served before"
+
+
 def subject(a: Alert) -> str:
     status = (a.regression or {}).get("status")
     if a.event == "run_failure":
@@ -137,6 +233,10 @@ def subject(a: Alert) -> str:
     if a.event == "success":
         tail = " (regression accepted)" if status == "accepted" else ""
         return f"[tfs-release] {a.model}: version {a.version} published{tail}"
+    c = cause(a)
+    headline = c.headline if c is not None else task_headline(a)
+    if headline:
+        return f"[tfs-release] {a.model}: release FAILED at {a.task_id or 'the run'}: {headline}"
     tail = f" (blocked by the regression gate vs v{_baseline_version(a.regression)})" if status == "blocked" else ""
     return f"[tfs-release] {a.model}: release FAILED at {a.task_id or 'the run'}{tail}"
 
@@ -215,10 +315,22 @@ def text(a: Alert) -> str:
     else:
         task = a.task_id or "(unknown)"
         lines.append(f"failed task: {task}" + (f" (try {a.try_number})" if a.try_number else ""))
+        c = cause(a)
+        if c is not None:
+            lines.append(f"cause:       {c.headline}")
         if a.reason:
             lines.append(f"reason:      {one_line(a.reason, MAX_REASON)}")
-    lines += regression_lines(a.regression)
-    failed = [c for c in a.checks if not c.get("passed", True)]
+        prod = production_line(a)
+        if prod:
+            lines.append(f"production:  {prod}")
+        if c is not None:
+            lines += [f"next:        {one_line(n, MAX_REASON)}" for n in c.next]
+    # the absolute failures first: the gate only matters for a candidate that passes them
+    failed = sorted((c for c in a.checks if not c.get("passed", True)),
+                    key=lambda c: c.get("name", "").startswith(GATE_CHECKS))
+    absolute_failed = any(not c.get("name", "").startswith(GATE_CHECKS) for c in failed)
+    if not absolute_failed:
+        lines += regression_lines(a.regression)
     if failed:
         lines.append(f"failed checks ({len(failed)} of {len(a.checks)}):")
         lines += [f"  - {fmt_check(c)}" for c in failed[:MAX_CHECKS]]
@@ -226,6 +338,8 @@ def text(a: Alert) -> str:
             lines.append(f"  (+{len(failed) - MAX_CHECKS} more in the report)")
     elif a.checks:
         lines.append(f"checks:      all {len(a.checks)} passed")
+    if absolute_failed:
+        lines += regression_lines(a.regression)
     if a.report_link:
         lines.append(f"report:      {a.report_link}")
     elif a.report:

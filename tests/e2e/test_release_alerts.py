@@ -95,7 +95,9 @@ def test_a_broken_checkpoint_fails_validation_publishes_nothing_and_alerts_once(
     [mail], [hook] = sinks.mails, sinks.webhooks
     text = hook.payload["text"]
     assert mail.text == text                      # the same message in both channels
-    assert mail.subject == f"[tfs-release] {MODEL}: release FAILED at validate"
+    # the primary cause: a random-weight model is "untrained", not a threshold question
+    assert re.fullmatch(rf"\[tfs-release\] {MODEL}: release FAILED at validate: the checkpoint looks untrained "
+                        r"\(\d+ of \d+ golden images wrong, accuracy 0?\.\d+\)", mail.subject), mail.subject
     assert sorted(mail.rcpt_tos) == ["ml-oncall@example.com", "release-bot@example.com"]
     assert mail.mail_from == "tfs-release@example.com"
     assert os.path.getsize(mail.path) > 0 and os.path.getsize(hook.file) > 0
@@ -104,6 +106,9 @@ def test_a_broken_checkpoint_fails_validation_publishes_nothing_and_alerts_once(
     assert f"model:       {MODEL}" in lines
     assert any(ln.startswith(f"checkpoint:  {broken} (step ") for ln in lines), text
     assert "failed task: validate (try 1)" in lines
+    assert lines[lines.index("failed task: validate (try 1)") + 1] == "cause:       " + mail.subject.split(": ", 2)[2]
+    assert "production:  nothing was published; production serves no version of this model yet" in lines, text
+    assert any(ln.startswith(f"next:        check the training job that wrote {broken} ") for ln in lines), text
     assert any(ln.startswith("reason:      tfs-release validate failed (exit 1, a check failed)") for ln in lines)
     failed = [c for c in verdict["checks"] if not c["passed"]]
     assert f"failed checks ({len(failed)} of {len(verdict['checks'])}):" in lines

@@ -103,28 +103,35 @@ def test_failure_alert_reaches_smtp_and_webhook_with_the_same_text(airflow_pytho
     assert hook.payload["unfurl_links"] is False
     text = hook.payload["text"]
     assert mail.text == text
-    assert mail.subject == f"[tfs-release] {MODEL}: release FAILED at validate"
+    assert mail.subject == f"[tfs-release] {MODEL}: release FAILED at validate: 2 absolute check(s) failed (golden, gx)"
     assert mail.mail_from == "tfs-release@example.com"
     assert sorted(mail.rcpt_tos) == ["lead@example.com", "ml-oncall@example.com"]
     assert "text/html" in mail.raw.decode(errors="replace")
 
     lines = text.splitlines()
-    assert lines[:5] == [
-        f"[tfs-release] {MODEL}: release FAILED at validate",
+    assert lines[:7] == [
+        mail.subject,
         f"model:       {MODEL}",
         "checkpoint:  s3://training/m/checkpoints/ckpt-42 (step 42)",
         "failed task: validate (try 1)",
+        "cause:       2 absolute check(s) failed (golden, gx)",
         "reason:      tfs-release validate failed (exit 1, a check failed): 2 check(s) failed; "
         "{{ raw braces }} stay as sent",
+        "production:  nothing was published; production serves what it served before",
     ]
-    assert lines[5:8] == [
+    assert [ln for ln in lines if ln.startswith("next:")] == [
+        "next:        the report shows each failed image with the model's answer; a better checkpoint is "
+        "released when it lands",
+        f"next:        to validate it again (e.g. after a fix): trigger release__{MODEL} with "
+        "checkpoint=s3://training/m/checkpoints/ckpt-42 and force=true"]
+    assert lines[9:12] == [
         "failed checks (2 of 3):",
         "  - golden: 0004.png: label 1 not in top-1 [2] [label=1, top_k=[2], p_label=0.2871]",
         "  - gx: probs between 0 and 1: 2 unexpected value(s) [rows=6, unexpected=2]",
     ]
-    assert lines[9] == f"airflow run: {UI}/dags/release__{MODEL}/runs/manual__2026-03-04T05%3A06%3A07%2B00%3A00"
-    assert lines[8].startswith(f"report:      {seaweedfs.endpoint}/")
-    link = lines[8].split(None, 1)[1]
+    assert lines[13] == f"airflow run: {UI}/dags/release__{MODEL}/runs/manual__2026-03-04T05%3A06%3A07%2B00%3A00"
+    assert lines[12].startswith(f"report:      {seaweedfs.endpoint}/")
+    link = lines[12].split(None, 1)[1]
     assert "X-Amz-Signature=" in link and seaweedfs.secret_key not in text
     with urllib.request.urlopen(link, timeout=10) as resp:  # the presigned link opens the real report
         assert resp.status == 200 and b"FAILED: 2 check(s)" in resp.read()

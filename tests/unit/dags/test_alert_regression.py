@@ -53,11 +53,18 @@ def alert(**kw) -> am.Alert:
 
 def test_blocked_alert_names_the_baseline_the_deltas_and_the_worst_images():
     a = alert(regression=regression())
-    assert am.subject(a) == ("[tfs-release] shapes-classifier: release FAILED at validate "
-                             "(blocked by the regression gate vs v3)")
+    assert am.subject(a) == ("[tfs-release] shapes-classifier: release FAILED at validate: "
+                             "blocked by the regression gate vs v3 (every absolute check passed)")
     lines = am.text(a).splitlines()
     i = lines.index("regression:  BLOCKED by the regression gate against baseline v3 (registry)")
-    assert lines[i - 1].startswith("reason:") and lines[0] == am.subject(a)
+    assert lines[i - 3:i] == [
+        "reason:      tfs-release validate failed (exit 1, a check failed): 1 check(s) failed",
+        "production:  nothing was published; production still serves v3",
+        "next:        to publish it anyway: trigger release__shapes-classifier with "
+        "checkpoint=s3://training/shapes-classifier/checkpoints/ckpt-300 and "
+        "accept_regression=\"<why this regression is acceptable>\"",
+    ]
+    assert lines[0] == am.subject(a) and "cause:       blocked by the regression gate vs v3 (every absolute check passed)" in lines
     assert lines[i + 1:i + 17] == [
         "summary:     blocked: accuracy 1.000 -> 0.927 (-0.073 > 0.02); 11 of 150 images regressed (rate 0.073 > 0.0)",
         "metric deltas (baseline -> candidate):",
@@ -117,3 +124,56 @@ def test_passed_no_baseline_and_old_verdicts():
     old = alert()
     assert "regression:  " not in am.text(old)
     assert am.subject(old) == "[tfs-release] shapes-classifier: release FAILED at validate"
+
+
+# ---- the primary cause first (issue 23) ----------------------------------------------------------
+
+def _golden(n: int, wrong: int) -> list[dict]:
+    return [{"name": f"golden: {i:04d}.png", "passed": i >= wrong, "detail": "label 1 not in top-1 [0]",
+             "numbers": {}} for i in range(n)]
+
+
+def test_the_subject_names_the_primary_cause_of_each_failure_kind():
+    reg_blocked = regression()
+    first = {"status": "no baseline", "baseline": None}
+    acc = [{"name": "metrics: accuracy >= 0.97", "passed": False, "numbers": {"accuracy": 0.367, "min_accuracy": 0.97}}]
+    served = [{"name": "served: version AVAILABLE", "passed": False, "detail": "not AVAILABLE within 60 s",
+               "numbers": {}}]
+    gate = [{"name": "regression: vs baseline v3 (production)", "passed": False, "detail": "blocked", "numbers": {}}]
+    cases = {
+        # a random-weight model: most golden images wrong -> untrained, even with the gate also blocking
+        "validate: the checkpoint looks untrained (95 of 150 golden images wrong, accuracy 0.367)":
+            alert(checks=_golden(150, 95) + acc + gate, regression=reg_blocked),
+        "validate: the candidate does not load or answer in TF Serving": alert(checks=served + _golden(150, 150)),
+        "validate: 2 absolute check(s) failed (golden, metrics)":
+            alert(checks=_golden(150, 1) + acc + gate, regression=reg_blocked),
+        "validate: blocked by the regression gate vs v3 (every absolute check passed)":
+            alert(checks=_golden(150, 0) + gate, regression=reg_blocked),
+        "approve: rejected by alice; nothing was published":
+            alert(task_id="approve", checks=[], reason="release of m rejected by alice: wait for REL-9; nothing was published"),
+        "approve: no approval decision within the approval timeout; nothing was published":
+            alert(task_id="approve", checks=[], reason="release of m: no decision within the approval timeout (1:00:00); "
+                                                       "nothing was published"),
+        "confirm_rollout: production did not serve the new version (rollout failed)":
+            alert(task_id="confirm_rollout", checks=[], reason="rollout of version 4 failed: NOT_FOUND by the deadline; "
+                                                               "published a copy of version 3 as version 5"),
+        "confirm_rollout: production could not be observed (rollout unknown; nothing rolled back)":
+            alert(task_id="confirm_rollout", checks=[], reason="rollout of version 4 unknown: production could not be "
+                                                               "observed (connection refused)"),
+    }
+    for tail, a in cases.items():
+        assert am.subject(a) == f"[tfs-release] shapes-classifier: release FAILED at {tail}", (tail, am.subject(a))
+    untrained = am.text(next(iter(cases.values()))).splitlines()
+    # the absolute failures come before the gate's lines; production and what to do are said
+    assert untrained.index("failed checks (97 of 152):") < untrained.index(
+        "regression:  BLOCKED by the regression gate against baseline v3 (registry)")
+    assert "production:  nothing was published; production still serves v3" in untrained
+    assert any(ln.startswith("next:        check the training job that wrote s3://training/shapes-classifier/"
+                             "checkpoints/ckpt-300 ") for ln in untrained)
+    first_release = am.text(alert(checks=_golden(150, 2), regression=first)).splitlines()
+    assert "production:  nothing was published; production serves no version of this model yet" in first_release
+    # not a validation verdict: no cause line (the reason says it); still nothing published
+    export = am.text(alert(task_id="export", checks=[], reason="tfs-release export failed (exit 2): NaN weights"))
+    assert not [ln for ln in export.splitlines() if ln.startswith(("cause:", "next:"))], export
+    assert "production:  nothing was published; production serves what it served before" in export.splitlines()
+    assert export.splitlines()[0] == "[tfs-release] shapes-classifier: release FAILED at export"
