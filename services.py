@@ -249,6 +249,12 @@ class Airflow:
         stop_pid(self.pid, timeout=60)
 
 
+def ui_port() -> int:
+    """The port `make airflow` serves the UI on (AIRFLOW_PORT, default 8080): the demo's runs make
+    their links for it, so they open on the Airflow a user starts next."""
+    return int(os.environ.get("AIRFLOW_PORT", "8080"))
+
+
 def airflow_env(home: str, port: int, *, config: str | None = None, conns: dict[str, dict] | None = None,
                 base: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of Airflow processes for this project: DAGs and plugins from the clone,

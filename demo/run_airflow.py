@@ -34,7 +34,7 @@ def main() -> None:
     sw = services.SeaweedFS(**state["seaweedfs"])
     os.environ.update(sw.env())
     home = os.path.join(DEMO, "airflow")
-    port = int(os.environ.get("AIRFLOW_PORT", "8080"))
+    port = services.ui_port()
     say("== serving environment for validation")
     launcher, image = serving_setup()
     cfg = demo_config(image)

@@ -257,7 +257,9 @@ def main() -> int:
     home = os.path.join(DEMO, "airflow")
     os.makedirs(home, exist_ok=True)
     with AlertSinks(os.path.join(DEMO, "alerts")) as sinks:
-        env = services.airflow_env(home, services.free_port(), config=cfg_path, conns={"aws_default": conn})
+        # `airflow dags test` serves nothing: the port only makes the links (the validate task's report
+        # link, the alerts' report and run links) point at `make airflow`, where a user opens them next
+        env = services.airflow_env(home, services.ui_port(), config=cfg_path, conns={"aws_default": conn})
         env.update(sinks.connection_env())
         af = DemoAirflow(env)
         say(f"== Airflow: migrating the metadata DB in {os.path.relpath(home, ROOT)} (SQLite)")

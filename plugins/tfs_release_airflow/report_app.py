@@ -14,8 +14,9 @@ fetches nothing (``sandbox``; pictures are data: URIs, styles inline), ``nosniff
 
 Access: Airflow's own API authentication (``get_user``: ``Authorization: Bearer <JWT>``, else the
 ``_token`` cookie the UI sets at login, so clicking the extra link works) and authorization (the
-auth manager's GET on task instances of the DAG ``release__<model>``). No token: 401; an invalid
-one: 403 (Airflow's answers); not allowed on that DAG: 403.
+auth manager's GET on task instances of the DAG ``release__<model>``). No token: 401, or for a
+browser (``Accept: text/html``) a redirect to Airflow's login page, which comes back to the report;
+an invalid token: 403 (Airflow's answers); not allowed on that DAG: 403.
 Errors: a model not in the config, or no object under that key: 404; a run or path that is not a
 plain relative key ('..', '.', '//', backslash, NUL): 400; object storage failing: 502; a
 broken release config: 500.
@@ -133,7 +134,9 @@ def open_report(clients: Clients, model_name: str, run: str, path: str) -> tuple
 def create_app():
     """The FastAPI app mounted at URL_PREFIX (built on the API server's first request)."""
     from fastapi import Depends, FastAPI, HTTPException, Request
+    from fastapi.exception_handlers import http_exception_handler
     from fastapi.responses import RedirectResponse, StreamingResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
     from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
@@ -141,6 +144,20 @@ def create_app():
 
     app = FastAPI(title="tfs-release reports", docs_url=None, redoc_url=None, openapi_url=None)
     clients = Clients()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def login_first(request: Request, exc: StarletteHTTPException):
+        """A browser without a session (a link from an alert, a new window) goes to Airflow's login
+        page, which sends it back here; an API client (no text/html in Accept) gets the 401."""
+        if exc.status_code == 401 and "text/html" in request.headers.get("accept", ""):
+            from urllib.parse import quote
+
+            from airflow.api_fastapi.app import get_auth_manager
+            raw = request.scope.get("raw_path")  # as requested: a run id's ':' and '+' stay escaped
+            path = raw.decode("latin-1") if raw else quote(request.url.path)
+            back = f"{request.url.scheme}://{request.url.netloc}{path}" + (f"?{request.url.query}" if request.url.query else "")
+            return RedirectResponse(get_auth_manager().get_url_login(next_url=back), status_code=302)
+        return await http_exception_handler(request, exc)
 
     def authorized(model: str, request: Request, user: GetUserDep) -> None:
         """Airflow's authentication (bearer header or the UI's ``_token`` cookie) and its DAG-level

@@ -7,6 +7,7 @@ training + export, Airflow 3 (`airflow dags test`, SQLite), local SMTP and webho
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -45,6 +46,11 @@ def test_demo_publishes_three_models_blocks_a_regression_skips_alerts_and_confir
     assert "FAILED" in broken and "none (nothing published)" in broken, broken
     alerts = os.listdir(demo_dir / "alerts")
     assert any(f.endswith(".eml") for f in alerts) and any(f.endswith(".json") for f in alerts), alerts
+    # the broken checkpoint's alert: its primary cause, and links that open on `make airflow` (port 8080)
+    texts = [json.load(open(demo_dir / "alerts" / f))["payload"]["text"] for f in sorted(alerts) if f.endswith(".json")]
+    broken_alert = next(t for t in texts if "looks untrained" in t.splitlines()[0])
+    assert "\nairflow run: http://127.0.0.1:8080/dags/release__" in broken_alert, broken_alert
+    assert "\nreport:      http://127.0.0.1:8080/tfs-release/reports/" in broken_alert, broken_alert
     for name in ("shapes-classifier", "shapes-segmenter", "shapes-detector"):
         assert (demo_dir / "model_base_path" / name / "1" / "saved_model.pb").exists()
     assert "== time per phase" in out

@@ -165,6 +165,38 @@ def test_without_a_valid_login_the_endpoint_refuses(stack):
     # refused before the model is even looked up: no way to probe model names or runs
     status, _, _ = get(url(af, "no-such-model", "r"))
     assert status == 401
+    # a browser without a session (an alert's link) is sent to Airflow's login page, which comes back
+    status, headers, body = get(page, Accept="text/html,application/xhtml+xml,*/*;q=0.8")
+    location = {k.lower(): v for k, v in headers.items()}.get("location", "")
+    assert status == 302 and location.startswith("/auth/login?next="), (status, headers, body)
+    assert urllib.parse.parse_qs(urllib.parse.urlsplit(location).query)["next"] == [page]
+    assert REPORT["index.html"] not in body
+
+
+def test_a_browser_without_a_session_logs_in_and_lands_on_the_report(stack, chromium, tmp_path):
+    """The on-call path from an alert: the report link opened in a browser with no Airflow session ->
+    Airflow's login page -> Sign in -> the report itself (headless Debian chromium, Selenium)."""
+    from selenium.webdriver.common.by import By
+
+    from tests.e2e.browser import is_png, ui_session
+    af = stack
+    page = url(af, MODEL, RUN)
+    with ui_session(chromium, af.url, tmp_path) as ui:
+        try:
+            ui.driver.get(page)
+            ui.wait().until(lambda d: "/auth/login" in d.current_url, "not sent to the login page")
+            shots = [ui.screenshot("01-login-page.png")]
+            ui.visible(By.NAME, "username").send_keys(af.username)
+            ui.visible(By.NAME, "password").send_keys(af.password)
+            ui.clickable(By.XPATH, "//button[@type='submit'][normalize-space()='Sign in']").click()
+            ui.wait().until(lambda d: urllib.parse.unquote(d.current_url) == urllib.parse.unquote(page),
+                            "not sent back to the report after signing in")
+            ui.visible(By.XPATH, "//h1[contains(., 'validation FAILED')]")
+            shots.append(ui.screenshot("02-the-report.png"))
+        except Exception:
+            ui.dump("failure")
+            raise
+    assert all(is_png(s) for s in shots)
 
 
 def test_bad_requests_get_clear_errors(stack):
