@@ -1,6 +1,6 @@
 """Canary DAG ``model_canary``: promote or abort the canary of a ``rollout: canary`` model.
 
-Manual only. Params: **model** (a model with ``rollout: canary`` in config/models.yaml),
+Manual only, and listed only when a model has ``rollout: canary``. Params: **model** (a model with ``rollout: canary`` in config/models.yaml),
 **action** (``promote``: the canary becomes stable and TF Serving unloads the old stable; ``abort``:
 the canary is removed and never becomes stable), **reason** (required) and optionally **version**
 (refuse unless the canary is that version: a guard against acting on a canary that changed since
@@ -33,6 +33,8 @@ CONFIG = os.environ.get("TFS_RELEASE_CONFIG") or os.path.join(ROOT, "config", "m
 def build_dag(config_path: str = CONFIG):
     cfg = config_mod.load(config_path, strict=False)
     names = sorted(n for n, m in cfg.models.items() if m.extra.get("rollout") == "canary")
+    if not names:
+        return None  # no model has `rollout: canary`: no DAG (a form whose Model list is empty helps nobody)
 
     @dag(
         dag_id="model_canary",
@@ -41,9 +43,9 @@ def build_dag(config_path: str = CONFIG):
         catchup=False,
         max_active_runs=1,
         tags=["tfs-release", "canary"],
-        doc_md=__doc__ + ("" if names else "\n\nNo model has `rollout: canary` in the config yet."),
+        doc_md=__doc__,
         params={
-            "model": Param(names[0] if names else "", type="string", enum=names or [""], title="Model",
+            "model": Param(names[0], type="string", enum=names, title="Model",
                            description="a model with rollout: canary"),
             "action": Param("promote", type="string", enum=["promote", "abort"], title="Action",
                             description="promote: the canary becomes stable; abort: the canary is removed"),
