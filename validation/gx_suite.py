@@ -114,6 +114,10 @@ def run(task: str, answers, *, labels: set[int], image_sizes, docs_dir: str | No
     import great_expectations as gx
     logging.getLogger("great_expectations").setLevel(logging.ERROR)
     ctx = gx.get_context(mode="ephemeral")
+    # no progress bars in the step's log (TQDM_DISABLE above is too late when something imported tqdm
+    # first): half of a validate log were "Calculating Metrics" bars
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+    ctx.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
     ds = ctx.data_sources.add_pandas("served_outputs")
     checks, results = [], []
     for asset_name, df in frames(task, answers, image_sizes=image_sizes).items():
