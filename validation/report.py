@@ -598,6 +598,8 @@ def write(out_dir: str, verdict: dict, images: list[dict], *, gx_docs: str | Non
     e = html.escape
     checks = verdict["checks"]
     failed = [c for c in checks if not c["passed"]]
+    # the primary cause first: when absolute checks failed, the gate's section comes after them
+    absolute_failed = any(not c["name"].startswith(("regression:", "compatibility:")) for c in failed)
     lat = verdict.get("latency_ms", {})
     lat_rows = "".join(f"<tr><td>{e(k)}</td><td>{v.get('p50', 0):.1f}</td><td>{v.get('p95', 0):.1f}</td>"
                        f"<td>{v.get('n', 0)}</td></tr>" for k, v in lat.items())
@@ -633,7 +635,7 @@ def write(out_dir: str, verdict: dict, images: list[dict], *, gx_docs: str | Non
 <h1>{e(verdict['model'])} — candidate validation</h1>
 <div class="verdict {'pass' if verdict['passed'] else 'fail'}">{status}</div>
 <p>{e(verdict.get('reason') or 'every check passed')}</p>
-{_regression_html(verdict.get('regression'))}
+{'' if absolute_failed else _regression_html(reg)}
 <h2>Golden set metrics</h2>{_metrics_html(verdict.get('metrics') or {})}
 <table><tr><th>candidate</th><td>{e(verdict.get('candidate', ''))}</td></tr>
 <tr><th>checkpoint</th><td>{e(str(verdict.get('checkpoint', '')))}</td></tr>
@@ -641,6 +643,7 @@ def write(out_dir: str, verdict: dict, images: list[dict], *, gx_docs: str | Non
 <tr><th>time to AVAILABLE</th><td>{verdict.get('seconds_to_available', 0):.1f}s</td></tr>
 <tr><th>checks</th><td>{len(checks) - len(failed)} passed, {len(failed)} failed</td></tr></table>
 <h2>Checks{' (failed first)' if failed else ''}</h2>{_checks_html(checks)}
+{_regression_html(reg) if absolute_failed else ''}
 <h2>Golden images{golden_vs}</h2>{sections}
 <h2>Latency (single-image requests)</h2><table><tr><th>protocol / signature</th><th>p50 ms</th><th>p95 ms</th><th>n</th></tr>{lat_rows}</table>
 {'<p><a href="gx/index.html">great-expectations results</a> (raw: <a href="gx/results.json">gx/results.json</a>)</p>' if gx_docs else ''}

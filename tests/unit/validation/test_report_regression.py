@@ -222,3 +222,16 @@ def test_old_verdict_without_regression_renders_as_before(tmp_path):
     assert "regression gate" not in page.lower().replace("regression: gate", "")
     assert "id=regression" not in page and "class='card pair" not in page
     assert page.index("data-image='0002.png'") < page.index("data-image='0000.png'")
+
+
+def test_absolute_failures_come_before_the_gate(tmp_path):
+    """A candidate that also fails absolute checks (e.g. random weights): its own failures are the
+    primary cause, so the gate's section follows the checks instead of opening the page."""
+    images, metrics = paired_images(40, cand_failing={7, 13, 21}, base_failing={30})
+    v = verdict_for([{"name": "golden: 0007.png", "passed": False, "detail": "object 1 missed", "numbers": {}},
+                     {"name": "regression: gate", "passed": False, "detail": "blocked", "numbers": {}}], metrics)
+    v["regression"] = regression()
+    page = open(report.write(str(tmp_path), v, images, gx_docs=None,
+                             legend=report.legend("detection", LABELS))["index"]).read()
+    assert (page.index("<h2>Golden set metrics</h2>") < page.index("<h2>Checks (failed first)</h2>")
+            < page.index("<h2 id=regression>Baseline v3 vs candidate</h2>"))
