@@ -34,17 +34,19 @@ class StagedScheduling(LoadScopeScheduling):
         return len(self.workqueue.get(SERIAL, ())) + sum(
             list(unit[SERIAL].values()).count(False) for unit in self.assigned_work.values() if SERIAL in unit)
 
-    def _assign_work_unit(self, node) -> None:
+    def _may_take(self, node) -> bool:
+        """Whether ``node`` may take the next unit now. A worker runs a test only once it holds the
+        next one (pytest needs ``nextitem``), so the worker on ``serial`` gets its first module while
+        its last test is still held; any other worker waits until ``serial`` is complete."""
         if not self.workqueue:
-            return
-        if next(iter(self.workqueue)) != SERIAL:
-            pending = self._serial_pending()
-            # A worker runs a test only once it holds the next one (pytest needs ``nextitem``), so
-            # the worker on ``serial`` gets its first module while its last test is still held;
-            # any other worker waits until ``serial`` is complete.
-            if pending > (1 if SERIAL in self.assigned_work[node] else 0):
-                return
-        super()._assign_work_unit(node)
+            return False
+        if next(iter(self.workqueue)) == SERIAL:
+            return True
+        return self._serial_pending() <= (1 if SERIAL in self.assigned_work[node] else 0)
+
+    def _assign_work_unit(self, node) -> None:
+        if self._may_take(node):
+            super()._assign_work_unit(node)
 
     def _reschedule(self, node) -> None:
         if node.shutting_down:
@@ -52,9 +54,13 @@ class StagedScheduling(LoadScopeScheduling):
         if not self.workqueue:
             node.shutdown()
             return
-        if self._pending_of(self.assigned_work[node]) > 1:
-            return  # the next module when this one's last test is running
-        self._assign_work_unit(node)
+        # Keep two tests queued on a worker: holding a single one (a one-test module) it would wait
+        # for the next event on another worker, which may be minutes away. So a worker takes the
+        # next module when the one it runs is on its last test.
+        while self._pending_of(self.assigned_work[node]) < 2 and self._may_take(node):
+            super()._assign_work_unit(node)
+        if not self.workqueue:
+            node.shutdown()
 
     def mark_test_complete(self, node, item_index: int, duration: float = 0) -> None:
         super().mark_test_complete(node, item_index, duration)

@@ -30,8 +30,9 @@ class Worker:
         return len(self.queue) >= 2 or (self.shutting_down and bool(self.queue))
 
 
-def run(collection: list[str]) -> list[tuple[str, str]]:
-    """(worker, nodeid) in the order tests ran, the two workers taking turns."""
+def run(collection: list[str], stalls: str | None = None) -> list[tuple[str, str]]:
+    """(worker, nodeid) in the order tests ran, the two workers taking turns; ``stalls``: a worker
+    that stops once it runs end-to-end tests (its first one takes forever)."""
     config = SimpleNamespace(getvalue=lambda name: ["2*popen"] if name == "tx" else None,
                              option=SimpleNamespace(loadscopereorder=True), hook=None)
     sched = StagedScheduling(config)
@@ -46,6 +47,8 @@ def run(collection: list[str]) -> list[tuple[str, str]]:
     for _ in range(10 * len(collection)):
         progressed = False
         for w in workers:
+            if w.name == stalls and any(n in E2E for _, n in ran if _ == w.name):
+                continue
             if w.runnable():
                 i = w.queue.pop(0)
                 ran.append((w.name, collection[i]))
@@ -53,7 +56,8 @@ def run(collection: list[str]) -> list[tuple[str, str]]:
                 progressed = True
         if not progressed:
             break
-    assert sched.tests_finished, (ran, [w.queue for w in workers])
+    if stalls is None:
+        assert sched.tests_finished, (ran, [w.queue for w in workers])
     return ran
 
 
@@ -72,11 +76,22 @@ def test_end_to_end_modules_wait_for_everything_else_then_run_two_at_a_time():
             by_module.setdefault(n.split("::")[0], set()).add(w)
     assert all(len(ws) == 1 for ws in by_module.values()), by_module  # a module stays on its worker
     assert len({w for ws in by_module.values() for w in ws}) == 2, by_module  # both workers run modules
-    # longest first: the first module listed is the first one started
-    assert next(n for n in order if n in E2E) == E2E[0]
+    # longest first: the first module listed goes first, to the worker that ran the rest
+    serial_worker = serial_workers.pop()
+    assert next(n for w, n in ran if w == serial_worker and n in E2E) == E2E[0]
 
 
 def test_only_end_to_end_or_only_the_rest():
     assert sorted(n for _, n in run(E2E)) == sorted(E2E)
     ran = run(SERIAL)
     assert [n for _, n in ran] == SERIAL and len({w for w, _ in ran}) == 1
+
+
+def test_a_one_test_module_runs_while_the_other_worker_is_busy():
+    """The other worker is in a long test (no event from it for minutes): a worker given a module
+    of one test must not hold it waiting for a next test; it gets the next module too."""
+    e2e = ["tests/e2e/test_long.py::t1", "tests/e2e/test_long.py::t2", "tests/e2e/test_one.py::t1",
+           "tests/e2e/test_other.py::t1", "tests/e2e/test_other.py::t2"]
+    ran = run(SERIAL + e2e, stalls="gw0")
+    assert {w for w, n in ran if n in SERIAL} == {"gw0"}  # the stalling one ran the rest, then test_long
+    assert [n for w, n in ran if w == "gw1"][:2] == ["tests/e2e/test_one.py::t1", "tests/e2e/test_other.py::t1"], ran
