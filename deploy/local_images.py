@@ -191,7 +191,8 @@ def _prune(repo: str, keep: str) -> None:
 @contextlib.contextmanager
 def _one_build_at_a_time():
     """One build at a time per machine (an flock), so parallel test sessions and workers wait
-    instead of building the same image twice."""
+    instead of building the same image twice. Not reentrant: a second flock on the same file from
+    one process waits forever (tests/e2e/test_kill_path.py takes it itself around ``ensure``)."""
     os.makedirs(CACHE, exist_ok=True)
     with open(os.path.join(CACHE, ".local-images.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -199,12 +200,6 @@ def _one_build_at_a_time():
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def ensure_one(key: str, log=sys.stderr) -> str:
-    """``ensure`` for a caller that needs only one image (e.g. the worker image of a step)."""
-    with _one_build_at_a_time():
-        return ensure(key, log=log)
 
 
 def ensure_all(log=sys.stderr) -> dict[str, str]:

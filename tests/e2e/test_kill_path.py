@@ -168,7 +168,7 @@ def _worker_image(docker_engine) -> str:
     os.makedirs(local_images.CACHE, exist_ok=True)
     with open(os.path.join(local_images.CACHE, ".local-images.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        built = local_images.ensure_one("worker")
+        built = local_images.ensure("worker")  # under the lock taken above
         tag = f"tfs-release/test-kill-worker:{built.rsplit(':', 1)[1]}-{uuid.uuid4().hex[:6]}"
         docker_engine.images.get(built).tag(tag)
     print(f"\nworker image {built} ready in {time.monotonic() - t0:.0f}s (as {tag})")
