@@ -18,7 +18,6 @@ recipe, Dockerfile, the files it copies) and rebuilt only when that changes:
 """
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import glob
 import os
@@ -188,26 +187,16 @@ def _prune(repo: str, keep: str) -> None:
             subprocess.run(["docker", "rmi", old], capture_output=True)
 
 
-@contextlib.contextmanager
-def _one_build_at_a_time():
-    """One build at a time per machine (an flock), so parallel test sessions and workers wait
-    instead of building the same image twice. Not reentrant: a second flock on the same file from
-    one process waits forever (tests/e2e/test_kill_path.py takes it itself around ``ensure``)."""
+def ensure_all(log=sys.stderr) -> dict[str, str]:
+    """Compose variables -> local image tags, every image built (once) and cached. One build at a
+    time per machine (an flock), so parallel test sessions wait instead of building twice."""
     os.makedirs(CACHE, exist_ok=True)
+    t0 = time.monotonic()
     with open(os.path.join(CACHE, ".local-images.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def ensure_all(log=sys.stderr) -> dict[str, str]:
-    """Compose variables -> local image tags, every image built (once) and cached."""
-    t0 = time.monotonic()
-    with _one_build_at_a_time():
         env = {img.env: ensure(key, log=log) for key, img in IMAGES.items()}
         env["TFSR_SERVING_IMAGE"] = standin_image.ensure_image(log=log)
+        fcntl.flock(lock, fcntl.LOCK_UN)
     print(f"local images ready in {time.monotonic() - t0:.0f}s", file=log, flush=True)
     return env
 

@@ -11,7 +11,8 @@ images are started and built once, by that one worker, before anything else need
 
 - one work unit ``serial``: every test outside ``tests/e2e/``;
 - one work unit per end-to-end module (its module fixtures, e.g. one ``airflow standalone``, stay
-  on one worker), handed out longest first once ``serial`` is complete.
+  on one worker), handed out longest first once ``serial`` is complete; a worker takes the next
+  module when the one it runs is on its last test.
 """
 from __future__ import annotations
 
@@ -50,9 +51,6 @@ class StagedScheduling(LoadScopeScheduling):
 
     def _reschedule(self, node) -> None:
         if node.shutting_down:
-            return
-        if not self.workqueue:
-            node.shutdown()
             return
         # Keep two tests queued on a worker: holding a single one (a one-test module) it would wait
         # for the next event on another worker, which may be minutes away. So a worker takes the

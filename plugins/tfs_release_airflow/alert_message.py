@@ -211,15 +211,16 @@ def task_headline(a: Alert) -> str | None:
 
 def production_line(a: Alert) -> str | None:
     """What production serves after a failed validation: nothing was published, so what it served
-    before (the gate's baseline, which is what production serves)."""
+    before; its version when the gate's baseline was read from production."""
     if a.event != "failure" or a.task_id not in ("newest_checkpoint", "is_new", "export", "validate"):
         return None
     reg = a.regression or {}
     if reg.get("status") == "no baseline":
         return "nothing was published; production serves no version of this model yet"
-    version = (reg.get("baseline") or {}).get("version")
-    if version is not None:
-        return f"nothing was published; production still serves v{version}"
+    base = reg.get("baseline") or {}
+    if base.get("version") is not None and str(base.get("source", "")).startswith("production"):
+        return f"nothing was published; production still serves v{base['version']}"
+    # a baseline not read from production (baseline=newest_confirmed) says nothing about what it serves
     return "nothing was published; production serves what it served before"
 
 

@@ -20,7 +20,7 @@ def regression(status="blocked", **kw) -> dict:
     reg = {
         "status": status,
         "summary": "blocked: accuracy 1.000 -> 0.927 (-0.073 > 0.02); 11 of 150 images regressed (rate 0.073 > 0.0)",
-        "baseline": {"version": 3, "source": "registry", "checkpoint": "s3://training/m/checkpoints/ckpt-1500"},
+        "baseline": {"version": 3, "source": "production", "checkpoint": "s3://training/m/checkpoints/ckpt-1500"},
         "accepted_reason": None,
         "failures": ["accuracy 1 -> 0.927 (-0.073 > max_metric_drop 0.02)",
                      "11 of 150 images regressed (rate 0.0733 > max_flip_rate 0)"],
@@ -56,7 +56,7 @@ def test_blocked_alert_names_the_baseline_the_deltas_and_the_worst_images():
     assert am.subject(a) == ("[tfs-release] shapes-classifier: release FAILED at validate: "
                              "blocked by the regression gate vs v3 (every absolute check passed)")
     lines = am.text(a).splitlines()
-    i = lines.index("regression:  BLOCKED by the regression gate against baseline v3 (registry)")
+    i = lines.index("regression:  BLOCKED by the regression gate against baseline v3 (production)")
     assert lines[i - 3:i] == [
         "reason:      tfs-release validate failed (exit 1, a check failed): 1 check(s) failed",
         "production:  nothing was published; production still serves v3",
@@ -104,7 +104,7 @@ def test_accepted_regression_says_so_with_the_reason():
     a = alert(event="success", version=8, task_id="publish", reason=None, checks=[], regression=reg)
     assert am.subject(a) == "[tfs-release] shapes-classifier: version 8 published (regression accepted)"
     text = am.text(a)
-    assert "regression:  a regression against baseline v3 (registry) was ACCEPTED\n" in text
+    assert "regression:  a regression against baseline v3 (production) was ACCEPTED\n" in text
     assert "accepted:    new label map agreed with the product team (REL-42)\n" in text
     assert "  - accuracy: 1 -> 0.927 (-0.073) REGRESSED\n" in text
     assert "BLOCKED" not in text and "blocked because" not in text and "worst images" not in text
@@ -116,7 +116,7 @@ def test_accepted_regression_says_so_with_the_reason():
 def test_passed_no_baseline_and_old_verdicts():
     passed = am.text(alert(event="success", version=4, reason=None, regression=regression(
         "passed", summary="passed", failures=[], worst=[])))
-    assert "regression:  passed against baseline v3 (registry)\n" in passed and "metric deltas" not in passed
+    assert "regression:  passed against baseline v3 (production)\n" in passed and "metric deltas" not in passed
     first = alert(event="success", version=1, reason=None, regression={
         "status": "no baseline", "summary": "no baseline", "baseline": None, "limits": {}})
     assert "regression:  no baseline (first release of this model)\n" in am.text(first)
@@ -166,10 +166,14 @@ def test_the_subject_names_the_primary_cause_of_each_failure_kind():
     untrained = am.text(next(iter(cases.values()))).splitlines()
     # the absolute failures come before the gate's lines; production and what to do are said
     assert untrained.index("failed checks (97 of 152):") < untrained.index(
-        "regression:  BLOCKED by the regression gate against baseline v3 (registry)")
+        "regression:  BLOCKED by the regression gate against baseline v3 (production)")
     assert "production:  nothing was published; production still serves v3" in untrained
     assert any(ln.startswith("next:        check the training job that wrote s3://training/shapes-classifier/"
                              "checkpoints/ckpt-300 ") for ln in untrained)
+    # a baseline chosen without asking production (baseline=newest_confirmed) names no served version
+    chosen = regression(baseline={"version": 2, "source": "newest confirmed"})
+    assert ("production:  nothing was published; production serves what it served before"
+            in am.text(alert(checks=_golden(150, 0) + gate, regression=chosen)).splitlines())
     first_release = am.text(alert(checks=_golden(150, 2), regression=first)).splitlines()
     assert "production:  nothing was published; production serves no version of this model yet" in first_release
     # not a validation verdict: no cause line (the reason says it); still nothing published
