@@ -201,11 +201,11 @@ def task_headline(a: Alert) -> str | None:
             return f"rejected by {m.group(1).strip()}; nothing was published"
         if "approval timeout" in reason:
             return "no approval decision within the approval timeout; nothing was published"
-    if a.task_id in ("wait_for_rollout", "confirm_rollout"):
-        if "could not be observed" in reason or " unknown" in reason:
+    m = re.search(r"rollout of \S+ version \d+ (unknown|failed|rolled back):", reason)  # cli confirm's reason
+    if a.task_id in ("wait_for_rollout", "confirm_rollout") and m:
+        if m.group(1) == "unknown":
             return "production could not be observed (rollout unknown; nothing rolled back)"
-        if "rolled back" in reason or "failed" in reason:
-            return "production did not serve the new version (rollout failed)"
+        return "production did not serve the new version (rollout failed)"
     return None
 
 

@@ -155,11 +155,14 @@ def test_the_subject_names_the_primary_cause_of_each_failure_kind():
             alert(task_id="approve", checks=[], reason="release of m: no decision within the approval timeout (1:00:00); "
                                                        "nothing was published"),
         "confirm_rollout: production did not serve the new version (rollout failed)":
-            alert(task_id="confirm_rollout", checks=[], reason="rollout of version 4 failed: NOT_FOUND by the deadline; "
+            alert(task_id="confirm_rollout", checks=[], reason="rollout of m version 4 rolled back: NOT_FOUND by the deadline; "
                                                                "published a copy of version 3 as version 5"),
         "confirm_rollout: production could not be observed (rollout unknown; nothing rolled back)":
-            alert(task_id="confirm_rollout", checks=[], reason="rollout of version 4 unknown: production could not be "
+            alert(task_id="confirm_rollout", checks=[], reason="rollout of m version 4 unknown: production could not be "
                                                                "observed (connection refused)"),
+        # a confirm step that failed for another reason (bad input) is not called a failed rollout
+        "confirm_rollout": alert(task_id="confirm_rollout", checks=[],
+                                 reason="tfs-release confirm failed (exit 2, bad input or configuration): no endpoints"),
     }
     for tail, a in cases.items():
         assert am.subject(a) == f"[tfs-release] shapes-classifier: release FAILED at {tail}", (tail, am.subject(a))
