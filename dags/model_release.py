@@ -105,12 +105,19 @@ def schedule_for(model: config_mod.ModelConfig):
     if not schedules_on():
         return None
     if model.trigger == "schedule":
-        return model.schedule
+        return cron_timetable(model.schedule)
     asset = checkpoints_asset(model)
     if model.schedule:
-        return AssetOrTimeSchedule(timetable=CronTriggerTimetable(model.schedule, timezone="UTC"),
-                                   assets=[asset])
+        return AssetOrTimeSchedule(timetable=cron_timetable(model.schedule), assets=[asset])
     return [asset]
+
+
+def cron_timetable(cron: str) -> CronTriggerTimetable:
+    """The cron, from its next point on: unpausing a DAG (which the UI's Trigger does) never starts a
+    scheduled run for the cron point just past. (With a start_date, or within 10% of the period
+    after a point, Airflow would: a surprise run beside the one the user triggered.) Release DAGs
+    therefore have no start_date."""
+    return CronTriggerTimetable(cron, timezone="UTC", run_immediately=_dt.timedelta(0))
 
 
 def trigger_doc(model: config_mod.ModelConfig) -> str:
@@ -219,6 +226,13 @@ def build_dag(model: config_mod.ModelConfig, config_path: str,
             notifier.notify(context)
             log.info("approval request for %s announced via %s", model.name, name)
 
+    def request_report_link(verdict: dict) -> str | None:
+        """The report in the approval request: the same link as validate's "Validation report"
+        (the request is stored in Airflow's database and shown in the UI: never a presigned URL)."""
+        from tfs_release_airflow.alerts import report_link
+        return report_link(verdict.get("report"), base_url=model.extra.get("report_base_url"), conn_id=conn_id,
+                           mode="airflow", model=model.name, reports_root=reports_root(model)) or verdict.get("report")
+
     def step(name: str, *args: str, **kwargs):
         """The step command's operator: the worker image when configured, else a local subprocess."""
         return step_operator(name, model.name, *args, config=config_path, conn_id=conn_id,
@@ -227,8 +241,7 @@ def build_dag(model: config_mod.ModelConfig, config_path: str,
     @dag(
         dag_id=f"release__{model.name}",
         schedule=schedule_for(model),
-        start_date=START,
-        catchup=False,
+        catchup=False,  # and no start_date: see cron_timetable
         max_active_runs=1,
         tags=["tfs-release", "release", *([model.task] if model.task else []), *model.extra.get("tags", [])],
         doc_md=doc_for(model) + alerts_doc(model),
@@ -341,6 +354,7 @@ def build_dag(model: config_mod.ModelConfig, config_path: str,
             from tfs_release_airflow.approval import ReleaseApprovalOperator
             approve = ReleaseApprovalOperator(
                 task_id="approve", model=model.name, mode=approval_mode, announce=announce_request,
+                report_link=request_report_link,
                 response_timeout=seconds(model.approval_timeout_s),  # fits in timeouts.run (registry/config.py)
                 # Airflow 3.3 race: a decision that lands before the scheduler has processed the parked
                 # task's exit gets the resumed task marked failed (the executor's late "success" finds it

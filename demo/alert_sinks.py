@@ -43,6 +43,7 @@ class Mail:
     subject: str
     html: str
     text: str          # the HTML body as plain text (tags removed, entities decoded)
+    plain: str | None  # the text/plain part, if the message has one
     raw: bytes = field(repr=False)
     path: str = ""
 
@@ -150,9 +151,10 @@ class AlertSinks:
         msg = email.message_from_bytes(raw, policy=email.policy.default)
         part = msg.get_body(preferencelist=("html", "plain"))
         body = part.get_content() if part is not None else ""
+        plain = msg.get_body(preferencelist=("plain",))
         mail = Mail(mail_from=mail_from, rcpt_tos=list(rcpt_tos), subject=str(msg.get("Subject", "")),
                     html=body, text=html_to_text(body) if part is not None and part.get_content_subtype() == "html"
-                    else body, raw=raw)
+                    else body, plain=plain.get_content() if plain is not None else None, raw=raw)
         with self._lock:
             mail.path = self._next_file("mail", ".eml")
             with open(mail.path, "wb") as fh:

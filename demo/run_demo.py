@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -104,12 +105,64 @@ class DemoAirflow:
         run_id, state = new[0]
         tasks = dict(self.query("SELECT task_id, state FROM task_instance WHERE dag_id = ? AND run_id = ?",
                                 dag_id, run_id))
+        write_task_logs(os.path.join(self.home, "logs"), dag_id, run_id, p.stdout + p.stderr)
         return run_id, state, tasks, dt
 
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value"):
         rows = self.query("SELECT value FROM xcom WHERE dag_id = ? AND run_id = ? AND task_id = ? AND key = ?",
                           dag_id, run_id, task_id, key)
         return json.loads(rows[0][0]) if rows else None
+
+
+_TASK_START = re.compile(r"\[DAG TEST\] starting task_id=(\S+) map_index=(-?\d+)")
+_TASK_END = re.compile(r"\[DAG TEST\] end task task_id=(\S+) map_index=(-?\d+)")
+
+
+_LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\dT[\d:.]+Z) \[(\w+)\s*\] (.*)$")
+
+
+def _log_record(line: str) -> dict:
+    """``2026-01-02T03:04:05.6Z [info     ] message ...`` -> {timestamp, level, event}; other lines
+    (a step's own output, a traceback) -> {event}."""
+    m = _LOG_LINE.match(line)
+    if not m:
+        return {"event": line}
+    return {"timestamp": m.group(1), "level": m.group(2), "event": m.group(3).rstrip()}
+
+
+def write_task_logs(log_folder: str, dag_id: str, run_id: str, output: str) -> list[str]:
+    """Each task's lines of an ``airflow dags test`` run, as the task log Airflow's UI reads
+    (``[logging] log_filename_template``'s default path under the home's logs folder): ``dags test``
+    runs tasks in its own process and writes no log files, so without this every demo task would
+    show "Log file not found" in ``make airflow``. Returns the files written."""
+    written, tries, current, lines = [], {}, None, []
+
+    def flush():
+        task, map_index = current
+        tries[current] = tries.get(current, 0) + 1
+        folder = os.path.join(log_folder, f"dag_id={dag_id}", f"run_id={run_id}", f"task_id={task}",
+                              *([f"map_index={map_index}"] if map_index >= 0 else []))
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, f"attempt={tries[current]}.log")
+        with open(path, "w") as fh:  # JSON lines, as task logs are: the UI shows levels and times
+            fh.writelines(json.dumps(_log_record(ln)) + "\n" for ln in lines)
+        written.append(path)
+
+    for line in output.splitlines():
+        start = _TASK_START.search(line)
+        if start:
+            if current is not None:
+                flush()
+            current, lines = (start.group(1), int(start.group(2))), [line]
+            continue
+        if current is not None:
+            lines.append(line)
+            if _TASK_END.search(line):
+                flush()
+                current, lines = None, []
+    if current is not None:
+        flush()
+    return written
 
 
 def demo_config(image: str | None) -> str:

@@ -130,11 +130,35 @@ def provider_notifiers(alerts, subject: str, text: str) -> list[tuple[str, BaseN
         out.append((f"slack ({alerts.slack_conn_id})", SlackWebhookNotifier(
             slack_webhook_conn_id=alerts.slack_conn_id, text=text, unfurl_links=False, timeout=30)))
     if alerts.smtp_conn_id:
-        from airflow.providers.smtp.notifications.smtp import SmtpNotifier
-        out.append((f"e-mail ({alerts.smtp_conn_id})", SmtpNotifier(
+        out.append((f"e-mail ({alerts.smtp_conn_id})", _email_notifier(
             smtp_conn_id=alerts.smtp_conn_id, to=list(alerts.email_to), from_email=alerts.email_from,
-            subject=subject, html_content=alert_message.html_body(text))))
+            subject=subject, text=text)))
     return out
+
+
+def _email_notifier(*, smtp_conn_id: str, to: list[str], from_email: str | None, subject: str, text: str):
+    """The SMTP provider's notifier, sending multipart/alternative: the text as text/plain (what a
+    terminal mail reader, a pager gateway or a mail filter reads) and as HTML (links clickable)."""
+    from email.mime.text import MIMEText
+    from functools import cached_property
+
+    from airflow.providers.smtp.hooks.smtp import SmtpHook
+    from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
+    class TextAndHtmlHook(SmtpHook):
+        def _build_mime_message(self, *args, **kwargs):
+            msg, recipients = super()._build_mime_message(*args, **kwargs)
+            # the hook attaches only the HTML part; the plain one goes first (the last is preferred)
+            msg.get_payload().insert(0, MIMEText(text, "plain", kwargs.get("mime_charset") or "utf-8"))
+            return msg, recipients
+
+    class TextAndHtmlNotifier(SmtpNotifier):
+        @cached_property
+        def hook(self) -> SmtpHook:
+            return TextAndHtmlHook(smtp_conn_id=self.smtp_conn_id, auth_type=self.auth_type)
+
+    return TextAndHtmlNotifier(smtp_conn_id=smtp_conn_id, to=to, from_email=from_email, subject=subject,
+                               html_content=alert_message.html_body(text), mime_subtype="alternative")
 
 
 class ReleaseAlert(BaseNotifier):

@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import urllib.parse
 
 import pytest
 
@@ -65,5 +66,27 @@ def test_demo_publishes_three_models_blocks_a_regression_skips_alerts_and_confir
         assert states == ["failed", "success", "success"], states
         status, body = af.api("GET", "/api/v2/dags/release__shapes-detector/dagRuns")
         assert status == 200 and sorted(r["state"] for r in body["dag_runs"]) == ["failed", "success"], body
+        # every task that ran in the demo has its log in the UI (`airflow dags test` writes none: the
+        # demo writes them where Airflow's log reader looks), the failed task's with its reason
+        token, seen = af.token(), 0
+        for dag_id in ("release__shapes-classifier", "release__shapes-detector"):
+            _, runs = af.api("GET", f"/api/v2/dags/{dag_id}/dagRuns", token=token)
+            for run in runs["dag_runs"]:
+                rq = urllib.parse.quote(run["dag_run_id"], safe="")
+                _, tis = af.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{rq}/taskInstances", token=token)
+                for ti in tis["task_instances"]:
+                    if ti["state"] in ("skipped", "upstream_failed", None):
+                        continue
+                    status, log = af.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{rq}/taskInstances/"
+                                                f"{ti['task_id']}/logs/{ti['try_number']}", token=token)
+                    text = "\n".join(str(e.get("event", "")) for e in log.get("content", []))
+                    where = (dag_id, run["dag_run_id"], ti["task_id"], ti["state"])
+                    assert status == 200 and f"starting task_id={ti['task_id']} " in text, (where, text[-2000:])
+                    assert "not found" not in text.lower(), (where, text[-2000:])
+                    if ti["state"] == "failed":
+                        assert any(e.get("level") == "error" for e in log["content"]), where
+                        assert "failed" in text.lower(), (where, text[-2000:])
+                    seen += 1
+        assert seen >= 20, seen
     finally:
         af.stop()

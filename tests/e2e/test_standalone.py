@@ -33,7 +33,9 @@ RUN_TIMEOUT = 900
 TASKS = {"newest_checkpoint", "is_new", "export", "validate", "publish", "clean_staging"}
 
 
-def _wait_run(af, dag_id: str, run_id: str, timeout: float = 900) -> dict:
+def _wait_run(af, dag_id: str, run_id: str, timeout: float = 600) -> dict:
+    """Until the run ends; a run still going after ``timeout`` (below the test's own 900 s) fails
+    with what is stuck: task states, Airflow's component health and the log's last errors."""
     deadline = time.monotonic() + timeout
     while True:
         status, run = af.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id)}",
@@ -41,8 +43,23 @@ def _wait_run(af, dag_id: str, run_id: str, timeout: float = 900) -> dict:
         assert status == 200, run
         if run["state"] in ("success", "failed"):
             return run
-        assert time.monotonic() < deadline, f"{dag_id} {run_id} still {run['state']} after {timeout}s; see {af.log}"
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{dag_id} {run_id} still {run['state']} after {timeout:.0f}s\n"
+                                 + _stuck(af, dag_id, run_id))
         time.sleep(3)
+
+
+def _stuck(af, dag_id: str, run_id: str) -> str:
+    """What a hung run's failure message needs: its tasks, the components' heartbeats, the log."""
+    states = _task_states(af, dag_id, run_id)
+    _, health = af.api("GET", "/api/v2/monitor/health", token=af.test_token)
+    with open(af.log, errors="replace") as fh:
+        lines = fh.read().splitlines()
+    noted = [ln for ln in lines if any(w in ln.lower() for w in ("error", "exception", "traceback", "killed",
+                                                                   "exited", "triggerer"))]
+    return (f"tasks: {states}\nhealth: {json.dumps(health)}\n"
+            f"last error/triggerer lines of {af.log}:\n" + "\n".join(noted[-40:]) +
+            "\nlast lines:\n" + "\n".join(lines[-30:]))
 
 
 def _task_states(af, dag_id: str, run_id: str) -> dict[str, str]:

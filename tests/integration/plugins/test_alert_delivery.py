@@ -8,6 +8,7 @@ the login, in tests/e2e/test_report_link.py). The release DAG's own failure call
 out while ``approve`` waited) is run by Airflow's DAG-processor code and delivers the same way."""
 from __future__ import annotations
 
+import email
 import json
 import os
 import subprocess
@@ -106,7 +107,9 @@ def test_failure_alert_reaches_smtp_and_webhook_with_the_same_text(airflow_pytho
     assert mail.subject == f"[tfs-release] {MODEL}: release FAILED at validate: 2 absolute check(s) failed (golden, gx)"
     assert mail.mail_from == "tfs-release@example.com"
     assert sorted(mail.rcpt_tos) == ["lead@example.com", "ml-oncall@example.com"]
-    assert "text/html" in mail.raw.decode(errors="replace")
+    # multipart/alternative: the same text as text/plain (mail filters, terminals) and as HTML
+    assert email.message_from_bytes(mail.raw).get_content_type() == "multipart/alternative"
+    assert mail.plain is not None and mail.plain == text and "<pre" in mail.html
 
     lines = text.splitlines()
     assert lines[:7] == [
@@ -197,7 +200,7 @@ def test_a_run_that_timed_out_awaiting_approval_alerts_once_through_the_dags_cal
     assert sinks.wait(mails=1, webhooks=1, timeout=15), r["logs"]
     [mail], [hook] = sinks.mails, sinks.webhooks
     text = hook.payload["text"]
-    assert mail.text == text
+    assert mail.text == text and mail.plain == text
     assert mail.subject == f"[tfs-release] {MODEL}: release run TIMED OUT at approve (awaiting input); nothing published"
     assert sorted(mail.rcpt_tos) == ["ml-oncall@example.com"]
     lines = text.splitlines()

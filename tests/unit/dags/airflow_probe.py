@@ -32,7 +32,23 @@ def describe(dag) -> dict:
         "is_paused_upon_creation": dag.is_paused_upon_creation,
         **schedule_parts(tt),
         "serialization_error": serialization_error(dag),
+        "first_run_in_s": first_run_in_s(dag),
     }
+
+
+def first_run_in_s(dag) -> float | None:
+    """Seconds from now to the first scheduled run the scheduler would create once the DAG is
+    unpaused with no run yet (negative: one for a past point, at once); None: none by time."""
+    import datetime
+
+    from airflow.serialization.serialized_objects import DagSerialization
+    try:
+        info = DagSerialization.from_dict(DagSerialization.to_dict(dag)).next_dagrun_info(last_automated_run_info=None)
+    except Exception:  # noqa: BLE001 - serialization_error says why
+        return None
+    if info is None or info.run_after is None:
+        return None
+    return (info.run_after - datetime.datetime.now(datetime.timezone.utc)).total_seconds()
 
 
 def serialization_error(dag) -> str | None:

@@ -224,7 +224,7 @@ def test_context_to_message_with_report_base_url(airflow_python, tmp_path):
             "manual__2026-01-02T03%3A04%3A05.678%2B00%3A00") in lines
     assert r["notifiers"] == [
         ["slack (slack_alerts)", "airflow.providers.slack.notifications.slack_webhook.SlackWebhookNotifier"],
-        ["e-mail (smtp_alerts)", "airflow.providers.smtp.notifications.smtp.SmtpNotifier"]]
+        ["e-mail (smtp_alerts)", "tfs_release_airflow.alerts.TextAndHtmlNotifier"]]  # SmtpNotifier + text/plain
     assert r["pulls"] == ["newest_checkpoint|return_value", "validate|verdict"]
 
 

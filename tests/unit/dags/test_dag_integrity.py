@@ -121,6 +121,8 @@ def test_one_release_dag_per_configured_model(every_file):
         assert started_by(d) == expected_start(name, cfg), name
         assert d["timetable"] == "AssetOrTimeSchedule" and len(d["assets"][0]["watchers"]) == 1
         assert d["catchup"] is False and d["max_active_runs"] == 1
+        # unpausing (the UI's Trigger does) starts no scheduled run for the daily point just past
+        assert d["first_run_in_s"] is not None and d["first_run_in_s"] > -1, d["first_run_in_s"]
         assert {"tfs-release", "release", cfg["task"]} <= set(d["tags"])
         assert name in d["doc_md"] and cfg["checkpoints"] in d["doc_md"]
         assert d["params"] == {"checkpoint": None, "force": False, "dry_run": False, "accept_regression": None,
