@@ -47,6 +47,7 @@ from registry import config as config_mod  # noqa: E402
 from tfs_release_airflow.alerts import release_alert, reports_root, run_failure_alert  # noqa: E402
 from tfs_release_airflow.operators import step_operator  # noqa: E402
 from tfs_release_airflow.report_link import attach as attach_report_link  # noqa: E402
+from tfs_release_airflow.run_notes import record_failure  # noqa: E402
 from tfs_release_airflow.step_image import StepImage  # noqa: E402
 
 log = logging.getLogger("tfs_release.model_release")  # __name__ is mangled by Airflow
@@ -250,7 +251,8 @@ def build_dag(model: config_mod.ModelConfig, config_path: str,
         **({"on_failure_callback": on_run_failure} if on_run_failure else {}),
         default_args={"owner": model.extra.get("owner", "tfs-release"), "retries": 0,
                       "execution_timeout": seconds(t.other),
-                      **({"on_failure_callback": on_failure} if on_failure else {})},
+                      # the run's note (plugins/.../run_notes.py) and, with alerts, the alert
+                      "on_failure_callback": [record_failure(model.name), *([on_failure] if on_failure else [])]},
     )
     def release():
         @task

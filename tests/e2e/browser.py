@@ -96,6 +96,17 @@ class AirflowUI:
         print(f"page source: {html} (url {self.driver.current_url})")
         return html
 
+    def wait_text(self, text: str, timeout: float | None = None) -> str:
+        """Until the page's visible text contains ``text``; returns that text."""
+        from selenium.webdriver.common.by import By
+        seen = {}
+
+        def shown(driver):
+            seen["text"] = driver.find_element(By.TAG_NAME, "body").text
+            return text in seen["text"]
+        self.wait(timeout).until(shown, f"{text!r} not on the page within {timeout or self.timeout}s")
+        return seen["text"]
+
     # --- the steps ----------------------------------------------------------------------------
 
     def login(self, username: str, password: str) -> None:

@@ -64,6 +64,12 @@ def test_demo_publishes_three_models_blocks_a_regression_skips_alerts_and_confir
         assert status == 200, body
         states = sorted(r["state"] for r in body["dag_runs"])
         assert states == ["failed", "success", "success"], states
+        # each run's note says what it did (the listener ran in `airflow dags test` too)
+        notes = sorted((r["state"], r["note"] or "") for r in body["dag_runs"])
+        assert notes[0][1].startswith("release FAILED at validate"), notes
+        assert re.fullmatch(r"nothing new: ckpt-\d+ is already v1", notes[1][1]) or \
+            re.fullmatch(r"nothing new: ckpt-\d+ is already v1", notes[2][1]), notes
+        assert any(re.fullmatch(r"published v1 \(ckpt-\d+\)", n) for _, n in notes), notes
         status, body = af.api("GET", "/api/v2/dags/release__shapes-detector/dagRuns")
         assert status == 200 and sorted(r["state"] for r in body["dag_runs"]) == ["failed", "success"], body
         # every task that ran in the demo has its log in the UI (`airflow dags test` writes none: the

@@ -18,6 +18,7 @@ each expects what the ones before it left.
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.parse
 import uuid
@@ -122,6 +123,10 @@ def test_trigger_dry_run_from_the_ui_form_and_see_it_succeed(ui, standalone, air
         state, seen = ui.wait_run_finished(run_id, timeout=RUN_TIMEOUT)
         ui_tasks = ui.wait_tasks_settled(TASKS) if state == "Success" else ui.task_states()
         shots.append(ui.screenshot("05-run-succeeded.png"))
+        # the run's note says what it did (plugins/tfs_release_airflow/run_notes.py), on its page
+        ui.driver.get(f"{af.url}/dags/{DAG_ID}/runs/{run_id}")
+        ui.wait_text("validated, not published", timeout=30)
+        shots.append(ui.screenshot("06-run-note.png"))
     except Exception:
         ui.dump("failure")
         raise
@@ -139,6 +144,7 @@ def test_trigger_dry_run_from_the_ui_form_and_see_it_succeed(ui, standalone, air
     assert run["state"] == "success" and run["run_type"] == "manual", run
     assert run["conf"]["dry_run"] is True, run["conf"]
     assert run["conf"]["launcher"] == "docker" and run["conf"]["force"] is False, run["conf"]
+    assert re.fullmatch(r"dry run: ckpt-\d+ validated, not published", run["note"] or ""), run["note"]
     status, body = af.api("GET", f"{path}/taskInstances", token=af.test_token)
     assert status == 200, body
     states = {ti["task_id"]: ti["state"] for ti in body["task_instances"]}
@@ -173,6 +179,7 @@ def test_rest_trigger_with_params_publishes_and_emits_the_asset_event(standalone
     assert run["state"] == "success", (states, af.log)
     assert states["publish"] == "success" and states["validate"] == "success"
     assert [v["version"] for v in _versions(airflow_env)] == [1]
+    assert re.fullmatch(r"published v1 \(ckpt-\d+\)", run["note"] or ""), run["note"]  # the grid tells runs apart
 
     [event] = _asset_events(af, DAG_ID, run["dag_run_id"])
     assert event["uri"] == f"s3://{airflow_env.serving}/{MODEL}"

@@ -297,7 +297,8 @@ def test_dag_wiring_callbacks_and_report_link(airflow_python, tmp_path):
     wall = time.monotonic() - t0
     assert r["import_errors"] == {}
     tasks = ("newest_checkpoint", "is_new", "export", "validate", "publish")
-    failure = [["ReleaseAlert", "failure", "s3://serving/model-00/_reports/"]]
+    note = [["function", None, None]]  # run_notes.record_failure: the run's note, with or without alerts
+    failure = note + [["ReleaseAlert", "failure", "s3://serving/model-00/_reports/"]]
     d0, d1, d2 = r["dags"]["release__model-00"], r["dags"]["release__model-01"], r["dags"]["release__model-02"]
     # no report_base_url: the validate task still links to the report, through the API server's endpoint
     endpoint_link = [["ReportLink", "Validation report", "_link_ReportLink", None]]
@@ -311,7 +312,7 @@ def test_dag_wiring_callbacks_and_report_link(airflow_python, tmp_path):
     assert d1["validate"]["serialized_links"] == {"Validation report": "_link_ReportLink"}
     assert all(d1[t]["links"] == [] for t in tasks if t != "validate")
     assert {t: (d2[t]["on_failure"], d2[t]["on_success"], d2[t]["links"]) for t in tasks} == \
-        {t: ([], [], endpoint_link if t == "validate" else []) for t in tasks}  # no alerts key: no callbacks
+        {t: (note, [], endpoint_link if t == "validate" else []) for t in tasks}  # no alerts key: no alert
     assert d2["validate"]["serialized_links"] == {"Validation report": "_link_ReportLink"}
     assert ("Alerts: on failure and on publish via Slack (`slack_alerts`) and e-mail (`smtp_alerts` to "
             "oncall@example.com); report link: `https://reports.internal/s3/<bucket>/<key>`") in d1["doc_md"]
