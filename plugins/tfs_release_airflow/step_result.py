@@ -24,6 +24,21 @@ class StepFailed(Exception):
         super().__init__(f"tfs-release {step} failed (exit {exit_code}, {kind}): {reason}")
 
 
+class StepSaidNo(StepFailed, SystemExit):
+    """An expected outcome (exit 1: a check said no; 2: bad input), not a crash. Also a
+    ``SystemExit`` whose ``code`` is the message: Airflow's task runner logs every other exception
+    with its traceback, and this one as the log's last line, ``Task exited exit_code='<reason>'``;
+    retries and failure callbacks are as for any failure. Still a ``StepFailed`` (and an
+    ``Exception``) for every ``except`` that catches one."""
+
+    def __init__(self, step: str, exit_code: int, reason: str, result: dict | None):
+        super().__init__(step, exit_code, reason, result)
+        self.code = str(self)
+
+
+EXPECTED_EXITS = (1, 2)
+
+
 def public(result: dict) -> dict:
     """The result without secret keys (safe for XCom and logs)."""
     return {k: v for k, v in result.items() if k not in SECRET_KEYS}
@@ -69,4 +84,5 @@ def outcome(step: str, code: int, result: dict | None, lines: Iterable = ()) -> 
         return public(result)
     if code == 0:
         raise StepFailed(step, code, f"it exited 0 but wrote no result file; last output: {last_line(lines)}", None)
-    raise StepFailed(step, code, reason(result, lines), public(result) if result else None)
+    failed = StepSaidNo if code in EXPECTED_EXITS else StepFailed
+    raise failed(step, code, reason(result, lines), public(result) if result else None)

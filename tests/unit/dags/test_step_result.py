@@ -10,7 +10,7 @@ import pytest
 from tests.conftest import ROOT
 
 sys.path.insert(0, os.path.join(ROOT, "plugins"))
-from tfs_release_airflow.step_result import StepFailed, last_line, outcome, parse_result, reason  # noqa: E402
+from tfs_release_airflow.step_result import StepFailed, StepSaidNo, last_line, outcome, parse_result, reason  # noqa: E402
 
 
 @pytest.mark.parametrize("data, parsed", [
@@ -47,3 +47,25 @@ def test_outcome():
     assert "exit 1, a check failed" in str(err.value)
     with pytest.raises(StepFailed, match=r"exit 143, terminated\): \(no output\)"):
         outcome("validate", 143, None)
+
+
+def test_an_expected_outcome_is_a_one_line_exit_and_a_crash_keeps_its_traceback():
+    """Exit 1 (a check said no) and 2 (bad input) are StepSaidNo: a SystemExit whose code is the
+    message (Airflow's task runner logs it as one line, "Task exited exit_code=..."), still caught
+    as StepFailed and as Exception; a crash or a kill stays a plain StepFailed (logged with its
+    traceback)."""
+    for code in (1, 2):
+        with pytest.raises(StepSaidNo) as err:
+            outcome("validate", code, {"passed": False, "reason": "2 check(s) failed"}, [])
+        e = err.value
+        assert isinstance(e, SystemExit) and isinstance(e, StepFailed) and isinstance(e, Exception)
+        assert e.code == str(e) and str(e).startswith(f"tfs-release validate failed (exit {code}, ")
+        assert e.code.endswith("2 check(s) failed")
+    for code in (3, 137, -9, 143):
+        with pytest.raises(StepFailed) as err:
+            outcome("validate", code, None, ["Traceback (most recent call last):", "MemoryError"])
+        assert not isinstance(err.value, SystemExit), code
+    try:  # an `except Exception` around a step (the CLI, a test) still catches it: no exit
+        outcome("export", 2, {"error": "no checkpoint under s3://t/m/"})
+    except Exception as exc:  # noqa: BLE001
+        assert exc.exit_code == 2
