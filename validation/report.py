@@ -47,6 +47,8 @@ PALETTE = np.array([[0, 0, 0], [230, 25, 75], [60, 180, 75], [0, 130, 200], [245
                     [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60]], dtype=np.uint8)
 # box colours (detection only): what a box is, never which class (class names are written as text)
 EXPECTED, MISSED, MATCHED, FALSE_POSITIVE = (0, 200, 0), (255, 0, 255), (255, 140, 0), (220, 0, 0)
+# a prediction that matched nothing but scored below the image's fp_min_score: drawn, not counted
+UNCOUNTED = (150, 150, 150)
 
 
 def class_colour(c: int) -> tuple[int, int, int]:
@@ -106,16 +108,22 @@ def _draw_boxes(im, scale, expect, dets, match, labels, *, text: bool, width: in
             label((r[0] + 2, r[3] - 12), f"{labels.get(cls, cls)}", colour)
     if match is None:
         return
-    false = set(match.false_positives)
+    false, matched = set(match.false_positives), {p for p, _, _ in match.pairs}
     for i in match.counted:  # predictions with score >= min_score
         b = boxes[i]
         if not np.all(np.isfinite(b)):
             continue
-        colour = FALSE_POSITIVE if i in false else MATCHED
+        colour = box_colour(i, matched, false)
         r = rect(b)
         d.rectangle(r, outline=colour, width=width)
         if text:
             label((r[0] + 2, r[1] + 2), f"{labels.get(int(classes[i]), int(classes[i]))} {scores[i]:.2f}", colour)
+
+
+def box_colour(i: int, matched: set, false: set) -> tuple[int, int, int]:
+    """What prediction i is: matched an expected object, a counted false positive, or neither (it
+    matched nothing but scored below fp_min_score, so the check does not count it)."""
+    return MATCHED if i in matched else FALSE_POSITIVE if i in false else UNCOUNTED
 
 
 def detection_pictures(image, expect, dets, match, labels) -> list[tuple[str, str]]:
@@ -183,7 +191,8 @@ def box_legend() -> str:
     """Detection: box colours say what a box is; class names and scores are written beside the boxes."""
     return ("box colours: " + " ".join(f"{_swatch(rgb, box=True)}{what}" for rgb, what in (
         (EXPECTED, "expected, found"), (MISSED, "expected, missed"),
-        (MATCHED, "predicted, matched"), (FALSE_POSITIVE, "predicted, false positive"))) +
+        (MATCHED, "predicted, matched"), (FALSE_POSITIVE, "predicted, false positive"),
+        (UNCOUNTED, "predicted, unmatched below fp_min_score (not counted)"))) +
             ". Class names (and scores of predictions) are written as text labels on the boxes; predictions "
             "below the image's min_score are not drawn.")
 

@@ -188,3 +188,32 @@ def test_full_and_thumb_pictures_render(task):
         thumb = report.image_thumb(img)
     assert all(src.startswith("data:image/") for _, src in pics) and thumb.startswith("data:image/jpeg;base64,")
     assert len(thumb) < 20_000 and all(len(src) < 400_000 for _, src in pics)
+
+
+def test_a_prediction_is_drawn_in_the_colour_of_what_the_check_made_of_it():
+    """Matched -> MATCHED; matched nothing and counted (score >= fp_min_score) -> FALSE_POSITIVE;
+    matched nothing below fp_min_score (the check ignores it) -> UNCOUNTED, never MATCHED."""
+    import numpy as np
+    from PIL import Image
+
+    from validation.expectations import detection
+    exp = {"boxes": [[0.1, 0.1, 0.5, 0.5]], "classes": [1], "min_score": 0.3, "min_iou": 0.5,
+           "fp_min_score": 0.6}
+    boxes = [[0.1, 0.1, 0.5, 0.5], [0.6, 0.6, 0.9, 0.9], [0.6, 0.05, 0.9, 0.3]]
+    scores, classes = [0.9, 0.8, 0.4], [1, 2, 2]
+    out = {"detection_boxes": np.array([boxes], np.float32), "detection_scores": np.array([scores], np.float32),
+           "detection_classes": np.array([classes], np.int32), "num_detections": np.array([3.0], np.float32)}
+    res = detection(out, exp)
+    from validation.expectations import match as match_fn
+    m = match_fn(exp["boxes"], exp["classes"], boxes, scores, classes, min_iou=0.5, min_score=0.3)
+    m.false_positives = [i for i in m.false_positives if scores[i] >= 0.6]
+    assert not res["passed"]  # the confident box at 0.8 is a false positive
+    matched = {p for p, _, _ in m.pairs}
+    assert [report.box_colour(i, matched, set(m.false_positives)) for i in range(3)] == \
+        [report.MATCHED, report.FALSE_POSITIVE, report.UNCOUNTED]
+    im = Image.new("RGB", (100, 100))
+    report._draw_boxes(im, 100, exp, (np.array(boxes), np.array(scores), np.array(classes)), m, {}, text=False,
+                       width=1)
+    px = im.load()
+    assert px[5, 75] == report.UNCOUNTED and px[60, 75] == report.FALSE_POSITIVE  # left edges of boxes 2, 1
+    assert "unmatched below fp_min_score" in report.box_legend()
