@@ -101,9 +101,19 @@ class RunNotes:
         try:
             from sqlalchemy.orm import object_session
             session = object_session(dag_run)
-            if session is None or dag_run.note:
+            if session is not None:  # the scheduler: its session commits the note with the state
+                if not dag_run.note:
+                    dag_run.note = note_for(dag_run, state, msg, session)[:1000]
                 return
-            dag_run.note = note_for(dag_run, state, msg, session)[:1000]
+            # `airflow dags test` hands over a run detached from any session: a session of our own
+            from airflow.models.dagrun import DagRun
+            from airflow.utils.session import create_session
+            from sqlalchemy import select
+            with create_session() as own:
+                run = own.scalar(select(DagRun).where(DagRun.dag_id == dag_run.dag_id,
+                                                      DagRun.run_id == dag_run.run_id))
+                if run is not None and not run.note:
+                    run.note = note_for(run, state, msg, own)[:1000]
         except Exception:  # noqa: BLE001 - never break the scheduler's loop for a note
             log.exception("run note for %s %s failed", getattr(dag_run, "dag_id", "?"), getattr(dag_run, "run_id", "?"))
 
