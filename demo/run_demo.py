@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+from urllib.parse import quote
 
 import yaml
 
@@ -128,6 +129,17 @@ def _log_record(line: str) -> dict:
     if not m:
         return {"event": line}
     return {"timestamp": m.group(1), "level": m.group(2), "event": m.group(3).rstrip()}
+
+
+def report_link(uri: str, model: str) -> str:
+    """``s3://<serving>/<model>/_reports/<run>/index.html`` -> the report endpoint of ``make airflow``
+    (plugins/tfs_release_airflow/report_app.py); the URI itself when it is not a report's."""
+    head, sep, tail = uri.partition(f"/{model}/_reports/")
+    if not (sep and head.startswith("s3://")):
+        return uri
+    run, _, path = tail.partition("/")
+    return (f"http://127.0.0.1:{services.ui_port()}/tfs-release/reports/{quote(model, safe='')}/"
+            f"{quote(run, safe='')}/{quote(path or 'index.html')}")
 
 
 def write_task_logs(log_folder: str, dag_id: str, run_id: str, output: str) -> list[str]:
@@ -425,13 +437,13 @@ def main() -> int:
         for v in cli("versions", name)["versions"]:
             say(f"   {name:18} v{v['version']:<3} step {v['step']}  {v['verdict']}  {v['checkpoint']}")
     _table(out)
-    say("== validation reports (HTML in the serving bucket)")
+    say("== validation reports (open after `make airflow`, behind its login)")
     for r in out.rows:
         if r.get("report"):
-            say(f"   {r['model']:18} {r['run']:24} {r['report']}")
+            say(f"   {r['model']:18} {r['run']:24} {report_link(r['report'], r['model'])}")
     say("== what next\n"
-        "   make airflow   the Airflow UI on http://127.0.0.1:8080 (it prints the login) with these runs: each\n"
-        "                  run's validate task has a 'Validation report' link (the reports above)\n"
+        f"   make airflow   the Airflow UI on http://127.0.0.1:{services.ui_port()} (it prints the login) with these\n"
+        "                  runs, their notes, task logs and each validate task's 'Validation report' link\n"
         f"   alerts         the failed run's e-mail and Slack message: {os.path.join(DEMO, 'alerts')}\n"
         f"   task logs      {home}/logs and {os.path.join(home, 'dags-test.log')}\n"
         "   make test      the test suite; README.md 'Where to go next' for the docs")

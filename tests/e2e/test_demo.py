@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 import urllib.parse
+import urllib.request
 
 import pytest
 
@@ -98,5 +99,11 @@ def test_demo_publishes_three_models_blocks_a_regression_skips_alerts_and_confir
                         assert "Traceback" not in text, (where, text[-3000:])
                     seen += 1
         assert seen >= 20, seen
+        # the closing summary's report links open on this Airflow (behind its login)
+        links = re.findall(r"http://127\.0\.0\.1:8080(/tfs-release/reports/\S+)", out[out.index("== validation reports"):])
+        assert len(links) >= 4, out[out.index("== validation reports"):]
+        req = urllib.request.Request(af.url + links[0], headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            assert resp.status == 200 and b"<html" in resp.read(2000).lower(), links[0]
     finally:
         af.stop()

@@ -45,3 +45,13 @@ def test_each_task_gets_its_own_log_file_where_airflow_reads_it(tmp_path):
     assert validate[-2:-1] == [{"event": "RuntimeError: 97 check(s) failed"}]
     assert [e.get("level") for e in validate[:3]] == ["info", "warning", "error"]
     assert _read(written[3])[-1] == {"event": "cut off here"}  # a run that ended mid-task keeps its lines
+
+
+def test_the_closing_summary_links_reports_on_make_airflow(monkeypatch):
+    from demo.run_demo import report_link
+    monkeypatch.delenv("AIRFLOW_PORT", raising=False)
+    uri = "s3://serving/shapes-classifier/_reports/manual__2026-12-07T01:02:03.4+00:00-t1/index.html"
+    assert report_link(uri, "shapes-classifier") == (
+        "http://127.0.0.1:8080/tfs-release/reports/shapes-classifier/"
+        "manual__2026-12-07T01%3A02%3A03.4%2B00%3A00-t1/index.html")
+    assert report_link("s3://serving/other/x.html", "shapes-classifier") == "s3://serving/other/x.html"
