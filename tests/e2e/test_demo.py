@@ -22,7 +22,7 @@ from tests.conftest import ROOT
 pytestmark = [pytest.mark.slow, pytest.mark.docker, pytest.mark.timeout(2400)]
 
 
-def test_demo_publishes_three_models_blocks_a_regression_skips_alerts_and_confirms(s3_env, docker_engine, standin_image, trained, tmp_path):
+def test_demo_publishes_three_models_blocks_a_regression_skips_alerts_and_confirms(s3_env, docker_engine, standin_image, trained, chromium, tmp_path):
     for kind in ("classification", "segmentation", "detection"):
         trained(kind)  # passed their golden sets (the demo would train them the same way)
     demo_dir = tmp_path / "demo"
@@ -99,6 +99,24 @@ def test_demo_publishes_three_models_blocks_a_regression_skips_alerts_and_confir
                         assert "Traceback" not in text, (where, text[-3000:])
                     seen += 1
         assert seen >= 20, seen
+        # in a browser, as on-call after `make airflow`: the failed run's page shows its reason, and
+        # its validate task shows its log
+        from tests.e2e.browser import is_png, ui_session
+        [failed] = [r for r in body_runs(af, "release__shapes-classifier", token) if r["state"] == "failed"]
+        page = f"{af.url}/dags/release__shapes-classifier/runs/{urllib.parse.quote(failed['dag_run_id'], safe='')}"
+        with ui_session(chromium, af.url, tmp_path) as ui:
+            try:
+                ui.login(af.username, af.password)
+                ui.driver.get(page)
+                ui.wait_text(failed["note"][:60], timeout=60)
+                shots = [ui.screenshot("01-failed-run-says-why.png")]
+                ui.driver.get(f"{page}/tasks/validate")
+                ui.wait_text("starting task_id=validate", timeout=60)
+                shots.append(ui.screenshot("02-validate-log.png"))
+            except Exception:
+                ui.dump("failure")
+                raise
+        assert all(is_png(p) for p in shots)
         # the closing summary's report links open on this Airflow (behind its login)
         links = re.findall(r"http://127\.0\.0\.1:8080(/tfs-release/reports/\S+)", out[out.index("== validation reports"):])
         assert len(links) >= 4, out[out.index("== validation reports"):]
@@ -107,3 +125,9 @@ def test_demo_publishes_three_models_blocks_a_regression_skips_alerts_and_confir
             assert resp.status == 200 and b"<html" in resp.read(2000).lower(), links[0]
     finally:
         af.stop()
+
+
+def body_runs(af, dag_id: str, token: str) -> list[dict]:
+    status, body = af.api("GET", f"/api/v2/dags/{dag_id}/dagRuns", token=token)
+    assert status == 200, body
+    return body["dag_runs"]
