@@ -160,13 +160,20 @@ def segmentation(outputs: dict, expect: dict, mask: np.ndarray) -> dict:
             "detail": f"mIoU {value:.3f} {'>=' if ok else '<'} {expect['min_miou']}"}
 
 
-def classification(outputs: dict, expect: dict) -> dict:
+def classification(outputs: dict, expect: dict, labels: dict | None = None) -> dict:
+    """The expected label is among the top_k classes. labels (class id -> name) only make the detail
+    readable: "label 2 (triangle) not in top-1 [1 (square)]"."""
+    labels = labels or {}
     probs = np.asarray(outputs.get("probs", outputs.get("logits")), dtype=np.float64)[0]
     top = [int(i) for i in np.argsort(-probs, kind="stable")[: expect["top_k"]]]
     ok = expect["label"] in top
+
+    def name(c: int) -> str:
+        return f"{c} ({labels[c]})" if c in labels else str(c)
     return {"passed": ok, "scores": probs,
             "numbers": {"label": expect["label"], "top_k": top, "p_label": round(float(probs[expect["label"]]), 4)},
-            "detail": f"label {expect['label']} {'in' if ok else 'not in'} top-{expect['top_k']} {top}"}
+            "detail": f"label {name(expect['label'])} {'in' if ok else 'not in'} top-{expect['top_k']} "
+                      f"[{', '.join(name(t) for t in top)}]"}
 
 
 def parity(served: dict, reference: dict, *, atol: float, rtol: float = 1e-5) -> dict:

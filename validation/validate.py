@@ -262,7 +262,7 @@ def golden_checks(model: ModelConfig, golden, first: dict) -> tuple[list[dict], 
             full = partial(report.segmentation_pictures, g.image, g.mask, r["pred"])
             thumb = partial(report.mask_thumb, g.image, r["pred"])
         else:
-            r = expectations.classification(out, g.expect)
+            r = expectations.classification(out, g.expect, golden.classes)
             scores.append(r["scores"])
             labels.append(g.expect["label"])
             ks.add(g.expect["top_k"])

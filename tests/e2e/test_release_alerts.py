@@ -112,7 +112,7 @@ def test_a_broken_checkpoint_fails_validation_publishes_nothing_and_alerts_once(
     assert any(ln.startswith("reason:      tfs-release validate failed (exit 1, a check failed)") for ln in lines)
     failed = [c for c in verdict["checks"] if not c["passed"]]
     assert f"failed checks ({len(failed)} of {len(verdict['checks'])}):" in lines
-    golden = [ln for ln in lines if re.match(r"  - golden: \S+\.png: label \d+ not in top-1 \[\d+\] "
+    golden = [ln for ln in lines if re.match(r"  - golden: \S+\.png: label \d+ \([^)]+\) not in top-1 \[\d+ \([^)]+\)\] "
                                              r"\[label=\d+, top_k=\[\d+\], p_label=0?\.\d+\]$", ln)]
     assert golden, text                           # a failed check with its numbers
     report_key = verdict["report"].split(f"s3://{af.serving}/", 1)[1]

@@ -192,3 +192,6 @@ def test_classification_top_k():
     r = ex.classification(out, {"label": 2, "top_k": 1})
     assert r["passed"] is False and r["numbers"] == {"label": 2, "top_k": [1], "p_label": 0.4}
     assert ex.classification(out, {"label": 2, "top_k": 2})["passed"] is True
+    assert r["detail"] == "label 2 not in top-1 [1]"
+    named = ex.classification(out, {"label": 2, "top_k": 2}, {1: "square", 2: "triangle"})
+    assert named["detail"] == "label 2 (triangle) in top-2 [1 (square), 2 (triangle)]"  # names, as in captions
