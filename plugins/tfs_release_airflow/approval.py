@@ -20,15 +20,27 @@ import logging
 from airflow.providers.standard.exceptions import HITLTimeoutError
 from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLOperator
 from airflow.sdk import Param, ParamsDict
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.definitions.retry_policy import ExceptionRetryPolicy, RetryAction, RetryRule
 
 log = logging.getLogger(__name__)
 MODES = ("required", "on_regression", "none")
 
 
-class ReleaseRejected(AirflowFailException):
-    """A person rejected the release (or nobody decided in time): the task fails without a retry.
-    (The task's retries are only for a decision Airflow lost, see model_release.py.)"""
+class ReleaseRejected(SystemExit):
+    """A person rejected the release (or nobody decided in time): an expected outcome, so the task
+    log ends in one line, ``Task exited exit_code='release of M rejected by X: why; nothing was
+    published'`` (Airflow's task runner logs a ``SystemExit`` that way, any other exception, even
+    ``AirflowFailException``, with its traceback). The task fails without a retry (``NO_RETRY``; its
+    retries are only for a decision Airflow lost, see model_release.py)."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.code = message
+
+
+# a decision (or its timeout) is final: never asked again
+NO_RETRY = ExceptionRetryPolicy(rules=[RetryRule(exception=ReleaseRejected, action=RetryAction.FAIL,
+                                                 reason="the approval was decided (or timed out)")])
 
 
 def request_body(model: str, verdict: dict, report_link: str | None) -> str:
@@ -70,6 +82,7 @@ class ReleaseApprovalOperator(ApprovalOperator):
             params["comment"] = Param(None, type=["null", "string"], title="Comment", source="task",
                                       description="why (recorded with the decision)")
         kwargs["params"] = params
+        kwargs.setdefault("retry_policy", NO_RETRY)
         super().__init__(fail_on_reject=True, **kwargs)
         self.model, self.mode, self.announce, self.report_link = model, mode, announce, report_link
 

@@ -203,9 +203,22 @@ def test_approved_over_rest_publishes_with_the_approver_rejected_fails(af, appro
     assert status == 200, run
     run_id = run["dag_run_id"]
     _wait_awaiting(af, run_id)
-    _answer(af, run_id, lambda _try: _decided(af, run_id, "Reject", "wait for the new golden set"))
+    answered = _answer(af, run_id, lambda _try: _decided(af, run_id, "Reject", "wait for the new golden set"))
     run = _wait_run(af, DAG_ID, run_id)
     states = _task_states(af, DAG_ID, run_id)
     assert run["state"] == "failed" and states["approve"] == "failed", states  # a rejection is not green
+    # a rejection is final (no retry asks again) and its log ends in one line with who and why
+    rq = urllib.parse.quote(run_id)
+    status, ti = af.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{rq}/taskInstances/approve", token=af.test_token)
+    assert status == 200 and ti["try_number"] == answered[-1], (ti, answered)
+    status, log = af.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{rq}/taskInstances/approve/logs/{ti['try_number']}",
+                         token=af.test_token)
+    assert status == 200, log
+    events = log["content"]
+    exited = [e for e in events if e.get("event") == "Task exited"]
+    assert exited and "rejected by" in str(exited[-1].get("exit_code")), events[-12:]
+    assert "wait for the new golden set" in str(exited[-1].get("exit_code")), exited
+    assert not any(e.get("event") == "Task failed with exception" or "Traceback" in json.dumps(e)
+                   for e in events), events[-12:]
     assert states["publish"] in ("upstream_failed", "skipped"), states
     assert [x["version"] for x in _versions(approval_env)] == [1, 2]  # nothing published
