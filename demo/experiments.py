@@ -1,6 +1,6 @@
 """The three demo models: their Model Garden experiments and params overrides.
 
-Shared by demo/train.py, demo/evaluate.py and demo/export_check.py. Imports
+Shared by demo/train.py, demo/golden_gate.py and the tests. Imports
 TensorFlow / Model Garden lazily (inside functions) so that importing this
 module stays cheap.
 """
