@@ -54,8 +54,10 @@ def build_dag(config_path: str = CONFIG):
             "version": Param(None, type=["null", "integer"], minimum=1, title="Version",
                              description="the version to serve again (`tfs-release versions MODEL` lists them "
                                          "with their rollout state); empty: the newest confirmed one"),
-            "reason": Param("", type="string", maxLength=500, title="Reason",
-                            description="why (logged and kept in the run's XCom)"),
+            # optional, as the CLI's --reason: a required text field left empty disables the form's
+            # Trigger button without saying why
+            "reason": Param(None, type=["null", "string"], maxLength=500, title="Reason",
+                            description="why (logged, kept in the run's XCom and the rollback's records)"),
         },
         dagrun_timeout=_dt.timedelta(hours=2),
         default_args={"owner": "tfs-release", "retries": 0, "execution_timeout": _dt.timedelta(hours=1)},

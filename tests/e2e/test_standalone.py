@@ -127,6 +127,14 @@ def test_trigger_dry_run_from_the_ui_form_and_see_it_succeed(ui, standalone, air
         ui.driver.get(f"{af.url}/dags/{DAG_ID}/runs/{run_id}")
         ui.wait_text("validated, not published", timeout=30)
         shots.append(ui.screenshot("06-run-note.png"))
+        # the rollback form can be triggered as it opens (version empty: the newest confirmed one);
+        # not triggered here (the rollback test below does that over REST)
+        from selenium.webdriver.common.by import By
+        ui.open_dag("model_rollback")
+        ui.open_trigger_form("model_rollback")
+        submit = ui.visible(By.CSS_SELECTOR, "[data-testid='trigger-dag-submit']")
+        shots.append(ui.screenshot("07-rollback-form.png"))
+        assert submit.is_enabled(), "the rollback form's Trigger is disabled with its defaults"
     except Exception:
         ui.dump("failure")
         raise
