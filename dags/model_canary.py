@@ -50,7 +50,8 @@ def build_dag(config_path: str = CONFIG):
             "action": Param("promote", type="string", enum=["promote", "abort"], title="Action",
                             description="promote: the canary becomes stable; abort: the canary is removed"),
             "reason": Param("", type="string", minLength=1, maxLength=500, title="Reason",
-                            description="why (recorded in the registry and announced)"),
+                            description="required (Trigger stays disabled until it is filled in): why; "
+                                        "recorded in the registry and announced"),
             "version": Param(None, type=["null", "integer"], minimum=1, title="Canary version (guard)",
                              description="refuse unless the canary is this version (empty: whatever it is)"),
         },
