@@ -105,15 +105,16 @@ class RunNotes:
                 if not dag_run.note:
                     dag_run.note = note_for(dag_run, state, msg, session)[:1000]
                 return
-            # `airflow dags test` hands over a run detached from any session: a session of our own
+            # `airflow dags test` hands over a run detached from any session; it works in the thread's
+            # scoped session and commits it right after this call: the note goes in there, uncommitted
+            # here (a commit or close of our own would end its transaction under it)
+            from airflow import settings
             from airflow.models.dagrun import DagRun
-            from airflow.utils.session import create_session
             from sqlalchemy import select
-            with create_session() as own:
-                run = own.scalar(select(DagRun).where(DagRun.dag_id == dag_run.dag_id,
-                                                      DagRun.run_id == dag_run.run_id))
-                if run is not None and not run.note:
-                    run.note = note_for(run, state, msg, own)[:1000]
+            scoped = settings.Session()
+            run = scoped.scalar(select(DagRun).where(DagRun.dag_id == dag_run.dag_id, DagRun.run_id == dag_run.run_id))
+            if run is not None and not run.note:
+                run.note = note_for(run, state, msg, scoped)[:1000]
         except Exception:  # noqa: BLE001 - never break the scheduler's loop for a note
             log.exception("run note for %s %s failed", getattr(dag_run, "dag_id", "?"), getattr(dag_run, "run_id", "?"))
 
