@@ -5,7 +5,7 @@ triggerer, API server; LocalExecutor, SQLite; services.start_airflow) with this 
 release DAG of the demo classifier scheduled on its checkpoints Asset; the validator's temporary
 TF Serving in the stand-in image (Docker engine); production = the `tfs-release sync` sidecar
 (every 2 s, the default) filling a model_base_path that a TF-Serving stand-in process
-serves (validation.launchers.ProcessLauncher; it polls the folder every second, as TF Serving does).
+serves (serving.launchers.ProcessLauncher; it polls the folder every second, as TF Serving does).
 
 1. Seed (untimed): the demo trainer's cached classifier checkpoint is released with the CLI
    (`tfs-release release`) as version 1, production loads it; then the DAG is unpaused and its
@@ -222,7 +222,7 @@ def main():
     from demo.checkpoint_events import post_checkpoint_event
     from registry.s3 import make_client
     from standin.image import ensure_image
-    from validation.launchers import ProcessLauncher
+    from serving.launchers import ProcessLauncher
 
     services.ensure_docker()
     image = ensure_image()

@@ -51,7 +51,7 @@ TARGET = 1.5
 DAG_FILE = os.path.join(ROOT, "dags", "model_release.py")
 STEP_TASKS = ("export", "validate", "publish")  # the tasks a no-op run must skip
 STEP_MARKERS = ("[export]", "[validate]", "step command:")  # run_step's log lines
-LABEL_MODEL = "tfs-release.model"  # validation/launchers.py: every serving container carries it
+LABEL_MODEL = "tfs-release.model"  # serving/launchers.py: every serving container carries it
 
 # Run in the Airflow env: parse the DAG file as the DAG processor does, then call the no-op path's
 # task code (newest_checkpoint, is_new) outside Airflow, recording every attempt to import TF.

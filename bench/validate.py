@@ -18,7 +18,7 @@ Two parts, each measured against a baseline in the same run:
   a fresh process, docker launcher with the stand-in image, S3 download, contract, temporary server,
   golden requests over REST and gRPC, checks, report upload) of the demo classifier (exported from
   the cached demo checkpoint, its 150-image golden set) with the TensorFlow-free clients
-  (``validation/tfs_protos.py``) vs the path they replaced (the same process with the old client
+  (``tfs_api/protos.py``) vs the path they replaced (the same process with the old client
   code: ``tensorflow_serving``'s stubs and ``tf.make_tensor_proto`` / ``tf.make_ndarray``, the static
   check through ``tensorflow.core.protobuf``: each imports all of TensorFlow), the baseline; also the
   bare import cost of each path (``python -c`` importing the clients and building a request) and
@@ -60,8 +60,8 @@ def export_classifier(dest: str) -> str:
 
 
 def measure(launcher, base: str, images, requests: int) -> dict:
-    from exporters.reference import model_input
-    from validation.clients import GrpcClient, RestClient, wait_available
+    from tfs_api.inputs import model_input
+    from tfs_api.clients import GrpcClient, RestClient, wait_available
     t0 = time.monotonic()
     server = launcher.start(base, "shapes-classifier")
     try:
@@ -85,7 +85,7 @@ def measure(launcher, base: str, images, requests: int) -> dict:
 
 def launchers(rounds: int, requests: int, image: str) -> dict:
     from exporters import golden
-    from validation.launchers import DockerLauncher, ProcessLauncher
+    from serving.launchers import DockerLauncher, ProcessLauncher
     work = tempfile.mkdtemp(prefix="bench-validate-")
     try:
         base = export_classifier(os.path.join(work, "models"))
@@ -291,11 +291,11 @@ def with_baseline(rounds: int, n: int, image: str) -> dict:
         shutil.rmtree(work, ignore_errors=True)
 
 
-# The client code as it was before validation/tfs_protos.py, installed into a fresh process before the
+# The client code as it was before tfs_api/protos.py, installed into a fresh process before the
 # CLI runs (the baseline of the no-tensorflow part): tensorflow_serving's stubs and TensorFlow's tensor
 # conversion in GrpcClient, tensorflow.core.protobuf for the static signature read.
 TF_PATH = r"""
-import validation.clients as _clients, validation.contracts as _contracts
+import tfs_api.clients as _clients, tfs_api.signatures as _signatures
 
 class _TfGrpcClient(_clients.GrpcClient):
     def __init__(self, *args, **kwargs):
@@ -323,7 +323,7 @@ class _TfGrpcClient(_clients.GrpcClient):
         from tensorflow_serving.apis import get_model_metadata_pb2
         req = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
         self._spec(req.model_spec)
-        return _contracts.signatures_from_grpc_metadata(self._tf_rpc(self.predictions.GetModelMetadata, req))
+        return _signatures.signatures_from_grpc_metadata(self._tf_rpc(self.predictions.GetModelMetadata, req))
 
     def predict(self, signature, input_type, x):
         import tensorflow as tf
@@ -339,13 +339,13 @@ class _TfGrpcClient(_clients.GrpcClient):
         return {k: tf.make_ndarray(v) for k, v in resp.outputs.items()}
 
 _clients.GrpcClient = _TfGrpcClient
-_tf_free_static = _contracts.signatures_from_saved_model
+_tf_free_static = _signatures.signatures_from_saved_model
 
 def _static(saved_model_dir):
     from tensorflow.core.protobuf import saved_model_pb2  # noqa: F401  (the import the check made)
     return _tf_free_static(saved_model_dir)
 
-_contracts.signatures_from_saved_model = _static
+_signatures.signatures_from_saved_model = _static
 """
 
 # one validation step in a fresh process: the CLI as release runs it; writes what it imported
@@ -367,7 +367,7 @@ import json, sys, time
 t = time.perf_counter()
 sys.path.insert(0, {root!r})
 import numpy as np
-from validation.clients import GrpcClient
+from tfs_api.clients import GrpcClient
 c = GrpcClient("127.0.0.1", 9, "m")
 x = np.zeros((1, 64, 64, 3), np.uint8)
 if {tf_path!r}:
@@ -378,7 +378,7 @@ if {tf_path!r}:
     r.inputs["inputs"].CopyFrom(tf.make_tensor_proto(x))
     back = tf.make_ndarray(r.inputs["inputs"])
 else:
-    from validation import tfs_protos
+    from tfs_api import protos as tfs_protos
     r = tfs_protos.message("tensorflow.serving.PredictRequest")()
     tfs_protos.tensor_proto(x, into=r.inputs["inputs"])
     back = tfs_protos.to_ndarray(r.inputs["inputs"])

@@ -220,7 +220,8 @@ def build_dag(model: config_mod.ModelConfig, config_path: str,
         if alerts is None:
             return
         from tfs_release_airflow import alert_message
-        from tfs_release_airflow.alerts import provider_notifiers, ui_base_url
+        from tfs_release_airflow.alerts import provider_notifiers
+        from tfs_release_airflow.report_link import ui_base_url
         url = alert_message.run_url(ui_base_url(), f"release__{model.name}", context.get("run_id"))
         text = f"{subject}\n{body}\n\nDecide in Airflow (task `approve` of this run): {url}"
         for name, notifier in provider_notifiers(alerts, f"[tfs-release] {subject}", text):

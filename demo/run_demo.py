@@ -42,8 +42,8 @@ KINDS = {"shapes-classifier": "classification", "shapes-segmenter": "segmentatio
 
 
 def _serving_image() -> str:
-    """The real TF Serving image for the TensorFlow the exporter runs (validation/serving_image.py)."""
-    from validation.serving_image import default_image
+    """The real TF Serving image for the TensorFlow the exporter runs (serving/image.py)."""
+    from serving.image import default_image
     try:
         import importlib.metadata as md
         return default_image(md.version("tensorflow"))
@@ -461,7 +461,7 @@ def production_step(out) -> None:
     three models through a model config file (latest version of each). Each model's newest version
     is confirmed there (`tfs-release confirm`: AVAILABLE, then golden answers as in validation) and
     its rollout record printed."""
-    from validation.launchers import ProcessLauncher
+    from serving.launchers import ProcessLauncher
     text = "model_config_list {\n" + "".join(
         f'  config {{ name: "{n}" base_path: "/models/{n}" model_platform: "tensorflow" }}\n' for n in KINDS) + "}\n"
     say(f"== production: TF Serving (stand-in process) serving {BASE_PATH} for the three models; "

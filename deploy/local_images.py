@@ -113,10 +113,10 @@ class Image:
         return f"{self.repo}:{recipe_hash(*parts)}"
 
 
-PROJECT = ("cli.py", "registry", "exporters", "validation", "production", "standin", "config", "demo/golden")
+PROJECT = ("cli.py", "registry", "tfs_api", "exporters", "serving", "validation", "production", "standin", "config", "demo/golden")
 IMAGES = {
     "airflow": Image("TFSR_AIRFLOW_IMAGE", "tfs-release/airflow", "docker/airflow.Dockerfile", "airflow",
-                     ("requirements.txt", "cli.py", "registry", "validation", "production", "config", "dags", "plugins",
+                     ("requirements.txt", "cli.py", "registry", "tfs_api", "serving", "validation", "production", "config", "dags", "plugins",
                       "docker/airflow-init.sh")),
     "worker": Image("TFSR_WORKER_IMAGE", "tfs-release/worker", "docker/worker.Dockerfile", "worker",
                     ("requirements-worker.txt", *PROJECT, "docker/tfs-release.sh", "docker/create-buckets.py"),

@@ -16,8 +16,10 @@ USER 0
 COPY cli.py /opt/tfs-release/cli.py
 COPY registry /opt/tfs-release/registry
 # whole packages the DAGs and plugins reach (no TensorFlow is imported from them here: the container
-# reaper, endpoint credentials, what production serves); a unit test
+# reaper, TF Serving's API and endpoint credentials, what production serves); a unit test
 # (tests/unit/deploy/test_airflow_image.py) checks this list against the plugins' and DAGs' imports
+COPY tfs_api /opt/tfs-release/tfs_api
+COPY serving /opt/tfs-release/serving
 COPY validation /opt/tfs-release/validation
 COPY production /opt/tfs-release/production
 COPY config /opt/tfs-release/config

@@ -13,7 +13,9 @@ ARG INSTALL_REQUIREMENTS=1
 RUN if [ "$INSTALL_REQUIREMENTS" = 1 ]; then pip install --no-cache-dir -r /opt/tfs-release/requirements-worker.txt; fi
 COPY cli.py /opt/tfs-release/cli.py
 COPY registry /opt/tfs-release/registry
+COPY tfs_api /opt/tfs-release/tfs_api
 COPY exporters /opt/tfs-release/exporters
+COPY serving /opt/tfs-release/serving
 COPY validation /opt/tfs-release/validation
 COPY production /opt/tfs-release/production
 COPY standin /opt/tfs-release/standin

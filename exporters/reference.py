@@ -11,7 +11,7 @@
   golden set. TF Serving replays every record before the version becomes AVAILABLE (and allows at
   most 1000), so the file must not grow with the golden set.
 
-Reference answers are computed in batches (``exporters/batching.py``, the validator's batching):
+Reference answers are computed in batches (``tfs_api/batching.py``, the validator's batching):
 same-shaped images together for image_tensor, any images for image_bytes/tf_example, each answer
 split back per image with its batch dimension of 1.
 """
@@ -24,37 +24,15 @@ import zipfile
 
 import numpy as np
 
-from exporters import batching
+from tfs_api import batching
 from exporters.golden import GoldenSet
 from exporters.model_garden import INPUT_KEY
+from tfs_api.inputs import model_input
 
 MAX_WARMUP = 1000   # TF Serving's limit
 WARMUP_RECORDS = 32  # what the exporter writes at most: replayed at every load
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 ANSWERS = "answers.npz"
-
-
-def example_bytes(encoded: bytes) -> bytes:
-    """A serialized tf.Example as Model Garden's tf_example signature parses it."""
-    # TF's Example message without importing TensorFlow (the validator's clients do not either)
-    from validation.tfs_protos import message
-    fmt = b"png" if encoded[:8] == b"\x89PNG\r\n\x1a\n" else b"jpeg"
-    ex = message("tensorflow.Example")()
-    ex.features.feature["image/encoded"].bytes_list.value.append(encoded)
-    ex.features.feature["image/format"].bytes_list.value.append(fmt)
-    return ex.SerializeToString()
-
-
-def model_input(input_type: str, image) -> np.ndarray:
-    """The batch-of-one input a client sends for ``image`` (a GoldenImage) to a signature of
-    ``input_type``: uint8 [1,H,W,3] or a [1] array of bytes."""
-    if input_type == "image_tensor":
-        return image.image[np.newaxis]
-    if input_type == "image_bytes":
-        return np.array([image.encoded], dtype=object)
-    if input_type == "tf_example":
-        return np.array([example_bytes(image.encoded)], dtype=object)
-    raise ValueError(f"unknown input type {input_type!r}")
 
 
 def _fixed_batch(fn) -> int | None:

@@ -26,7 +26,7 @@ def choose(client, model, *, mode: str = "production", auth=None) -> dict | None
     """{version, source} of the baseline, or None (no version to compare with: a first release)."""
     if mode not in MODES:
         raise ValueError(f"baseline mode {mode!r}: use one of {', '.join(MODES)}")
-    from validation.endpoint_auth import EndpointAuth
+    from tfs_api.endpoint_auth import EndpointAuth
     auth = EndpointAuth.from_env() if auth is None else auth
     endpoints = (model.extra.get("production") or {}).get("endpoints") or []
     lab = lifecycle.labels(client, model)

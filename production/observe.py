@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import urllib.error
 
-from validation.endpoint_auth import ENV as AUTH_ENV
-from validation.endpoint_auth import NONE, EndpointAuth
+from tfs_api.endpoint_auth import ENV as AUTH_ENV
+from tfs_api.endpoint_auth import NONE, EndpointAuth
 
 
 def name(ep: dict) -> str:
@@ -54,11 +54,10 @@ def model_status(ep: dict, model: str, *, timeout: float = 5.0, auth: EndpointAu
             if err["state"] == "NOT_FOUND":
                 return {"observed": True, "versions": {}, "error": err["error"]}
             return {"observed": False, "state": err["state"], "versions": {}, "error": err["error"]}
-        return {"observed": True, "error": "", "versions": {
-            int(v.get("version", -1)): {"state": v.get("state", "UNKNOWN"),
-                                        "error": (v.get("status") or {}).get("error_message", "")}
-            for v in body.get("model_version_status", [])}}
-    from validation.clients import GrpcClient, ServingError
+        from tfs_api.clients import rest_status  # (numpy: only where a status is read)
+        return {"observed": True, "error": "",
+                "versions": {r["version"]: {"state": r["state"], "error": r["error"]} for r in rest_status(body)}}
+    from tfs_api.clients import GrpcClient, ServingError
     host, _, port = ep["grpc"].rpartition(":")
     client = GrpcClient(host, int(port), model, timeout=timeout, auth=auth)
     try:
@@ -98,12 +97,12 @@ def label_version(ep: dict, model: str, label: str, *, timeout: float = 5.0, aut
                     "error": err["error"]}
         v = (body.get("model_spec") or {}).get("version")
         return {"version": int(v) if v is not None else None, "observed": True, "error": ""}
-    from validation import tfs_protos
-    from validation.clients import GrpcClient, ServingError
+    from tfs_api import protos
+    from tfs_api.clients import GrpcClient, ServingError
     host, _, port = ep["grpc"].rpartition(":")
     client = GrpcClient(host, int(port), model, timeout=timeout, auth=auth)
     try:
-        req = tfs_protos.message("tensorflow.serving.GetModelMetadataRequest")(metadata_field=["signature_def"])
+        req = protos.message("tensorflow.serving.GetModelMetadataRequest")(metadata_field=["signature_def"])
         req.model_spec.name = model
         req.model_spec.version_label = label
         resp = client._rpc("/tensorflow.serving.PredictionService/GetModelMetadata",

@@ -31,7 +31,7 @@ from production import lifecycle, observe, rules
 from registry import layout
 from registry.errors import BadInput
 from registry.s3 import S3Uri
-from validation.endpoint_auth import NONE, EndpointAuth
+from tfs_api.endpoint_auth import NONE, EndpointAuth
 
 log = logging.getLogger(__name__)
 SMOKE_IMAGES = 16  # golden images sent to each production endpoint (spread over the set)
@@ -91,9 +91,9 @@ def smoke(ep: dict, model, version: int, golden, reference: dict, *, tolerance: 
           auth: EndpointAuth = NONE) -> dict:
     """Golden images (a spread sample) to /versions/N over REST and gRPC, answers vs the reference.
     {endpoint, passed, observed, detail, ms_per_request}: a transport error is not observed."""
-    from exporters import batching
+    from tfs_api import batching
     from validation import expectations
-    from validation.clients import GrpcClient, RestClient, ServingError, predict_images
+    from tfs_api.clients import GrpcClient, RestClient, ServingError, predict_images
     images = batching.spread(golden.images, SMOKE_IMAGES)
     clients = []
     if ep.get("rest"):

@@ -22,14 +22,18 @@ import time
 import numpy as np
 
 from exporters import golden as golden_mod
-from exporters.reference import load_reference, model_input
+from exporters.reference import load_reference
+from tfs_api.inputs import model_input
 from registry.config import ModelConfig
 from registry.layout import REPORTS, SAVED_MODEL
 from registry.s3 import S3Uri
 from registry.staging import candidate_digest, read_candidate
 from registry.transfer import RemoteFile, download_files, download_prefix, upload_dir
 from registry.s3 import local_path_for
-from validation import contracts, expectations, launchers, serving_image
+from serving import image as serving_image
+from serving import launchers
+from tfs_api import signatures
+from validation import contracts, expectations
 
 log = logging.getLogger(__name__)
 DEFAULT_IMAGE = serving_image.default_image(serving_image.FALLBACK_TF)  # per candidate: serving_image.default_image
@@ -79,8 +83,8 @@ def load_versions(server, model: str, base_v: int, cand_v: int, *, deadline_s: f
     """Baseline, then candidate, into the running server (started with no model): the server's
     memory before, with the baseline, with both; each version's load time (from the config change
     to AVAILABLE: it includes up to one config poll, 1 s). Raises TimeoutError / ServingError."""
-    from validation.clients import RestClient, ServingError, wait_available, wait_listening
-    from validation.launchers import model_config
+    from tfs_api.clients import RestClient, ServingError, wait_available, wait_listening
+    from serving.launchers import model_config
     rest = RestClient(server.host, server.rest_port, model)
     t0 = time.monotonic()
     wait_listening(rest, deadline_s=deadline_s, alive=server.alive)
@@ -113,8 +117,8 @@ def serve_and_check(server, model: ModelConfig, contract, golden, reference, *, 
     baseline answers the same golden requests for every signature it has (its answers and served
     signatures go to numbers["baseline"]), and latency is timed on both, interleaved (the order
     alternates per image), in numbers["baseline"]["latency_raw"] / ["candidate_latency_raw"]."""
-    from exporters import batching
-    from validation.clients import GrpcClient, RestClient, predict_images, wait_available
+    from tfs_api import batching
+    from tfs_api.clients import GrpcClient, RestClient, predict_images, wait_available
     checks, answers, first = [], [], {}
     first_sig = next(iter(model.input_types))
     rest = RestClient(server.host, server.rest_port, model.name, version=version)
@@ -203,8 +207,8 @@ def serve_and_check(server, model: ModelConfig, contract, golden, reference, *, 
 def baseline_answers(rest, model: ModelConfig, golden, candidate_signatures: dict) -> dict:
     """The baseline version's served signatures and its REST answers to every golden image for
     every signature both versions have (first signature's answers under 'first')."""
-    from exporters import batching
-    from validation.clients import predict_images
+    from tfs_api import batching
+    from tfs_api.clients import predict_images
     signatures = rest.metadata()
     out = {"signatures": signatures, "answers": {}, "first": None}
     for sig, typ in model.input_types.items():
@@ -386,7 +390,7 @@ def validate_candidate(client, model: ModelConfig, candidate_uri: str, *, launch
             baseline_mod.download(client, model.serving, base, os.path.join(models_dir, model.name,
                                                                              str(base["version"])))
         reference = load_reference(os.path.join(work, "reference"))
-        problems = contract.check(contracts.signatures_from_saved_model(sm_dir), where="SavedModel")
+        problems = contract.check(signatures.signatures_from_saved_model(sm_dir), where="SavedModel")
         checks.append(_check("contract: SavedModel signatures", not problems, "; ".join(problems) or "matches the contract"))
         if not problems:
             from validation import gx_suite
@@ -405,7 +409,7 @@ def validate_candidate(client, model: ModelConfig, candidate_uri: str, *, launch
                 gchecks, pictures, set_metrics = golden_checks(model, golden, first)
                 checks += gchecks
                 if base:
-                    from validation.clients import RestClient
+                    from tfs_api.clients import RestClient
                     cand_sigs = RestClient(server.host, server.rest_port, model.name, version=cand_v).metadata()
                     gchecks, gate = regression_gate(model, golden, base, numbers.pop("baseline"), loads, pictures,
                                                     set_metrics, cand_sigs, body.get("labels"), lim,
@@ -423,7 +427,7 @@ def validate_candidate(client, model: ModelConfig, candidate_uri: str, *, launch
             except launchers.ServerDied as exc:
                 checks.append(_check("served: model loads and answers", False, _clip(str(exc))))
             except Exception as exc:  # noqa: BLE001 - serving errors become a failed check with logs
-                from validation.clients import ServingError
+                from tfs_api.clients import ServingError
                 if not isinstance(exc, ServingError):
                     raise
                 checks.append(_check("served: model loads and answers", False,

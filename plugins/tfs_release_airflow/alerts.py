@@ -41,18 +41,10 @@ from airflow.sdk import BaseNotifier
 
 from tfs_release_airflow import alert_message
 from tfs_release_airflow.alert_message import Alert
+from tfs_release_airflow.report_link import endpoint_link, ui_base_url
 
 log = logging.getLogger("tfs_release.alerts")
-DEFAULT_UI = "http://localhost:8080"  # Airflow's own default when [api] base_url is not set
 PRESIGN_SECONDS = 7 * 86400           # the S3 SigV4 maximum
-
-
-def ui_base_url() -> str:
-    try:
-        from airflow.sdk.configuration import conf
-        return conf.get("api", "base_url", fallback=None) or DEFAULT_UI
-    except Exception:  # noqa: BLE001 - a link is better than no alert
-        return DEFAULT_UI
 
 
 def _pull(ti, task_id: str, key: str = "return_value"):
@@ -75,7 +67,6 @@ def report_link(report_uri: str | None, *, base_url: str | None, conn_id: str, m
     if base_url:
         return alert_message.report_url(report_uri, base_url)
     if mode != "presigned":
-        from tfs_release_airflow.report_link import endpoint_link
         if not (model and reports_root):
             return None
         return endpoint_link(report_uri, model=model, reports_root=reports_root, base_url=ui_base_url()) or None

@@ -40,8 +40,8 @@ def s3_settings(conn_id: str) -> S3Settings:
 
 def production_auth(conn_id: str | None):
     """The production endpoints' credentials and TLS from the Airflow connection a model's
-    ``production.conn_id`` names (validation/endpoint_auth.py); no credentials without one."""
-    from validation.endpoint_auth import NONE, EndpointAuth
+    ``production.conn_id`` names (tfs_api/endpoint_auth.py); no credentials without one."""
+    from tfs_api.endpoint_auth import NONE, EndpointAuth
     if not conn_id:
         return NONE
     from airflow.sdk import BaseHook

@@ -13,35 +13,15 @@ step push its result under ``failed_result_key`` (the validate task's ``verdict`
 """
 from __future__ import annotations
 
-import datetime as _dt
 import logging
 from collections.abc import Sequence
 
 from airflow.sdk import BaseOperator
 
-from tfs_release_airflow.step_command import SERVING_TTL_ENV, StepFailed, run_step
+from tfs_release_airflow.step_command import (KILL_GRACE_S, TIMEOUT_GRACE_S, StepFailed, push_failed_result, run_step,
+                                              serving_ttl)
 
 log = logging.getLogger(__name__)
-
-# on_kill runs inside the task's SIGTERM handler; Airflow's supervisor sends SIGKILL 5 s later
-KILL_GRACE_S = 3.0
-# execution_timeout interrupts execute() itself: no supervisor deadline, so the step gets longer
-TIMEOUT_GRACE_S = 20.0
-# a serving container may outlive its validate task's timeout by this much (then it expires)
-TTL_MARGIN_S = 60
-
-
-def serving_ttl(execution_timeout: _dt.timedelta | None) -> dict[str, str]:
-    """The validator's serving-container expiry: the task's timeout plus a margin."""
-    if not execution_timeout:
-        return {}
-    return {SERVING_TTL_ENV: str(int(execution_timeout.total_seconds() + TTL_MARGIN_S))}
-
-
-def push_failed_result(context, key: str | None, exc: StepFailed) -> None:
-    if key and exc.result is not None:
-        context["ti"].xcom_push(key=key, value=exc.result)
-
 
 class StepCommandOperator(BaseOperator):
     """``tfs-release <step> <model> <step_args> --config C --result F`` as a local subprocess."""

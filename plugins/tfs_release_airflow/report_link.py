@@ -26,6 +26,7 @@ from airflow.sdk import BaseOperatorLink
 from tfs_release_airflow.alert_message import report_url
 
 NAME = "Validation report"
+DEFAULT_UI = "http://localhost:8080"  # Airflow's own default when [api] base_url is not set
 URL_PREFIX = "/tfs-release"         # where report_app.py is mounted on the API server
 REPORTS_ROUTE = "/reports"          # ... and its route: /reports/<model>/<run>/<path>
 
@@ -46,10 +47,13 @@ def endpoint_link(report_uri: str, *, model: str, reports_root: str, base_url: s
     return endpoint_url(base_url, model, run, path or "index.html") if run else ""
 
 
-def api_base_url() -> str:
-    """``[api] base_url`` as the worker sees it (Airflow's default when unset)."""
-    from tfs_release_airflow.alerts import ui_base_url
-    return ui_base_url()
+def ui_base_url() -> str:
+    """``[api] base_url`` as this process sees it (Airflow's own default when unset)."""
+    try:
+        from airflow.sdk.configuration import conf
+        return conf.get("api", "base_url", fallback=None) or DEFAULT_UI
+    except Exception:  # noqa: BLE001 - a link is better than no alert
+        return DEFAULT_UI
 
 
 @attrs.define()
@@ -78,7 +82,7 @@ class ReportLink(BaseOperatorLink):
             return report_url(report_uri, self.report_base_url)
         if not (self.model and self.reports_root):
             return ""
-        return endpoint_link(report_uri, model=self.model, reports_root=self.reports_root, base_url=api_base_url())
+        return endpoint_link(report_uri, model=self.model, reports_root=self.reports_root, base_url=ui_base_url())
 
 
 def attach(operator, report_base_url: str | None, *, model: str | None = None,

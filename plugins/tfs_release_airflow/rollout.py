@@ -22,7 +22,7 @@ def rest_status(rest: str, model: str, version: int, timeout: float = 5.0, auth=
     """Version N on one REST endpoint: production/observe.py's answer (the one implementation the
     CLI's confirm, this trigger and the gate's baseline share)."""
     from production.observe import version_status
-    from validation.endpoint_auth import NONE
+    from tfs_api.endpoint_auth import NONE
     return version_status({"rest": rest}, model, version, timeout=timeout, auth=auth or NONE)
 
 
@@ -53,7 +53,7 @@ class RolloutTrigger(BaseTrigger):
         # event (fired sooner, the resumed attempt can be marked failed: apache/airflow#72716)
         await asyncio.sleep(max(0.0, FIRST_POLL_AFTER_S - (time.time() - self.started)))
         from production.rules import classify
-        from validation.endpoint_auth import NONE, EndpointAuth
+        from tfs_api.endpoint_auth import NONE, EndpointAuth
         auth = EndpointAuth.from_dict(self.auth, where="the rollout trigger's auth") if self.auth else NONE
         while True:
             for e in self.endpoints:

@@ -19,6 +19,7 @@ Stdlib only: importable from DAG files at parse time and testable without Airflo
 from __future__ import annotations
 
 import ctypes
+import datetime as _dt
 import ctypes.util
 import logging
 import os
@@ -131,3 +132,24 @@ def run_step(command: str, step: str, model: str, *args: str, config: str, s3_en
         result = read_result(result_path)
         log.info("tfs-release %s %s: exit %d in %.1fs", step, model, code, time.monotonic() - t0)
     return outcome(step, code, result, tail)
+
+
+# The kill policy of both step operators (operators.py's subprocess, step_image.py's container).
+# on_kill runs inside the task's SIGTERM handler; Airflow's supervisor sends SIGKILL 5 s later
+KILL_GRACE_S = 3.0
+# execution_timeout interrupts execute() itself: no supervisor deadline, so the step gets longer
+TIMEOUT_GRACE_S = 20.0
+# a serving container may outlive its validate task's timeout by this much (then it expires)
+TTL_MARGIN_S = 60
+
+
+def serving_ttl(execution_timeout: _dt.timedelta | None) -> dict[str, str]:
+    """The validator's serving-container expiry: the task's timeout plus a margin."""
+    if not execution_timeout:
+        return {}
+    return {SERVING_TTL_ENV: str(int(execution_timeout.total_seconds() + TTL_MARGIN_S))}
+
+
+def push_failed_result(context, key: str | None, exc: StepFailed) -> None:
+    if key and exc.result is not None:
+        context["ti"].xcom_push(key=key, value=exc.result)

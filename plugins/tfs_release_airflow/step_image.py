@@ -27,7 +27,7 @@ Killing (``StepImageOperator``, a ``DockerOperator`` chosen at DAG-parse time):
   removed by force;
 - ``execution_timeout``: the same after a longer grace, from ``execute`` itself;
 - the task process gone without either (SIGKILL, a lost worker): a reaper started beside the step
-  container (validation/sweep.py) does the same within a second or two, and the container's labels
+  container (serving/sweep.py) does the same within a second or two, and the container's labels
   (owner host and pid, expiry) let any later sweep remove it.
 """
 from __future__ import annotations
@@ -43,7 +43,7 @@ from dataclasses import dataclass
 
 from airflow.providers.docker.operators.docker import DockerOperator
 
-from tfs_release_airflow.operators import KILL_GRACE_S, TIMEOUT_GRACE_S, TTL_MARGIN_S, push_failed_result, serving_ttl
+from tfs_release_airflow.step_command import KILL_GRACE_S, TIMEOUT_GRACE_S, TTL_MARGIN_S, push_failed_result, serving_ttl
 from tfs_release_airflow.step_result import StepFailed, outcome, parse_result
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ class StepImageOperator(DockerOperator):
 
         from registry.config import overlay_env
         from tfs_release_airflow.connection import production_auth, s3_settings
-        from validation import sweep
+        from serving import sweep
         self.command = [self.step, self.model, *self.step_args, "--config", self.config, "--result", RESULT_PATH]
         self._private_environment = {**s3_settings(self.conn_id).env(), **production_auth(self.production_conn_id).env()}
         self.environment.update(overlay_env())  # the config overlay this run decided with
@@ -184,7 +184,7 @@ class StepImageOperator(DockerOperator):
         except docker.errors.NotFound:
             return -1, None
         finally:
-            from validation import sweep
+            from serving import sweep
             try:
                 sweep.stop_and_remove(client, container["Id"], why=f"{self.step} step done")
             except Exception as exc:  # noqa: BLE001 - already gone

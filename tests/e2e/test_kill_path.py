@@ -201,7 +201,7 @@ def _step_processes(config: str, model: str) -> list[str]:
     out = []
     for p in psutil.process_iter(["pid", "cmdline"]):
         cmd = " ".join(p.info["cmdline"] or [])
-        if (config in cmd and model in cmd) or ("validation.sweep" in cmd and model in cmd):
+        if (config in cmd and model in cmd) or ("serving.sweep" in cmd and model in cmd):
             out.append(f"{p.info['pid']}: {cmd[:200]}")
     return out
 

@@ -22,7 +22,7 @@ DAG_ID = f"release__{MODEL}"
 
 @pytest.fixture(scope="module")
 def production(airflow_env, seaweedfs, tmp_path_factory):
-    from validation.launchers import ProcessLauncher
+    from serving.launchers import ProcessLauncher
     af = airflow_env
     dest = tmp_path_factory.mktemp("production")
     env = {**os.environ, "PYTHONPATH": ROOT, "AWS_ENDPOINT_URL": seaweedfs.endpoint,

@@ -17,6 +17,13 @@ KINDS = {
 }
 
 
+@pytest.fixture(scope="session")
+def standin_image(docker_engine):
+    """The stand-in serving image, built locally (cached by its recipe hash)."""
+    from standin.image import ensure_image
+    return ensure_image()
+
+
 def upload_checkpoints(s3, bucket, prefix, folder, *, skip=()):
     from demo.checkpoint_cache import checkpoint_files
     for f in checkpoint_files(folder):

@@ -152,7 +152,7 @@ def _start_slow_step(airflow_python, image, model_env, docker_engine):
     labels = step.labels
     assert labels["tfs-release.role"] == "step" and labels["tfs-release.pid"] == str(p.pid)
     # a serving container the validator inside would have started (owned by the step container)
-    from validation import sweep
+    from serving import sweep
     serving = docker_engine.containers.run(
         image, entrypoint=["sleep", "600"], detach=True, name=f"tfsr-validate-{model}",
         labels={sweep.ROLE: "validation", sweep.HOST_ID: "0" * 16, sweep.PID: "1", "tfs-release.model": model,

@@ -57,7 +57,7 @@ def saved_models(tmp_path_factory):
 
 def test_lifecycle_state_machine(s3, s3_env, tmp_path, saved_models, monkeypatch):
     from tests.integration.validation.tls_proxy import TokenProxy, make_certs
-    from validation.endpoint_auth import EndpointAuth
+    from tfs_api.endpoint_auth import EndpointAuth
     bucket = f"lifecycle-{uuid.uuid4().hex[:8]}"
     s3.create_bucket(Bucket=bucket)
     root = tmp_path / "models"

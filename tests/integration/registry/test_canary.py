@@ -58,7 +58,7 @@ class Server:
     """A stand-in process on a model config file (as production TF Serving would be started)."""
 
     def __init__(self, config_file, log):
-        from validation.launchers import free_port, server_env
+        from serving.launchers import free_port, server_env
         self.rest, self.grpc = free_port(), free_port()
         env = {**server_env(), "PYTHONPATH": ROOT}
         self.proc = subprocess.Popen(

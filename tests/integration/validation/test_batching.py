@@ -12,12 +12,15 @@ import pytest
 from PIL import Image
 
 from exporters import golden as golden_mod
-from exporters.batching import BatchError
-from exporters.reference import load_reference, model_input, reference_answers
+from tfs_api.batching import BatchError
+from exporters.reference import load_reference, reference_answers
+from tfs_api.inputs import model_input
 from registry.config import ModelConfig
 from registry.s3 import S3Uri
-from validation import contracts, launchers
-from validation.clients import GrpcClient, RestClient, ServingError
+from serving import launchers
+from tfs_api import signatures
+from validation import contracts
+from tfs_api.clients import GrpcClient, RestClient, ServingError
 from validation.validate import serve_and_check
 
 pytestmark = pytest.mark.docker
@@ -232,7 +235,7 @@ def test_the_grpc_client_needs_no_tensorflow_and_reads_as_tensorflow_does(tmp_pa
         model_service_pb2_grpc
 
     from tests.conftest import ROOT
-    from validation.clients import wait_available
+    from tfs_api.clients import wait_available
     kinds_model(str(tmp_path / "models" / MODEL / "1"))
     server = debug_server(str(tmp_path / "models"))
     wait_available(RestClient(server.host, server.rest_port, MODEL), deadline_s=180, alive=server.alive)
@@ -243,7 +246,7 @@ def test_the_grpc_client_needs_no_tensorflow_and_reads_as_tensorflow_does(tmp_pa
         pickle.dump(inputs, fh)
     code = textwrap.dedent(f"""
         import pickle, sys
-        from validation.clients import GrpcClient
+        from tfs_api.clients import GrpcClient
         inputs = pickle.load(open("inputs.pkl", "rb"))
         c = GrpcClient({server.host!r}, {server.grpc_port}, {MODEL!r})
         out = {{"status": c.status(), "metadata": c.metadata(),
@@ -288,4 +291,4 @@ def test_the_grpc_client_needs_no_tensorflow_and_reads_as_tensorflow_does(tmp_pa
     assert b["first"].tolist() == [0x89, -1, 0xFF]
     # metadata: the REST answer's normal form, and the SavedModel's own
     assert out["metadata"] == RestClient(server.host, server.rest_port, MODEL).metadata() == \
-        contracts.signatures_from_saved_model(str(tmp_path / "models" / MODEL / "1"))
+        signatures.signatures_from_saved_model(str(tmp_path / "models" / MODEL / "1"))

@@ -140,7 +140,7 @@ def test_baseline_is_what_production_serves_not_the_newest_committed(gate_env, s
     from registry.errors import BadInput
     from registry.publish import publish
     from validation import baseline
-    from validation.launchers import ProcessLauncher
+    from serving.launchers import ProcessLauncher
     serving = S3Uri(gate_env.serving, f"{gate_env.name}/")
     for tag in ("v1", "v2"):
         cand = _stage(gate_env, s3, tmp_path, candidates.classifier_module(), tag)
@@ -153,7 +153,7 @@ def test_baseline_is_what_production_serves_not_the_newest_committed(gate_env, s
         return ModelConfig(name=gate_env.name, serving=serving, task="classification",
                            extra={"production": {"endpoints": list(endpoints)}} if endpoints else {})
     try:
-        from validation.clients import RestClient, wait_available
+        from tfs_api.clients import RestClient, wait_available
         wait_available(RestClient(server.host, server.rest_port, gate_env.name), deadline_s=120, alive=server.alive)
         url, grpc = f"http://{server.host}:{server.rest_port}", f"{server.host}:{server.grpc_port}"
         dead = {"rest": "http://127.0.0.1:9"}  # nothing listens

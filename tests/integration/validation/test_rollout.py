@@ -29,7 +29,7 @@ def production(gate_env, tmp_path, s3):
     """A sync sidecar (interval 1 s) into tmp_path/prod/<model>, served by a stand-in process; the
     model's config names it as its production endpoint."""
     import yaml
-    from validation.launchers import ProcessLauncher
+    from serving.launchers import ProcessLauncher
     dest = tmp_path / "prod"
     (dest / gate_env.name).mkdir(parents=True)
     env = {**os.environ, **gate_env.env, "PYTHONPATH": ROOT}
@@ -111,8 +111,8 @@ def test_production_behind_tls_and_a_token(gate_env, s3, tmp_path, standin_image
     import yaml
 
     from tests.integration.validation.tls_proxy import TokenProxy, make_certs
-    from validation.endpoint_auth import EndpointAuth
-    from validation.launchers import free_port, server_env
+    from tfs_api.endpoint_auth import EndpointAuth
+    from serving.launchers import free_port, server_env
     env = gate_env
     v1 = _stage(env, s3, tmp_path, candidates.classifier_module(), "v1")
     p = env.cli("validate", env.name, "--candidate", v1, "--image", standin_image, "--json", timeout=600)

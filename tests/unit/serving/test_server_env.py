@@ -1,6 +1,6 @@
-"""The process launcher's server environment is an allow-list (validation/launchers.py server_env):
+"""The process launcher's server environment is an allow-list (serving/launchers.py server_env):
 a hand-made validator environment in, exactly the allowed part out."""
-from validation.launchers import server_env
+from serving.launchers import server_env
 
 VALIDATOR_ENV = {
     "PATH": "/usr/bin", "HOME": "/root", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "TZ": "UTC", "TMPDIR": "/tmp",

@@ -1,4 +1,4 @@
-"""Leftover serving containers against the real Docker engine (validation/sweep.py): a SIGKILLed
+"""Leftover serving containers against the real Docker engine (serving/sweep.py): a SIGKILLed
 validator's container disappears by itself (its reaper) with no other validation running; a
 container ends itself at its expiry; the sweep removes only what it may (dead owner on this host,
 stopped owner container, expiry passed) and never another host's live container."""
@@ -15,10 +15,11 @@ import pytest
 
 from registry.s3 import S3Uri
 from tests.conftest import ROOT
-from validation import sweep as sweep_mod
+from serving import sweep as sweep_mod
 
-from . import candidates
-from .conftest import GOLDEN_CLS
+from tests.integration.validation import candidates
+
+GOLDEN_CLS = os.path.join(ROOT, "demo", "golden", "shapes-classifier")
 
 pytestmark = [pytest.mark.docker]
 
@@ -117,7 +118,7 @@ def test_a_sigkilled_validator_leaves_nothing_even_with_no_other_validation(cls_
 def test_a_container_ends_itself_at_its_expiry(docker_engine, standin_image, tmp_path, monkeypatch):
     """The container's own command is wrapped in `timeout`: with the reaper gone too (a lost host),
     the server still ends at the expiry, and any sweep then removes it."""
-    from validation.launchers import DockerLauncher
+    from serving.launchers import DockerLauncher
     monkeypatch.setenv(sweep_mod.TTL_ENV, "4")
     (tmp_path / "m").mkdir()  # no version yet: the server runs and waits for one
     launcher = DockerLauncher(standin_image, run_id="expiry-test", network="")

@@ -20,11 +20,11 @@ name its owner (the validator process, or the Airflow task process that runs the
 - its owner is a container on this engine that is gone or no longer running.
 Anything else (another host's container, an owner we cannot check) stays until it expires.
 
-The reaper (``spawn_reaper``; ``python -m validation.sweep watch NAME ...``) is a small detached
+The reaper (``spawn_reaper``; ``python -m serving.sweep watch NAME ...``) is a small detached
 process an owner starts beside each container: it removes the container as soon as the owner is
 gone (SIGKILL, a lost task) or the expiry passes, and exits once the container is gone. So a
 container outlives a killed owner by about a second, even when no other validation runs; the sweep
-at the start of each validation (``sweep``) and ``python -m validation.sweep sweep`` (cron) catch the
+at the start of each validation (``sweep``) and ``python -m serving.sweep sweep`` (cron) catch the
 rest (an engine on another machine, a reaper that died with its host).
 
 Stdlib and the docker SDK only (imported lazily): the Airflow side uses it too.
@@ -199,7 +199,7 @@ def sweep(client, roles: tuple[str, ...] = ("validation",), *, now: float | None
 
 def remove_network(client, name: str) -> None:
     """The internal network a serving container had to itself (it has the container's name:
-    validation/launchers.py), once nothing uses it; a no-op when there is none or it is in use
+    serving/launchers.py), once nothing uses it; a no-op when there is none or it is in use
     (the next validation's prune takes it then)."""
     import docker
     try:
@@ -296,7 +296,7 @@ def spawn_reaper(name: str, *, pid: int | None = None, expires: float | None = N
     session, so that whatever kills the owner does not reach it. None if it cannot start."""
     pid = os.getpid() if pid is None else pid
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    argv = [python or sys.executable, "-m", "validation.sweep", "watch", name, "--pid", str(pid),
+    argv = [python or sys.executable, "-m", "serving.sweep", "watch", name, "--pid", str(pid),
             "--grace", str(grace_s)]
     start = proc_start(pid)
     if start:
@@ -340,7 +340,7 @@ def _client():
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m validation.sweep", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m serving.sweep", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     w = sub.add_parser("watch", help="remove container NAME when its owner pid is gone or it expired")
     w.add_argument("name")

@@ -1,4 +1,4 @@
-"""Production endpoints' credentials and TLS (validation/endpoint_auth.py): from an Airflow
+"""Production endpoints' credentials and TLS (tfs_api/endpoint_auth.py): from an Airflow
 connection's fields, to the steps' environment and back, and the errors that say what to fix."""
 import base64
 import json
@@ -6,7 +6,7 @@ import json
 import pytest
 
 from registry.errors import BadInput
-from validation.endpoint_auth import ENV, NONE, EndpointAuth
+from tfs_api.endpoint_auth import ENV, NONE, EndpointAuth
 
 PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 

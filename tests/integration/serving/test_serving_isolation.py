@@ -14,9 +14,9 @@ import uuid
 
 import pytest
 
-from validation.launchers import SERVING_USER, DockerLauncher
+from serving.launchers import SERVING_USER, DockerLauncher
 
-from . import candidates
+from tests.integration.validation import candidates
 
 pytestmark = pytest.mark.docker
 
@@ -159,7 +159,7 @@ def test_network_mode_connects_the_validators_container_and_copies_the_model_in(
 
 
 def test_a_validator_container_that_is_not_on_this_engine_is_a_clear_error(docker_engine, standin_image, tmp_path):
-    from validation.launchers import LauncherError
+    from serving.launchers import LauncherError
     candidates.save(candidates.classifier_module(), str(tmp_path / "models" / "m" / "1"))
     launcher = DockerLauncher(standin_image, run_id="isonone", network="stack-net", own_container="no-such-container")
     with pytest.raises(LauncherError, match="unset TFS_RELEASE_SERVING_NETWORK when the validator runs on the engine"):
@@ -179,7 +179,7 @@ def test_a_sigkilled_validator_leaves_no_network_behind(docker_engine, standin_i
     from tests.conftest import ROOT
     candidates.save(candidates.classifier_module(), str(tmp_path / "models" / "m" / "1"))
     code = (f"import sys, time; sys.path.insert(0, {ROOT!r})\n"
-            "from validation.launchers import DockerLauncher\n"
+            "from serving.launchers import DockerLauncher\n"
             f"s = DockerLauncher({standin_image!r}, run_id='isokill', network='').start({str(tmp_path / 'models')!r}, 'm')\n"
             "print('STARTED', s.describe, flush=True)\ntime.sleep(600)\n")
     p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=ROOT,

@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 
-from exporters import batching
+from tfs_api import batching
 from exporters.golden import GoldenImage, GoldenSet
 from exporters.reference import WARMUP_RECORDS, warmup_images
 

@@ -1,10 +1,10 @@
-"""validation/serving_image.py: the default TF Serving image follows the exporter's TensorFlow, and
+"""serving/image.py: the default TF Serving image follows the exporter's TensorFlow, and
 the verdict's check names a mismatch (hand-written cases)."""
 from __future__ import annotations
 
 import pytest
 
-from validation import serving_image as si
+from serving import image as si
 
 
 @pytest.mark.parametrize("tf, image", [

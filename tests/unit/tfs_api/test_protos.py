@@ -1,4 +1,4 @@
-"""validation/tfs_protos.py: TF Serving's messages and numpy <-> TensorProto without importing
+"""tfs_api/protos.py: TF Serving's messages and numpy <-> TensorProto without importing
 TensorFlow. Hand-computed cases first; then parity with TensorFlow's own conversion
 (tf.make_tensor_proto / tf.make_ndarray, the SavedModel read through tensorflow's saved_model_pb2);
 then fresh processes: the validator's client code leaves ``tensorflow`` out of sys.modules, and a
@@ -14,10 +14,11 @@ import zlib
 import numpy as np
 import pytest
 
-from validation import contracts, tfs_protos as tp
+from tfs_api import protos as tp
+from tfs_api import signatures
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-P = contracts.PREDICT
+P = signatures.PREDICT
 
 
 def dims(proto) -> list[int]:
@@ -102,7 +103,7 @@ def test_tensors_that_do_not_fit_are_errors_that_say_why():
 
 
 def test_enums_are_tensorflows():
-    for number, name in contracts._DT_ENUM.items():  # the contracts' table agrees with types.proto
+    for number, name in signatures._DT_ENUM.items():  # the contracts' table agrees with types.proto
         assert tp.enum_value("tensorflow.DataType", "DT_" + {"float32": "FLOAT", "float64": "DOUBLE",
                                                              "float16": "HALF"}.get(name, name.upper())) == number
     assert tp.enum_name("tensorflow.serving.ModelVersionStatus.State", 30) == "AVAILABLE"
@@ -149,7 +150,7 @@ SIGNATURES = {"serving_default": {"method": P, "inputs": {"inputs": {"dtype": "u
 
 
 def test_static_signatures_from_saved_model_pb(tmp_path):
-    assert contracts.signatures_from_saved_model(hand_built_saved_model(str(tmp_path))) == SIGNATURES
+    assert signatures.signatures_from_saved_model(hand_built_saved_model(str(tmp_path))) == SIGNATURES
 
 
 def test_grpc_metadata_to_normal_form():
@@ -161,7 +162,7 @@ def test_grpc_metadata_to_normal_form():
     sd.outputs["probs"].dtype = 1
     resp = tp.message("tensorflow.serving.GetModelMetadataResponse")()
     resp.metadata["signature_def"].Pack(sdm)
-    assert contracts.signatures_from_grpc_metadata(resp) == {
+    assert signatures.signatures_from_grpc_metadata(resp) == {
         "serving_default": {"method": P, "inputs": {"inputs": {"dtype": "string", "shape": [-1]}},
                             "outputs": {"probs": {"dtype": "float32", "shape": []}}}}
 
@@ -234,14 +235,14 @@ def test_static_signatures_equal_the_tensorflow_read(tmp_path):
 
     m = M()
     tf.saved_model.save(m, str(tmp_path), signatures={"serving_default": m.images, "serving_bytes": m.encoded})
-    ours = contracts.signatures_from_saved_model(str(tmp_path))
+    ours = signatures.signatures_from_saved_model(str(tmp_path))
     sm = saved_model_pb2.SavedModel()
     sm.ParseFromString((tmp_path / "saved_model.pb").read_bytes())
     meta = next(g for g in sm.meta_graphs if "serve" in g.meta_info_def.tags)
     theirs = {n: {"method": sd.method_name,
-                  "inputs": {k: {"dtype": contracts._DT_ENUM[v.dtype], "shape": contracts._shape_from_proto(v.tensor_shape)}
+                  "inputs": {k: {"dtype": signatures._DT_ENUM[v.dtype], "shape": signatures._shape_from_proto(v.tensor_shape)}
                              for k, v in sd.inputs.items()},
-                  "outputs": {k: {"dtype": contracts._DT_ENUM[v.dtype], "shape": contracts._shape_from_proto(v.tensor_shape)}
+                  "outputs": {k: {"dtype": signatures._DT_ENUM[v.dtype], "shape": signatures._shape_from_proto(v.tensor_shape)}
                               for k, v in sd.outputs.items()}}
               for n, sd in meta.signature_def.items() if not n.startswith("__")}
     assert ours == theirs
@@ -253,7 +254,7 @@ def test_tf_example_inputs_can_be_built_without_tensorflow():
     """The tf.Example the exporter's model_input sends (exporters/reference.py, through TensorFlow's
     example_pb2) is byte for byte the one built from tfs_protos' messages."""
     pytest.importorskip("tensorflow")
-    from exporters.reference import example_bytes
+    from tfs_api.inputs import example_bytes
     png = b"\x89PNG\r\n\x1a\n rest of a png"
     ex = tp.message("tensorflow.Example")()
     ex.features.feature["image/encoded"].bytes_list.value.append(png)
@@ -276,8 +277,9 @@ def test_the_validator_clients_do_not_import_tensorflow(tmp_path):
     out = run_fresh("""
         import json, sys
         import numpy as np
-        from validation import clients, contracts, validate
-        from validation.tfs_protos import message, tensor_proto, to_ndarray
+        from tfs_api import clients, signatures
+        from validation import contracts, validate
+        from tfs_api.protos import message, tensor_proto, to_ndarray
         g = clients.GrpcClient("127.0.0.1", 9, "m", timeout=0.5)  # nothing listens on port 9
         try:
             g.status()
@@ -287,7 +289,7 @@ def test_the_validator_clients_do_not_import_tensorflow(tmp_path):
         tensor_proto(np.zeros((2, 8, 8, 3), np.uint8), into=req.inputs["inputs"])
         tensor_proto(np.array([b"png"], dtype=object), into=req.inputs["b"])
         back = to_ndarray(message("tensorflow.serving.PredictRequest").FromString(req.SerializeToString()).inputs["b"])
-        sigs = contracts.signatures_from_saved_model("sm")
+        sigs = signatures.signatures_from_saved_model("sm")
         print(json.dumps({"err": err, "back": [v.decode() for v in back], "sigs": sigs,
                           "tf": sorted(m for m in sys.modules if m.split(".")[0] in
                                        ("tensorflow", "tensorflow_serving", "keras", "tf_keras"))}))
@@ -307,7 +309,7 @@ def test_a_process_that_imports_tensorflow_too_keeps_both_working(tmp_path, orde
         if {order == "tensorflow first"!r}:
             import tensorflow as tf
             from tensorflow_serving.apis import predict_pb2
-        from validation import tfs_protos as tp
+        from tfs_api import protos as tp
         x = np.arange(24, dtype=np.uint8).reshape(1, 2, 4, 3)
         ours = tp.message("tensorflow.serving.PredictRequest")(model_spec={{"name": "m"}})
         tp.tensor_proto(x, into=ours.inputs["inputs"])

@@ -10,8 +10,8 @@ import uuid
 
 import pytest
 
-from validation import launchers
-from validation.launchers import LABEL, NETWORK_ENV, ROLE, DockerLauncher
+from serving import launchers
+from serving.launchers import LABEL, NETWORK_ENV, ROLE, DockerLauncher
 
 pytestmark = pytest.mark.docker
 

@@ -1,4 +1,4 @@
-"""validation/sweep.py's decision (which leftover container may go) and its small helpers, on
+"""serving/sweep.py's decision (which leftover container may go) and its small helpers, on
 hand-made label sets: the sweep never removes another host's live container."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from validation import sweep as s
+from serving import sweep as s
 
 ME, OTHER = "a" * 16, "b" * 16
 NOW = 1_000_000.0

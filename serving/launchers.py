@@ -5,7 +5,7 @@ reach (a process on 127.0.0.1, a container on an internal network) and hand back
 (address, ports, logs, stop). Stopping is idempotent and runs on every path. Docker containers
 carry their owner and expiry in labels, end by themselves at the expiry, and have a reaper beside
 them that removes them if the validator is killed; each start also sweeps leftovers
-(validation/sweep.py).
+(serving/sweep.py).
 
 The serving container runs a model nobody has vetted yet, so it gets as little as possible: a
 read-only root filesystem (a small tmpfs on /tmp), a non-root user (``SERVING_USER``), no
@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass, field
 
 from registry.errors import BadInput, ReleaseError
-from validation import sweep as sweep_mod
+from serving import sweep as sweep_mod
 
 log = logging.getLogger(__name__)
 LABEL = "tfs-release.role"
@@ -155,7 +155,7 @@ class DockerLauncher:
 
     def sweep(self) -> list[str]:
         """Remove validation containers whose validator is gone or whose expiry passed; never another
-        host's live one (validation/sweep.py: labels name the owner)."""
+        host's live one (serving/sweep.py: labels name the owner)."""
         removed = sweep_mod.sweep(self.client, ("validation",))
         if removed:
             log.info("swept %d leftover validation container(s): %s", len(removed), ", ".join(removed))

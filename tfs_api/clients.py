@@ -1,6 +1,6 @@
 """Talking to a TF Serving (or the stand-in): REST and gRPC clients with one small interface.
 
-    status() -> [{"version", "state", "error"}]; metadata() -> signatures in contracts' normal form;
+    status() -> [{"version", "state", "error"}]; metadata() -> signatures in tfs_api/signatures.py's normal form;
     predict(signature, input_type, x) -> {output: np.ndarray}   (x: a batch [B, ...], any B)
 
 ``predict_images`` sends golden images in batches (REST: one columnar ``inputs`` request, gRPC: one
@@ -19,8 +19,16 @@ import urllib.error
 
 import numpy as np
 
-from validation import tfs_protos
-from validation.contracts import INPUT_KEY, signatures_from_grpc_metadata, signatures_from_rest_metadata
+from tfs_api import protos
+from tfs_api.signatures import INPUT_KEY, signatures_from_grpc_metadata, signatures_from_rest_metadata
+
+
+def rest_status(body: dict) -> list[dict]:
+    """TF Serving's GET /v1/models/<m> answer -> [{"version", "state", "error"}] (gRPC's
+    GetModelStatus gives the same rows: ``GrpcClient.status``)."""
+    return [{"version": int(v.get("version", 0)), "state": v.get("state", "UNKNOWN"),
+             "error": (v.get("status") or {}).get("error_message", "")}
+            for v in body.get("model_version_status", [])]
 
 
 class ServingError(Exception):
@@ -58,8 +66,8 @@ class RestClient:
     def __init__(self, host: str, port: int, model: str, *, timeout: float = 60, version: int | None = None,
                  scheme: str = "http", auth=None):
         # version: every call addresses /versions/N (several versions loaded in one server);
-        # scheme/auth: a production endpoint's https and credentials (validation/endpoint_auth.py)
-        from validation.endpoint_auth import NONE
+        # scheme/auth: a production endpoint's https and credentials (tfs_api/endpoint_auth.py)
+        from tfs_api.endpoint_auth import NONE
         self.server = f"{scheme}://{host}:{port}/v1/models/{model}"
         self.base = self.server + (f"/versions/{int(version)}" if version is not None else "")
         self.model, self.timeout, self.version, self.auth = model, timeout, version, auth or NONE
@@ -97,10 +105,7 @@ class RestClient:
             raise ServingError(f"REST {exc.code}: {msg}") from None
 
     def status(self) -> list[dict]:
-        out = self._call(self.base)
-        return [{"version": int(v.get("version", 0)), "state": v.get("state"),
-                 "error": (v.get("status") or {}).get("error_message", "")}
-                for v in out.get("model_version_status", [])]
+        return rest_status(self._call(self.base))
 
     def metadata(self) -> dict:
         return signatures_from_rest_metadata(self._call(self.base + "/metadata"))
@@ -134,8 +139,8 @@ class GrpcClient:
 
     def __init__(self, host: str, port: int, model: str, *, timeout: float = 60, version: int | None = None,
                  auth=None, _channel=None):
-        # auth: a production endpoint's TLS and credentials (validation/endpoint_auth.py)
-        from validation.endpoint_auth import NONE
+        # auth: a production endpoint's TLS and credentials (tfs_api/endpoint_auth.py)
+        from tfs_api.endpoint_auth import NONE
         self.auth = auth or NONE
         self._owns_channel = _channel is None
         self.channel = _channel or self.auth.grpc_channel(f"{host}:{port}", options=[
@@ -161,12 +166,12 @@ class GrpcClient:
 
     def _method(self, path: str, response: str):
         """A unary method of the channel (what the generated ``*_pb2_grpc`` stubs hold), its messages
-        from ``validation.tfs_protos``: no TensorFlow import."""
+        from ``tfs_api.protos``: no TensorFlow import."""
         fn = self._methods.get(path)
         if fn is None:
             fn = self._methods[path] = self.channel.unary_unary(
                 path, request_serializer=lambda m: m.SerializeToString(),
-                response_deserializer=tfs_protos.message(response).FromString)
+                response_deserializer=protos.message(response).FromString)
         return fn
 
     def _rpc(self, path: str, response: str, req):
@@ -178,38 +183,38 @@ class GrpcClient:
             raise ServingError(f"gRPC {exc.code().name}: {exc.details()}") from None
 
     def status(self) -> list[dict]:
-        req = tfs_protos.message("tensorflow.serving.GetModelStatusRequest")()
+        req = protos.message("tensorflow.serving.GetModelStatusRequest")()
         self._spec(req.model_spec)
         resp = self._rpc("/tensorflow.serving.ModelService/GetModelStatus",
                          "tensorflow.serving.GetModelStatusResponse", req)
         return [{"version": int(v.version),
-                 "state": tfs_protos.enum_name("tensorflow.serving.ModelVersionStatus.State", v.state),
+                 "state": protos.enum_name("tensorflow.serving.ModelVersionStatus.State", v.state),
                  "error": v.status.error_message} for v in resp.model_version_status]
 
     def metadata(self) -> dict:
-        req = tfs_protos.message("tensorflow.serving.GetModelMetadataRequest")(metadata_field=["signature_def"])
+        req = protos.message("tensorflow.serving.GetModelMetadataRequest")(metadata_field=["signature_def"])
         self._spec(req.model_spec)
         return signatures_from_grpc_metadata(self._rpc("/tensorflow.serving.PredictionService/GetModelMetadata",
                                                        "tensorflow.serving.GetModelMetadataResponse", req))
 
     def predict(self, signature: str, input_type: str, x: np.ndarray) -> dict:
-        req = tfs_protos.message("tensorflow.serving.PredictRequest")()
+        req = protos.message("tensorflow.serving.PredictRequest")()
         self._spec(req.model_spec)
         req.model_spec.signature_name = signature
-        tfs_protos.tensor_proto(x, into=req.inputs[INPUT_KEY])
+        protos.tensor_proto(x, into=req.inputs[INPUT_KEY])
         resp = self._rpc("/tensorflow.serving.PredictionService/Predict", "tensorflow.serving.PredictResponse", req)
         try:
-            return {k: tfs_protos.to_ndarray(v) for k, v in resp.outputs.items()}
-        except tfs_protos.TensorError as exc:
+            return {k: protos.to_ndarray(v) for k, v in resp.outputs.items()}
+        except protos.TensorError as exc:
             raise ServingError(f"gRPC predict of signature {signature!r}: {exc}") from None
 
 
 def predict_images(client, signature: str, input_type: str, images: list, *, batch_size: int) -> tuple[list[dict], int]:
     """Every golden image's answer ({output: [1, ...]}, in the order of ``images``), asked in
     batches of at most ``batch_size`` (same-shaped images only for image_tensor; see
-    exporters/batching.py). Returns (answers, number of requests). Raises ServingError."""
-    from exporters import batching
-    from exporters.reference import model_input
+    tfs_api/batching.py). Returns (answers, number of requests). Raises ServingError."""
+    from tfs_api import batching
+    from tfs_api.inputs import model_input
     answers: list = [None] * len(images)
     groups = batching.plan_images(input_type, images, batch_size)
     for idx in groups:
