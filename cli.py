@@ -41,7 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def cmd(name, help_):
-        return sub.add_parser(name, parents=[common], help=help_, description=help_)
+        p = sub.add_parser(name, parents=[common], help=help_, description=help_)
+        func, needs = COMMANDS[name]
+        p.set_defaults(func=func, needs=needs)
+        return p
 
     p = cmd("checkpoints", "list checkpoints, mark the newest complete one")
     p.add_argument("model")
@@ -219,183 +222,209 @@ def sync_health(args) -> dict:
 
 
 def run(args) -> dict:
-    if args.command == "sync-health":
-        return sync_health(args)
+    """Dispatch to the subcommand's function (``set_defaults(func=..., needs=...)`` in build_parser):
+    ``needs`` says what it takes besides ``args``: nothing, the loaded config, or one model of it."""
+    if args.needs is None:
+        return args.func(args)
     from registry import config as config_mod
     cfg = config_mod.load(args.config)
-    if args.command == "sync-all":
-        return sync_all(args, cfg)
-    model = cfg.model(args.model)
-    c = args.command
-    if c in ("labels", "promote", "abort"):
-        return labels_cmd(args, model)
-    if c == "checkpoints":
-        from registry.checkpoints import list_checkpoints
-        model.require("checkpoints")
-        listing = list_checkpoints(_client(), model.checkpoints)
-        out = listing.to_json()
+    if args.needs == "config":
+        return args.func(args, cfg)
+    return args.func(args, cfg.model(args.model))
+
+
+def cmd_checkpoints(args, model) -> dict:
+    from registry.checkpoints import list_checkpoints
+    model.require("checkpoints")
+    listing = list_checkpoints(_client(), model.checkpoints)
+    out = listing.to_json()
+    if not args.json:
+        for ck in listing.checkpoints:
+            mark = "*" if listing.newest is ck else " "
+            state = "complete" if ck.complete else f"INCOMPLETE: {ck.reason}"
+            print(f"{mark} {ck.uri}  step={ck.step}  {ck.size} bytes  {state}")
+    if listing.newest is None:  # same reason text as export/release would give
+        from registry.checkpoints import newest_complete
+        try:
+            newest_complete(_client(), model.checkpoints)
+        except ReleaseError as exc:
+            out.update(error=str(exc), _exit=exc.exit_code)
+            print(f"tfs-release checkpoints: {exc}", file=sys.stderr)
+    return out
+
+
+def cmd_export(args, model) -> dict:
+    from exporters.export import export_candidate
+    out = export_candidate(_client(), model, checkpoint_uri=args.checkpoint, run_id=args.run_id,
+                           keep_dir=args.keep_dir)
+    if not args.json:
+        print(out["candidate"])
+    return out
+
+
+def cmd_validate(args, model) -> dict:
+    from validation.validate import validate_candidate
+    v = validate_candidate(_client(), model, args.candidate, launcher=args.launcher, image=args.image,
+                           deadline_s=args.deadline or model.extra.get("validation_deadline_s", 180),
+                           tolerance=model.extra.get("tolerance", 1e-3),
+                           latency_budget_ms=model.extra.get("latency_budget_ms"),
+                           report_dir=args.report_dir, accept_regression=args.accept_regression,
+                           baseline=_baseline(_client(), model, args))
+    if not args.json:
+        print(f"{'PASSED' if v['passed'] else 'FAILED'}: report {v['report']}")
+    if not v["passed"]:
+        print(f"tfs-release validate: {v['reason']}", file=sys.stderr)
+        v["_exit"] = 1
+    return v
+
+
+def cmd_release(args, model) -> dict:
+    out = release(args, model)
+    if not args.json:
+        print(out["summary"])
+    return out
+
+
+def cmd_stage(args, model) -> dict:
+    from registry.staging import stage
+    uri = stage(_client(), model.serving, args.dir, run_id=args.run_id)
+    if not args.json:
+        print(uri)
+    return {"candidate": uri}
+
+
+def cmd_publish(args, model) -> dict:
+    from registry.publish import publish, read_verdict
+    verdict = None
+    if model.extra.get("approval") == "on_regression" and not args.approved_by:
+        # the candidate's verdict (its run's, as publish finds it): an accepted regression needs an approval
+        from registry.errors import CandidateError
+        from registry.staging import read_candidate
+        try:
+            cand, body = read_candidate(_client(), args.candidate)
+            run_id = body.get("run_id") or args.run_id or cand.prefix.rstrip("/").rsplit("/", 1)[-1]
+            verdict = read_verdict(_client(), model.serving, run_id)
+        except CandidateError:  # gone (e.g. published, then cleaned up): publish says what it is
+            verdict = None
+    approval = approval_for(args, model, verdict)
+    res = publish(_client(), model.serving, model.name, args.candidate,
+                  allow_unvalidated=args.unvalidated, run_id=args.run_id, approval=approval)
+    from production.lifecycle import on_publish
+    state = on_publish(_client(), model, res.version)
+    if not args.json:
+        print(res.version)
+    return {**res.to_json(), **({"labels": state} if state else {}), **({"approval": approval} if approval else {})}
+
+
+def cmd_versions(args, model) -> dict:
+    from registry.versions import list_versions
+    vs = list_versions(_client(), model.serving)
+    if not args.json:
+        for v in vs:
+            extra = (f" rollback_of={v['rollback_of']}" if v["rollback_of"] else "") + \
+                (f" rollout={v['rollout']}" if v.get("rollout") else "")
+            print(f"{v['version']:>5}  {v['created']}  step={v['step']}  {v['verdict']}  "
+                  f"{v['checkpoint']}{extra}")
+    return {"versions": vs}
+
+
+def cmd_verify(args, model) -> dict:
+    from registry.versions import verify
+    v = verify(_client(), model.serving, deep=args.deep, grace_seconds=args.grace)
+    out = v.to_json()
+    if not args.json:
+        print(f"{len(v.versions)} committed version(s); {len(v.problems)} problem(s); "
+              f"{len(v.orphans)} orphan(s); {len(v.in_progress)} in progress")
+        for p in v.problems:
+            print(f"PROBLEM version {p['version']}: {p['path']}: {p['problem']}")
+        for o in v.orphans:
+            print(f"orphan {o['kind']}: {o['uri']}")
+    if not v.ok:
+        out["_exit"] = 1
+    return out
+
+
+def cmd_clean_orphans(args, model) -> dict:
+    from registry.versions import clean_orphans
+    cleaned = clean_orphans(_client(), model.serving, grace_seconds=args.grace)
+    if not args.json:
+        for o in cleaned:
+            print(f"cleaned {o['kind']} {o['uri']} ({o['objects_removed']} objects)")
+    return {"cleaned": cleaned}
+
+
+def cmd_clean_staging(args, model) -> dict:
+    from registry.staging import sweep
+    if args.older_than_days < 0:
+        raise BadInput("--older-than-days must be 0 or more")
+    removed = sweep(_client(), model.serving, older_than_s=args.older_than_days * 86400)
+    if not args.json:
+        for r in removed:
+            print(f"removed {r['uri']} ({r['age_s'] / 86400:.1f} days old, {r['objects_removed']} objects)")
+        if not removed:
+            print("nothing to remove")
+    return {"removed": removed}
+
+
+def cmd_retention(args, model) -> dict:
+    from production.lifecycle import retention
+    removed = retention(_client(), model, args.keep)
+    if not args.json:
+        print("removed: " + (" ".join(map(str, removed)) or "nothing"))
+    return {"removed": removed}
+
+
+def cmd_rollback(args, model) -> dict:
+    from production.lifecycle import rollback
+    res = rollback(_client(), model, to=args.to, reason=args.reason, by=args.by or "tfs-release rollback")
+    if not args.json:
+        print(res["served"])
+    return {**res, "version": res["served"]}
+
+
+def cmd_confirm(args, model) -> dict:
+    from production.rollout import confirm
+    from production.rules import CONFIRMED, PROMOTED
+    if args.deadline is not None and args.deadline <= 0:
+        raise BadInput(f"--deadline must be more than 0 seconds, got {args.deadline}")
+    if args.wait is not None and args.wait <= 0:
+        raise BadInput(f"--wait must be more than 0 seconds, got {args.wait}")
+    rec = confirm(_client(), model, args.version, deadline_s=args.deadline, on_failed=args.on_failed,
+                  poll_s=args.poll, wait_s=args.wait, on_unknown=args.on_unknown)
+    if not args.json:
+        print(f"{model.name} version {args.version}: {rec['outcome']}"
+              + (f" ({rec['reason']})" if rec.get("reason") else "")
+              + (f"; {rec['action']}" if rec.get("action") else "")
+              + (f"; version {rec['rollback_version']}: {rec['rollback']['outcome']}" if rec.get("rollback") else "")
+              + f"; record {rec['record']}")
+    if rec["outcome"] not in (CONFIRMED, PROMOTED):
+        # one line for the alert: what happened in production, TF Serving's error, what was done
+        rec["reason"] = (f"rollout of {model.name} version {args.version} {rec['outcome']}: {rec.get('reason')}"
+                         + (f"; {rec['action']}" if rec.get("action") else "")
+                         + (f" ({rec['rollback']['outcome']} in production)" if rec.get("rollback") else ""))
+        print(f"tfs-release confirm: {rec['reason']}", file=sys.stderr)
+        rec["_exit"] = 1
+    return rec
+
+
+def cmd_sync(args, model) -> dict:
+    from registry.sync import Health, health_path, sync_forever, sync_once
+    if args.interval <= 0:
+        raise BadInput(f"--interval must be more than 0 seconds, got {args.interval}")
+    health = Health(health_path(args.dest, args.health_file), serving=model.serving, interval=args.interval)
+    if args.once:
+        r = sync_once(_client(), model.serving, args.dest, keep=args.keep, health=health)
         if not args.json:
-            for ck in listing.checkpoints:
-                mark = "*" if listing.newest is ck else " "
-                state = "complete" if ck.complete else f"INCOMPLETE: {ck.reason}"
-                print(f"{mark} {ck.uri}  step={ck.step}  {ck.size} bytes  {state}")
-        if listing.newest is None:  # same reason text as export/release would give
-            from registry.checkpoints import newest_complete
-            try:
-                newest_complete(_client(), model.checkpoints)
-            except ReleaseError as exc:
-                out.update(error=str(exc), _exit=exc.exit_code)
-                print(f"tfs-release checkpoints: {exc}", file=sys.stderr)
-        return out
-    if c == "export":
-        from exporters.export import export_candidate
-        out = export_candidate(_client(), model, checkpoint_uri=args.checkpoint, run_id=args.run_id,
-                               keep_dir=args.keep_dir)
-        if not args.json:
-            print(out["candidate"])
-        return out
-    if c == "validate":
-        from validation.validate import validate_candidate
-        v = validate_candidate(_client(), model, args.candidate, launcher=args.launcher, image=args.image,
-                               deadline_s=args.deadline or model.extra.get("validation_deadline_s", 180),
-                               tolerance=model.extra.get("tolerance", 1e-3),
-                               latency_budget_ms=model.extra.get("latency_budget_ms"),
-                               report_dir=args.report_dir, accept_regression=args.accept_regression,
-                               baseline=_baseline(_client(), model, args))
-        if not args.json:
-            print(f"{'PASSED' if v['passed'] else 'FAILED'}: report {v['report']}")
-        if not v["passed"]:
-            print(f"tfs-release validate: {v['reason']}", file=sys.stderr)
-            v["_exit"] = 1
-        return v
-    if c == "release":
-        out = release(args, model)
-        if not args.json:
-            print(out["summary"])
-        return out
-    if c == "stage":
-        from registry.staging import stage
-        uri = stage(_client(), model.serving, args.dir, run_id=args.run_id)
-        if not args.json:
-            print(uri)
-        return {"candidate": uri}
-    if c == "publish":
-        from registry.publish import publish, read_verdict
-        verdict = None
-        if model.extra.get("approval") == "on_regression" and not args.approved_by:
-            # the candidate's verdict (its run's, as publish finds it): an accepted regression needs an approval
-            from registry.errors import CandidateError
-            from registry.staging import read_candidate
-            try:
-                cand, body = read_candidate(_client(), args.candidate)
-                run_id = body.get("run_id") or args.run_id or cand.prefix.rstrip("/").rsplit("/", 1)[-1]
-                verdict = read_verdict(_client(), model.serving, run_id)
-            except CandidateError:  # gone (e.g. published, then cleaned up): publish says what it is
-                verdict = None
-        approval = approval_for(args, model, verdict)
-        res = publish(_client(), model.serving, model.name, args.candidate,
-                      allow_unvalidated=args.unvalidated, run_id=args.run_id, approval=approval)
-        from production.lifecycle import on_publish
-        state = on_publish(_client(), model, res.version)
-        if not args.json:
-            print(res.version)
-        return {**res.to_json(), **({"labels": state} if state else {}), **({"approval": approval} if approval else {})}
-    if c == "versions":
-        from registry.versions import list_versions
-        vs = list_versions(_client(), model.serving)
-        if not args.json:
-            for v in vs:
-                extra = (f" rollback_of={v['rollback_of']}" if v["rollback_of"] else "") + \
-                    (f" rollout={v['rollout']}" if v.get("rollout") else "")
-                print(f"{v['version']:>5}  {v['created']}  step={v['step']}  {v['verdict']}  "
-                      f"{v['checkpoint']}{extra}")
-        return {"versions": vs}
-    if c == "verify":
-        from registry.versions import verify
-        v = verify(_client(), model.serving, deep=args.deep, grace_seconds=args.grace)
-        out = v.to_json()
-        if not args.json:
-            print(f"{len(v.versions)} committed version(s); {len(v.problems)} problem(s); "
-                  f"{len(v.orphans)} orphan(s); {len(v.in_progress)} in progress")
-            for p in v.problems:
-                print(f"PROBLEM version {p['version']}: {p['path']}: {p['problem']}")
-            for o in v.orphans:
-                print(f"orphan {o['kind']}: {o['uri']}")
-        if not v.ok:
+            print(f"versions in {args.dest}: {r.present} (added {r.added}, removed {r.removed}"
+                  f"{', held ' + str([h['version'] for h in r.held]) if r.held else ''})")
+        out = r.to_json()
+        if not r.ok:  # uncertain listing, or a version that could not be fetched: not a success
+            print(f"tfs-release sync: {'; '.join(r.problems)}", file=sys.stderr)
             out["_exit"] = 1
         return out
-    if c == "clean-orphans":
-        from registry.versions import clean_orphans
-        cleaned = clean_orphans(_client(), model.serving, grace_seconds=args.grace)
-        if not args.json:
-            for o in cleaned:
-                print(f"cleaned {o['kind']} {o['uri']} ({o['objects_removed']} objects)")
-        return {"cleaned": cleaned}
-    if c == "clean-staging":
-        from registry.staging import sweep
-        if args.older_than_days < 0:
-            raise BadInput("--older-than-days must be 0 or more")
-        removed = sweep(_client(), model.serving, older_than_s=args.older_than_days * 86400)
-        if not args.json:
-            for r in removed:
-                print(f"removed {r['uri']} ({r['age_s'] / 86400:.1f} days old, {r['objects_removed']} objects)")
-            if not removed:
-                print("nothing to remove")
-        return {"removed": removed}
-    if c == "retention":
-        from production.lifecycle import retention
-        removed = retention(_client(), model, args.keep)
-        if not args.json:
-            print("removed: " + (" ".join(map(str, removed)) or "nothing"))
-        return {"removed": removed}
-    if c == "rollback":
-        from production.lifecycle import rollback
-        res = rollback(_client(), model, to=args.to, reason=args.reason, by=args.by or "tfs-release rollback")
-        if not args.json:
-            print(res["served"])
-        return {**res, "version": res["served"]}
-    if c == "confirm":
-        from production.rollout import confirm
-        from production.rules import CONFIRMED, PROMOTED
-        if args.deadline is not None and args.deadline <= 0:
-            raise BadInput(f"--deadline must be more than 0 seconds, got {args.deadline}")
-        if args.wait is not None and args.wait <= 0:
-            raise BadInput(f"--wait must be more than 0 seconds, got {args.wait}")
-        rec = confirm(_client(), model, args.version, deadline_s=args.deadline, on_failed=args.on_failed,
-                      poll_s=args.poll, wait_s=args.wait, on_unknown=args.on_unknown)
-        if not args.json:
-            print(f"{model.name} version {args.version}: {rec['outcome']}"
-                  + (f" ({rec['reason']})" if rec.get("reason") else "")
-                  + (f"; {rec['action']}" if rec.get("action") else "")
-                  + (f"; version {rec['rollback_version']}: {rec['rollback']['outcome']}" if rec.get("rollback") else "")
-                  + f"; record {rec['record']}")
-        if rec["outcome"] not in (CONFIRMED, PROMOTED):
-            # one line for the alert: what happened in production, TF Serving's error, what was done
-            rec["reason"] = (f"rollout of {model.name} version {args.version} {rec['outcome']}: {rec.get('reason')}"
-                             + (f"; {rec['action']}" if rec.get("action") else "")
-                             + (f" ({rec['rollback']['outcome']} in production)" if rec.get("rollback") else ""))
-            print(f"tfs-release confirm: {rec['reason']}", file=sys.stderr)
-            rec["_exit"] = 1
-        return rec
-    if c == "sync":
-        from registry.sync import Health, health_path, sync_forever, sync_once
-        if args.interval <= 0:
-            raise BadInput(f"--interval must be more than 0 seconds, got {args.interval}")
-        health = Health(health_path(args.dest, args.health_file), serving=model.serving, interval=args.interval)
-        if args.once:
-            r = sync_once(_client(), model.serving, args.dest, keep=args.keep, health=health)
-            if not args.json:
-                print(f"versions in {args.dest}: {r.present} (added {r.added}, removed {r.removed}"
-                      f"{', held ' + str([h['version'] for h in r.held]) if r.held else ''})")
-            out = r.to_json()
-            if not r.ok:  # uncertain listing, or a version that could not be fetched: not a success
-                print(f"tfs-release sync: {'; '.join(r.problems)}", file=sys.stderr)
-                out["_exit"] = 1
-            return out
-        sync_forever(_client(), model.serving, args.dest, keep=args.keep, interval=args.interval,
-                     on_result=lambda r: log.info("now serving versions %s", r.present), health=health)
-        return {}
-    raise AssertionError(c)
+    sync_forever(_client(), model.serving, args.dest, keep=args.keep, interval=args.interval,
+                 on_result=lambda r: log.info("now serving versions %s", r.present), health=health)
+    return {}
 
 
 def labels_cmd(args, model) -> dict:
@@ -417,7 +446,6 @@ def labels_cmd(args, model) -> dict:
 
 
 def sync_all(args, cfg) -> dict:
-    from registry.serving_config import sync_root
     if args.interval <= 0:
         raise BadInput(f"--interval must be more than 0 seconds, got {args.interval}")
     if args.keep is not None and args.keep < 1:
@@ -428,50 +456,27 @@ def sync_all(args, cfg) -> dict:
         raise BadInput("canary models need --serving-url (this replica's TF Serving REST address): a label may only "
                        "move to a version TF Serving has loaded")
     config_file = args.model_config_file or os.path.join(args.root, "models.config")
-    import threading
-    import time as _time
-
-    from registry.sync import Health, SyncResult, health_path
+    from registry.serving_config import sync_root_round
+    from registry.sync import Health, health_path, run_forever
     os.makedirs(args.root, exist_ok=True)
     health = Health(health_path(args.root, args.health_file), serving=", ".join(str(m.serving) for m in models),
                     interval=args.interval)
-    while True:
-        health.round_started()
-        running = threading.Event()
 
-        def heartbeat():  # a long download keeps the health file fresh
-            while not running.wait(max(1.0, args.interval)):
-                health.beat()
-        beat = threading.Thread(target=heartbeat, daemon=True)
-        beat.start()
-        try:
-            res = sync_root(_client(), models, args.root, config_file=config_file, serving_url=args.serving_url,
-                            keep=args.keep)
-        except Exception as exc:
-            health.round_failed(exc)
-            if args.once:
-                raise
-            log.error("sync-all round failed (retried in %.0f s): %s", args.interval, exc)
-            _time.sleep(args.interval)
-            continue
-        finally:
-            running.set()
-        bad = {n: (str(r) if isinstance(r, Exception) else "; ".join(r.problems))
-               for n, r in res.items() if n != "_config" and (isinstance(r, Exception) or r.problems)}
-        summary = {n: (r.present if not isinstance(r, Exception) else None) for n, r in res.items() if n != "_config"}
-        health.round_done(SyncResult(present=[f"{n}/{v}" for n, vs in summary.items() for v in (vs or [])],
-                                     problems=[f"{n}: {why}" for n, why in bad.items()]))
-        if args.once:
-            out = {"models": summary, "config_file": config_file, "config": res["_config"], "problems": bad}
-            if not args.json:
-                print(f"{config_file}: " + "; ".join(
-                    f"{e['name']} " + (f"versions {e['versions']} labels {e['labels']}" if e["rollout"] == "canary"
-                                       else f"latest of {summary.get(e['name'])}") for e in res["_config"]["models"]))
-            if bad:
-                print(f"tfs-release sync-all: {bad}", file=sys.stderr)
-                out["_exit"] = 1
-            return out
-        _time.sleep(args.interval)
+    def one_round() -> dict:
+        return sync_root_round(_client(), models, args.root, config_file=config_file, serving_url=args.serving_url,
+                               keep=args.keep, health=health)
+    if not args.once:
+        run_forever(one_round, interval=args.interval, health=health, what="sync-all round")
+        return {}
+    out = one_round()
+    if not args.json:
+        print(f"{config_file}: " + "; ".join(
+            f"{e['name']} " + (f"versions {e['versions']} labels {e['labels']}" if e["rollout"] == "canary"
+                               else f"latest of {out['models'].get(e['name'])}") for e in out["config"]["models"]))
+    if out["problems"]:
+        print(f"tfs-release sync-all: {out['problems']}", file=sys.stderr)
+        out["_exit"] = 1
+    return out
 
 
 def approval_for(args, model, verdict: dict | None) -> dict | None:
@@ -538,6 +543,19 @@ def release(args, model) -> dict:
     on_publish(client, model, pub.version)
     return {**out, "version": pub.version, **({"approval": approval} if approval else {}),
             "summary": f"published {model.name} version {pub.version} from {ck.uri}; report {verdict['report']}"}
+
+
+# subcommand -> (its function, what it takes besides args: None, "config" or "model")
+COMMANDS = {
+    "checkpoints": (cmd_checkpoints, "model"), "export": (cmd_export, "model"),
+    "validate": (cmd_validate, "model"), "release": (cmd_release, "model"), "stage": (cmd_stage, "model"),
+    "publish": (cmd_publish, "model"), "versions": (cmd_versions, "model"), "verify": (cmd_verify, "model"),
+    "clean-orphans": (cmd_clean_orphans, "model"), "clean-staging": (cmd_clean_staging, "model"),
+    "retention": (cmd_retention, "model"), "rollback": (cmd_rollback, "model"), "confirm": (cmd_confirm, "model"),
+    "sync": (cmd_sync, "model"), "sync-all": (sync_all, "config"),
+    "labels": (labels_cmd, "model"), "promote": (labels_cmd, "model"), "abort": (labels_cmd, "model"),
+    "sync-health": (sync_health, None),
+}
 
 
 def main(argv: list[str] | None = None) -> int:

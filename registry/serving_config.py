@@ -162,3 +162,26 @@ def sync_root(client, models: list, root: str, *, config_file: str | None, servi
             for e in entries))
     results["_config"] = {"changed": changed, "models": entries}
     return results
+
+
+def sync_root_round(client, models: list, root: str, *, config_file: str | None, serving_url: str | None = None,
+                    keep: int | None = None, health=None) -> dict:
+    """``sync_root`` as one sidecar round with its health file (registry/sync.py ``Health``):
+    {models: {name: versions or None}, config_file, config, problems: {name: why}}. Raises what
+    the round raised (recorded in the health file first)."""
+    from registry.sync import SyncResult
+    if health is not None:
+        health.round_started()
+    try:
+        res = sync_root(client, models, root, config_file=config_file, serving_url=serving_url, keep=keep)
+    except Exception as exc:
+        if health is not None:
+            health.round_failed(exc)
+        raise
+    bad = {n: (str(r) if isinstance(r, Exception) else "; ".join(r.problems))
+           for n, r in res.items() if n != "_config" and (isinstance(r, Exception) or r.problems)}
+    summary = {n: (r.present if not isinstance(r, Exception) else None) for n, r in res.items() if n != "_config"}
+    if health is not None:
+        health.round_done(SyncResult(present=[f"{n}/{v}" for n, vs in summary.items() for v in (vs or [])],
+                                     problems=[f"{n}: {why}" for n, why in bad.items()]))
+    return {"models": summary, "config_file": config_file, "config": res["_config"], "problems": bad}

@@ -342,10 +342,11 @@ def check_health(path: str, max_age_s: float | None = None, *, now: float | None
                    f"{h.get('versions')}; problems: {problems}")
 
 
-def sync_forever(client, serving: S3Uri, dest: str, *, interval: float, keep: int | None = None,
-                 on_result=None, health: Health | None = None) -> None:
-    """Poll until SIGTERM/SIGINT; a failing round is logged and retried next interval. A heartbeat
-    thread keeps the health file fresh while a long round (a big download) runs."""
+def run_forever(one_round, *, interval: float, health: Health | None = None, what: str = "sync round") -> None:
+    """The sidecars' one loop (``tfs-release sync`` and ``sync-all``): ``one_round()`` every
+    ``interval`` seconds until SIGTERM/SIGINT. A failing round is logged and retried next interval
+    (the round itself records it in the health file); a heartbeat thread keeps the health file fresh
+    while a long round (a big download) runs."""
     stop = threading.Event()
 
     def _stop(*_):
@@ -362,11 +363,19 @@ def sync_forever(client, serving: S3Uri, dest: str, *, interval: float, keep: in
         beater.start()
     while not stop.is_set():
         try:
-            r = sync_once(client, serving, dest, keep=keep, health=health)
-            if on_result and (r.added or r.removed):
-                on_result(r)
+            one_round()
         except Exception as exc:  # keep the sidecar alive; the next round retries
-            log.error("sync round failed: %s", exc)
+            log.error("%s failed (retried in %.0f s): %s", what, interval, exc)
         stop.wait(interval)
     if beater is not None:
         beater.join(timeout=15)
+
+
+def sync_forever(client, serving: S3Uri, dest: str, *, interval: float, keep: int | None = None,
+                 on_result=None, health: Health | None = None) -> None:
+    """``sync_once`` every ``interval`` seconds until SIGTERM/SIGINT (``run_forever``)."""
+    def one_round():
+        r = sync_once(client, serving, dest, keep=keep, health=health)
+        if on_result and (r.added or r.removed):
+            on_result(r)
+    run_forever(one_round, interval=interval, health=health)
