@@ -249,6 +249,75 @@ class Airflow:
         stop_pid(self.pid, timeout=60)
 
 
+class DagsTestError(RuntimeError):
+    """``airflow dags test`` started no run (or more than one): the DAG did not parse, the home is
+    not migrated, the config is broken. The message carries the output's tail and the log's path."""
+
+
+@dataclass
+class DagsTestRun:
+    process: subprocess.CompletedProcess
+    run_id: str
+    state: str
+    tasks: dict       # task_id -> state
+    seconds: float
+
+
+class AirflowCLI:
+    """The ``airflow`` command in one Airflow home (SQLite metadata database), and what its
+    ``dags test`` runs left there: the one helper the demo, the end-to-end tests and the benchmarks
+    share. Every command's output is appended to ``log``."""
+
+    def __init__(self, home: str, env: dict[str, str], *, airflow: str | None = None, log: str | None = None):
+        self.home, self.env = home, env
+        self.airflow = airflow or os.path.join(airflow_venv(), "bin", "airflow")
+        self.log = log or os.path.join(home, "airflow-cli.log")
+
+    def run(self, *args: str, timeout: float | None = 900, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        """``airflow ARGS``; the result also has ``seconds`` (wall) and ``cpu_s`` (user + system of
+        it and every descendant it waited for: the step commands, not a serving container)."""
+        import resource
+        r0, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
+        p = subprocess.run([self.airflow, *args], env={**self.env, **(env or {})}, cwd=self.home,
+                           capture_output=True, text=True, timeout=timeout)
+        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        p.seconds = time.monotonic() - t0
+        p.cpu_s = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+        with open(self.log, "a") as fh:
+            fh.write(f"$ airflow {' '.join(args)}  (exit {p.returncode}, {p.seconds:.1f}s)\n{p.stdout}\n{p.stderr}\n")
+        return p
+
+    def query(self, sql: str, *args) -> list[tuple]:
+        import sqlite3
+        with sqlite3.connect(os.path.join(self.home, "airflow.db")) as db:
+            return db.execute(sql, args).fetchall()
+
+    def runs(self, dag_id: str) -> list[tuple[str, str]]:
+        return self.query("SELECT run_id, state FROM dag_run WHERE dag_id = ?", dag_id)
+
+    def task_states(self, dag_id: str, run_id: str) -> dict[str, str]:
+        return dict(self.query("SELECT task_id, state FROM task_instance WHERE dag_id = ? AND run_id = ?",
+                               dag_id, run_id))
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value"):
+        rows = self.query("SELECT value FROM xcom WHERE dag_id = ? AND run_id = ? AND task_id = ? AND key = ?",
+                          dag_id, run_id, task_id, key)
+        return json.loads(rows[0][0]) if rows else None
+
+    def dags_test(self, dag_id: str, conf: dict | None = None, *, env: dict[str, str] | None = None,
+                  timeout: float | None = 900) -> DagsTestRun:
+        """Run the DAG once (``airflow dags test DAG_ID [--conf]``): the new run, its state and its
+        tasks' states. ``DagsTestError`` unless exactly one new run appeared."""
+        before = {r for r, _ in self.runs(dag_id)}
+        p = self.run("dags", "test", dag_id, *(["--conf", json.dumps(conf)] if conf else []), timeout=timeout, env=env)
+        new = [(r, st) for r, st in self.runs(dag_id) if r not in before]
+        if len(new) != 1:
+            raise DagsTestError(f"airflow dags test {dag_id}: exit {p.returncode}, {len(new)} new run(s) instead of one "
+                                f"(log: {self.log})\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
+        run_id, state = new[0]
+        return DagsTestRun(p, run_id, state, self.task_states(dag_id, run_id), p.seconds)
+
+
 def ui_port() -> int:
     """The port `make airflow` serves the UI on (AIRFLOW_PORT, default 8080): the demo's runs make
     their links for it, so they open on the Airflow a user starts next."""

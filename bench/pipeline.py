@@ -31,7 +31,6 @@ import json
 import os
 import resource
 import shutil
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -124,48 +123,41 @@ class Containers:
         self.client.close()
 
 
-class AirflowHome:
-    """A migrated SQLite Airflow home; `dags test` with the given config; task timings from its DB."""
+class AirflowHome(services.AirflowCLI):
+    """A migrated SQLite Airflow home (services.AirflowCLI); `dags test` with the given config; task
+    timings from its DB."""
 
     def __init__(self, home: str, env: dict):
-        self.home, self.env = home, env
-        self.airflow = os.path.join(services.airflow_venv(), "bin", "airflow")
+        super().__init__(home, env)
         self.python = os.path.join(services.airflow_venv(), "bin", "python")
 
     def cli(self, *args, config: str | None = None) -> tuple[float, subprocess.CompletedProcess]:
-        env = {**self.env, **({"TFS_RELEASE_CONFIG": config} if config else {})}
-        return timed([self.airflow, *args], env, cwd=self.home, log=os.path.join(self.home, "airflow-cli.log"))
-
-    def query(self, sql: str, *args) -> list[tuple]:
-        with sqlite3.connect(os.path.join(self.home, "airflow.db")) as db:
-            return db.execute(sql, args).fetchall()
+        p = self.run(*args, env={"TFS_RELEASE_CONFIG": config} if config else None)
+        return p.seconds, p
 
     def dags_test(self, dag_id: str, config: str) -> dict:
-        before = {r for (r,) in self.query("SELECT run_id FROM dag_run WHERE dag_id = ?", dag_id)}
         t_start = time.time()
-        wall, p = self.cli("dags", "test", dag_id, config=config)
-        t_end = time.time()
-        new = [(r, s) for r, s in self.query("SELECT run_id, state FROM dag_run WHERE dag_id = ?", dag_id)
-               if r not in before]
-        if len(new) != 1 or new[0][1] != "success":
-            states = self.query("SELECT task_id, state FROM task_instance WHERE dag_id = ? AND run_id IN (%s)"
-                                % ",".join("?" * len(new)), dag_id, *[r for r, _ in new]) if new else []
+        try:
+            r = super().dags_test(dag_id, env={"TFS_RELEASE_CONFIG": config})
+        except services.DagsTestError as exc:
+            raise SystemExit(str(exc)) from None
+        t_end, p = time.time(), r.process
+        if r.state != "success":
             errors = [ln for ln in (p.stdout + p.stderr).splitlines()
                       if any(w in ln for w in ("ERROR", "error", "Error", "failed", "Traceback"))]
-            raise SystemExit(f"airflow dags test {dag_id}: exit {p.returncode}, runs {new}, tasks {dict(states)}\n"
-                             + "\n".join(ln[:400] for ln in errors[-25:]))
-        run_id = new[0][0]
+            raise SystemExit(f"airflow dags test {dag_id}: exit {p.returncode}, run {r.run_id} {r.state}, "
+                             f"tasks {r.tasks}\n" + "\n".join(ln[:400] for ln in errors[-25:]))
         tasks = {}
         for task_id, state, start, end in self.query(
                 "SELECT task_id, state, start_date, end_date FROM task_instance WHERE dag_id = ? AND run_id = ?",
-                dag_id, run_id):
+                dag_id, r.run_id):
             tasks[task_id] = {"state": state, "start": _ts(start), "end": _ts(end)}
             tasks[task_id]["s"] = (tasks[task_id]["end"] - tasks[task_id]["start"]
                                    if start and end else None)
         ran = [t for t in tasks.values() if t["start"] and t["end"]]
         span = max(t["end"] for t in ran) - min(t["start"] for t in ran)
-        return {"run_id": run_id, "wall_s": wall, "cpu_s": p.cpu_s, "span_s": span, "tasks": tasks, "t_start": t_start,
-                "t_end": t_end, "output": p.stdout + p.stderr}
+        return {"run_id": r.run_id, "wall_s": r.seconds, "cpu_s": p.cpu_s, "span_s": span, "tasks": tasks,
+                "t_start": t_start, "t_end": t_end, "output": p.stdout + p.stderr}
 
 
 def _ts(value: str | None) -> float | None:

@@ -18,7 +18,6 @@ import contextlib
 import json
 import os
 import re
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -73,46 +72,22 @@ def cli(*args, check=True) -> dict:
     return out
 
 
-class DemoAirflow:
-    """`airflow dags test` in the Airflow venv with a home under .run/demo/airflow."""
+class DemoAirflow(services.AirflowCLI):
+    """`airflow dags test` in the Airflow venv with a home under .run/demo/airflow (services.AirflowCLI);
+    each run's task logs are written where the UI of `make airflow` reads them."""
 
     def __init__(self, env: dict[str, str]):
-        self.home = env["AIRFLOW_HOME"]
-        self.env = env
-        self.airflow = os.path.join(services.airflow_venv(), "bin", "airflow")
-        self.log = os.path.join(self.home, "dags-test.log")
-
-    def run(self, *args) -> subprocess.CompletedProcess:
-        p = subprocess.run([self.airflow, *args], env=self.env, cwd=self.home, capture_output=True, text=True)
-        with open(self.log, "a") as fh:
-            fh.write(f"$ airflow {' '.join(args)} (exit {p.returncode})\n{p.stdout}\n{p.stderr}\n")
-        return p
-
-    def query(self, sql: str, *args) -> list[tuple]:
-        with sqlite3.connect(os.path.join(self.home, "airflow.db")) as db:
-            return db.execute(sql, args).fetchall()
+        super().__init__(env["AIRFLOW_HOME"], env, log=os.path.join(env["AIRFLOW_HOME"], "dags-test.log"))
 
     def dags_test(self, dag_id: str, conf: dict) -> tuple[str, str, dict[str, str], float]:
         """Run the DAG once; returns (run id, run state, task states, seconds)."""
-        before = {r for (r,) in self.query("SELECT run_id FROM dag_run WHERE dag_id = ?", dag_id)}
-        t0 = time.monotonic()
-        p = self.run("dags", "test", dag_id, "--conf", json.dumps(conf))
-        dt = time.monotonic() - t0
-        new = [(r, st) for r, st in self.query("SELECT run_id, state FROM dag_run WHERE dag_id = ?", dag_id)
-               if r not in before]
-        if len(new) != 1:
-            sys.stderr.write(p.stdout[-3000:] + p.stderr[-3000:])
-            raise SystemExit(f"airflow dags test {dag_id} started no run (exit {p.returncode}); log: {self.log}")
-        run_id, state = new[0]
-        tasks = dict(self.query("SELECT task_id, state FROM task_instance WHERE dag_id = ? AND run_id = ?",
-                                dag_id, run_id))
-        write_task_logs(os.path.join(self.home, "logs"), dag_id, run_id, p.stdout + p.stderr)
-        return run_id, state, tasks, dt
-
-    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value"):
-        rows = self.query("SELECT value FROM xcom WHERE dag_id = ? AND run_id = ? AND task_id = ? AND key = ?",
-                          dag_id, run_id, task_id, key)
-        return json.loads(rows[0][0]) if rows else None
+        try:
+            r = super().dags_test(dag_id, conf, timeout=None)
+        except services.DagsTestError as exc:
+            sys.stderr.write(str(exc) + "\n")
+            raise SystemExit(f"airflow dags test {dag_id} started no run; log: {self.log}") from None
+        write_task_logs(os.path.join(self.home, "logs"), dag_id, r.run_id, r.process.stdout + r.process.stderr)
+        return r.run_id, r.state, r.tasks, r.seconds
 
 
 _TASK_START = re.compile(r"\[DAG TEST\] starting task_id=(\S+) map_index=(-?\d+)")
@@ -498,7 +473,6 @@ def regression_step(af, cfg, client, sinks, conf: dict, out) -> None:
     param) after the final one: the regression gate blocks it against the published version, even
     where it would pass the absolute golden checks; nothing is published, the alerts say why."""
     name = "shapes-detector"
-    m = cfg.model(name)
     cks = [c for c in cli("checkpoints", name)["checkpoints"] if c.get("step") and c.get("complete", True)]
     versions_before = [v["version"] for v in cli("versions", name)["versions"]]
     if len(cks) < 2 or not versions_before:
@@ -527,7 +501,7 @@ def regression_step(af, cfg, client, sinks, conf: dict, out) -> None:
         arrived = sinks.wait(mails=n_mail + 1, webhooks=n_hook + 1, timeout=60)
     out.rows.append({"model": name, "run": f"earlier ckpt-{earlier['step']} (param)",
                      "checkpoint": _short(earlier["uri"]),
-                     "verdict": f"BLOCKED by the regression gate" if gate.get("status") == "blocked" else
+                     "verdict": "BLOCKED by the regression gate" if gate.get("status") == "blocked" else
                      _verdict(verdict, tasks), "version": "none (nothing published)" if after == versions_before
                      else f"{after}", "report": verdict.get("report")})
     out.expect(state == "failed" and gate.get("status") == "blocked",

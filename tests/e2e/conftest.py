@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 import time
 import uuid
@@ -67,45 +66,21 @@ class AirflowEnv:
     serving: str
     config: str
 
-    def run(self, *args, timeout=900) -> subprocess.CompletedProcess:
-        t0 = time.monotonic()
-        p = subprocess.run([self.airflow, *args], env=self.env, cwd=self.home, capture_output=True,
-                           text=True, timeout=timeout)
-        p.seconds = time.monotonic() - t0
-        with open(os.path.join(self.home, "airflow-cli.log"), "a") as fh:
-            fh.write(f"$ airflow {' '.join(args)}  (exit {p.returncode}, {p.seconds:.1f}s)\n{p.stdout}\n{p.stderr}\n")
-        return p
+    def __post_init__(self):
+        from services import AirflowCLI
+        self.cli = AirflowCLI(self.home, self.env, airflow=self.airflow)
+        self.run, self.query, self.runs = self.cli.run, self.cli.query, self.cli.runs
+        self.task_states, self.xcom = self.cli.task_states, self.cli.xcom
 
     def dags_test(self, dag_id: str, conf: dict | None = None) -> tuple[subprocess.CompletedProcess, dict]:
-        """`airflow dags test DAG_ID [--conf]`; returns the process and the run's task states."""
-        before = {r for r, _ in self.runs(dag_id)}
-        args = ["dags", "test", dag_id] + (["--conf", json.dumps(conf)] if conf else [])
-        p = self.run(*args)
-        new = [(r, s) for r, s in self.runs(dag_id) if r not in before]
-        assert len(new) == 1, f"expected one new run; exit {p.returncode}\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
-        run_id, state = new[0]
-        return p, {"run_id": run_id, "state": state, "tasks": self.task_states(dag_id, run_id)}
-
-    def query(self, sql: str, *args) -> list[tuple]:
-        with sqlite3.connect(os.path.join(self.home, "airflow.db")) as db:
-            return db.execute(sql, args).fetchall()
-
-    def runs(self, dag_id: str) -> list[tuple[str, str]]:
-        return self.query("SELECT run_id, state FROM dag_run WHERE dag_id = ?", dag_id)
-
-    def task_states(self, dag_id: str, run_id: str) -> dict[str, str]:
-        return dict(self.query("SELECT task_id, state FROM task_instance WHERE dag_id = ? AND run_id = ?",
-                               dag_id, run_id))
+        """`airflow dags test DAG_ID [--conf]` (services.AirflowCLI); the process and the run's task states."""
+        r = self.cli.dags_test(dag_id, conf)
+        return r.process, {"run_id": r.run_id, "state": r.state, "tasks": r.tasks}
 
     def asset_events(self, uri: str) -> list[dict]:
         rows = self.query("SELECT e.extra, e.source_dag_id, e.source_run_id FROM asset_event e "
                           "JOIN asset a ON a.id = e.asset_id WHERE a.uri = ? ORDER BY e.id", uri)
         return [{"extra": json.loads(x) if x else {}, "dag_id": d, "run_id": r} for x, d, r in rows]
-
-    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value"):
-        rows = self.query("SELECT value FROM xcom WHERE dag_id = ? AND run_id = ? AND task_id = ? AND key = ?",
-                          dag_id, run_id, task_id, key)
-        return json.loads(rows[0][0]) if rows else None
 
 
 @pytest.fixture(scope="module")
