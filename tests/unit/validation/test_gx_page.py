@@ -1,4 +1,4 @@
-"""The great-expectations results page (validation/report.py gx_page/write_gx): self-contained (no
+"""The great-expectations results page (validation/report/gx.py gx_page/write_gx): self-contained (no
 script, nothing fetched), failed expectations first, values escaped; GX's JSON kept beside it."""
 import json
 import re

@@ -10,6 +10,7 @@ from exporters.golden import DEFAULTS, GoldenImage, GoldenSet
 from registry.config import ModelConfig
 from registry.s3 import S3Uri
 from validation import report
+from validation.report import pictures
 from validation.validate import golden_checks
 
 LABELS = {1: "rectangle", 2: "ellipse", 3: "triangle"}
@@ -157,7 +158,7 @@ def test_segmentation_legend_is_class_colours_only():
     # the legend's colour for a class is the one the masks are drawn with, also past the palette's end
     assert f"rgb{report.class_colour(2)}" in lg
     assert report.class_colour(9) == report.class_colour(1) and report.class_colour(1) != report.class_colour(8)
-    overlay = report._mask_overlay(np.zeros((1, 2, 3), np.uint8), np.array([[9, 2]]))
+    overlay = pictures._mask_overlay(np.zeros((1, 2, 3), np.uint8), np.array([[9, 2]]))
     assert tuple(overlay[0, 0]) == report.class_colour(9) and tuple(overlay[0, 1]) == report.class_colour(2)
 
 
@@ -212,7 +213,7 @@ def test_a_prediction_is_drawn_in_the_colour_of_what_the_check_made_of_it():
     assert [report.box_colour(i, matched, set(m.false_positives)) for i in range(3)] == \
         [report.MATCHED, report.FALSE_POSITIVE, report.UNCOUNTED]
     im = Image.new("RGB", (100, 100))
-    report._draw_boxes(im, 100, exp, (np.array(boxes), np.array(scores), np.array(classes)), m, {}, text=False,
+    pictures._draw_boxes(im, 100, exp, (np.array(boxes), np.array(scores), np.array(classes)), m, {}, text=False,
                        width=1)
     px = im.load()
     assert px[5, 75] == report.UNCOUNTED and px[60, 75] == report.FALSE_POSITIVE  # left edges of boxes 2, 1
