@@ -458,13 +458,14 @@ def sync_all(args, cfg) -> dict:
     config_file = args.model_config_file or os.path.join(args.root, "models.config")
     from registry.serving_config import sync_root_round
     from registry.sync import Health, health_path, run_forever
+    from tfs_api.clients import available_versions
     os.makedirs(args.root, exist_ok=True)
     health = Health(health_path(args.root, args.health_file), serving=", ".join(str(m.serving) for m in models),
                     interval=args.interval)
 
     def one_round() -> dict:
-        return sync_root_round(_client(), models, args.root, config_file=config_file, serving_url=args.serving_url,
-                               keep=args.keep, health=health)
+        return sync_root_round(_client(), models, args.root, config_file=config_file, keep=args.keep, health=health,
+                               available=lambda name: available_versions(args.serving_url, name))
     if not args.once:
         run_forever(one_round, interval=args.interval, health=health, what="sync-all round")
         return {}

@@ -7,7 +7,7 @@ each and maintains TF Serving's ``--model_config_file`` listing all of them.
   registry's label state (registry/labels.py). TF Serving's label rules decide the order of the
   steps: a label may only move to a version that is already loaded. So a new canary is first loaded
   next to the stable version with the labels unchanged, and the ``canary`` label moves to it only
-  once TF Serving reports it AVAILABLE (asked at ``--serving-url``); a promote moves ``stable`` to
+  once TF Serving reports it AVAILABLE (asked at ``--serving-url``: the ``available`` callable); a promote moves ``stable`` to
   the (loaded) canary and drops the old version in one step; an abort drops the canary. A label
   only ever names a version that is synced and listed, so a TF Serving restarted on any of these
   files starts, given ``--allow_version_labels_for_unavailable_models`` (on a fresh start every
@@ -23,23 +23,10 @@ import json
 import logging
 import os
 import tempfile
-import urllib.error
-import urllib.request
+from typing import Callable
 
 log = logging.getLogger(__name__)
 STATE_FILE = ".tfs-release-serving-config.json"   # the labels this sidecar last wrote, per model
-
-
-def available_versions(serving_url: str | None, model: str, timeout: float = 5.0) -> set[int]:
-    """Versions TF Serving reports AVAILABLE for ``model`` (empty when unknown or unreachable)."""
-    if not serving_url:
-        return set()
-    try:
-        with urllib.request.urlopen(f"{serving_url.rstrip('/')}/v1/models/{model}", timeout=timeout) as r:
-            body = json.loads(r.read())
-    except (OSError, ValueError, urllib.error.URLError):
-        return set()
-    return {int(v["version"]) for v in body.get("model_version_status", []) if v.get("state") == "AVAILABLE"}
 
 
 def canary_entry(state: dict, local: set[int], available: set[int], previous: dict | None) -> dict:
@@ -119,12 +106,14 @@ def write_state(root: str, state: dict) -> None:
     os.replace(tmp, os.path.join(root, STATE_FILE))
 
 
-def sync_root(client, models: list, root: str, *, config_file: str | None, serving_url: str | None = None,
-              keep: int | None = None) -> dict:
+def sync_root(client, models: list, root: str, *, config_file: str | None,
+              available: Callable[[str], set[int]] | None = None, keep: int | None = None) -> dict:
     """One round for several models: each synced into ``<root>/<model>`` (registry/sync.py, labelled
     versions always kept), then the model config file written for all of them.
 
-    models: ModelConfig objects (``serving``, ``extra['rollout']``). Returns {model: SyncResult,
+    models: ModelConfig objects (``serving``, ``extra['rollout']``). available: model name -> the
+    versions this replica's TF Serving reports AVAILABLE (``tfs_api.clients.available_versions``;
+    a canary label moves only to one of them). Returns {model: SyncResult,
     '_config': {changed, models: [...]}}; a model whose round failed keeps its previous entry."""
     from registry import labels as labels_mod
     from registry.sync import local_versions, sync_once
@@ -144,7 +133,7 @@ def sync_root(client, models: list, root: str, *, config_file: str | None, servi
         entry = {"name": m.name, "base_path": dest, "rollout": "canary" if canary else "all"}
         if canary:
             local = set(local_versions(dest)) if os.path.isdir(dest) else set()
-            entry.update(canary_entry(state, local, available_versions(serving_url, m.name), previous.get(m.name)))
+            entry.update(canary_entry(state, local, available(m.name) if available else set(), previous.get(m.name)))
             new_state[m.name] = {"versions": entry["versions"], "labels": entry["labels"]}
         if canary and not entry["versions"]:
             continue  # nothing synced yet: TF Serving would wait for it; list it once it is there
@@ -164,8 +153,8 @@ def sync_root(client, models: list, root: str, *, config_file: str | None, servi
     return results
 
 
-def sync_root_round(client, models: list, root: str, *, config_file: str | None, serving_url: str | None = None,
-                    keep: int | None = None, health=None) -> dict:
+def sync_root_round(client, models: list, root: str, *, config_file: str | None,
+                    available: Callable[[str], set[int]] | None = None, keep: int | None = None, health=None) -> dict:
     """``sync_root`` as one sidecar round with its health file (registry/sync.py ``Health``):
     {models: {name: versions or None}, config_file, config, problems: {name: why}}. Raises what
     the round raised (recorded in the health file first)."""
@@ -173,7 +162,7 @@ def sync_root_round(client, models: list, root: str, *, config_file: str | None,
     if health is not None:
         health.round_started()
     try:
-        res = sync_root(client, models, root, config_file=config_file, serving_url=serving_url, keep=keep)
+        res = sync_root(client, models, root, config_file=config_file, available=available, keep=keep)
     except Exception as exc:
         if health is not None:
             health.round_failed(exc)

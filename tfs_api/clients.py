@@ -31,6 +31,18 @@ def rest_status(body: dict) -> list[dict]:
             for v in body.get("model_version_status", [])]
 
 
+def available_versions(rest_url: str | None, model: str, timeout: float = 5.0) -> set[int]:
+    """Versions the TF Serving at ``rest_url`` reports AVAILABLE for ``model`` (empty when it is
+    unknown or unreachable: a sync sidecar then moves no label)."""
+    if not rest_url:
+        return set()
+    try:
+        rows = RestClient.for_url(rest_url, model, timeout=timeout).status()
+    except (ServingError, OSError, ValueError):
+        return set()
+    return {r["version"] for r in rows if r["state"] == "AVAILABLE"}
+
+
 class ServingError(Exception):
     """The server answered with an error (message is the server's)."""
 

@@ -39,6 +39,7 @@ from registry.errors import ReleaseError
 from registry.publish import publish
 from registry.s3 import S3Uri
 from registry.serving_config import sync_root
+from tfs_api.clients import available_versions
 from registry.staging import stage
 from tests.conftest import ROOT
 from tests.integration.registry.test_canary import Server
@@ -105,7 +106,8 @@ def test_lifecycle_state_machine(s3, s3_env, tmp_path, saved_models, monkeypatch
             return lifecycle.version_states(s3, self.model)
 
         def sync(self):
-            sync_root(s3, [self.model], str(root), config_file=str(config_file), serving_url=server.url)
+            sync_root(s3, [self.model], str(root), config_file=str(config_file),
+                      available=lambda name: available_versions(server.url, name))
 
         # --- rules -------------------------------------------------------------------------------
         @rule(kind=st.sampled_from(["good", "good", "bad"]))
