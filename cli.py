@@ -19,6 +19,7 @@ log = logging.getLogger("tfs-release")
 # unchanged bucket costs a few requests per round (TF Serving itself, on an s3:// base path, lists
 # every second)
 SYNC_INTERVAL_S = 2.0
+DEFAULT_RECONCILE_S = 86400.0  # = registry/index.py's (not imported here: --help needs no boto3)
 
 
 def _common() -> argparse.ArgumentParser:
@@ -160,6 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "bucket is a few requests: TF Serving itself lists S3 every second)")
     p.add_argument("--health-file", help="where each round writes its health record "
                                          "(default: DEST/.tfs-release-sync.json)")
+    p.add_argument("--reconcile-interval", type=float, default=DEFAULT_RECONCILE_S, metavar="SECONDS",
+                   help="a full round (a listing) at least this often; between them a round is one conditional GET "
+                        "of the bucket's change marker and lists only when it changed "
+                        f"(default {DEFAULT_RECONCILE_S:g}; 0: every round lists)")
 
     p = cmd("sync-all", "several models into one TF Serving tree (ROOT/<model>/<N>) and its --model_config_file "
                         "(canary labels for rollout: canary models)")
@@ -175,6 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "bucket is a few requests: TF Serving itself lists S3 every second)")
     p.add_argument("--health-file", help="where each round writes its health record (default: "
                                          "ROOT/.tfs-release-sync.json; `tfs-release sync-health` reads it)")
+    p.add_argument("--reconcile-interval", type=float, default=DEFAULT_RECONCILE_S, metavar="SECONDS",
+                   help="a full round (a listing) at least this often; between them a round is one conditional GET "
+                        "of the bucket's change marker and lists only when it changed "
+                        f"(default {DEFAULT_RECONCILE_S:g}; 0: every round lists)")
 
     p = cmd("labels", "canary models: which version is stable and which is canary (and their history)")
     p.add_argument("model")
@@ -411,6 +420,8 @@ def cmd_sync(args, model) -> dict:
     from registry.sync import Health, health_path, sync_forever, sync_once
     if args.interval <= 0:
         raise BadInput(f"--interval must be more than 0 seconds, got {args.interval}")
+    if args.reconcile_interval < 0:
+        raise BadInput(f"--reconcile-interval must be 0 or more seconds, got {args.reconcile_interval}")
     health = Health(health_path(args.dest, args.health_file), serving=model.serving, interval=args.interval)
     if args.once:
         r = sync_once(_client(), model.serving, args.dest, keep=args.keep, health=health)
@@ -423,7 +434,8 @@ def cmd_sync(args, model) -> dict:
             out["_exit"] = 1
         return out
     sync_forever(_client(), model.serving, args.dest, keep=args.keep, interval=args.interval,
-                 on_result=lambda r: log.info("now serving versions %s", r.present), health=health)
+                 on_result=lambda r: log.info("now serving versions %s", r.present), health=health,
+                 reconcile_s=args.reconcile_interval)
     return {}
 
 
@@ -448,6 +460,8 @@ def labels_cmd(args, model) -> dict:
 def sync_all(args, cfg) -> dict:
     if args.interval <= 0:
         raise BadInput(f"--interval must be more than 0 seconds, got {args.interval}")
+    if args.reconcile_interval < 0:
+        raise BadInput(f"--reconcile-interval must be 0 or more seconds, got {args.reconcile_interval}")
     if args.keep is not None and args.keep < 1:
         raise BadInput(f"--keep must be at least 1, got {args.keep}")
     names = [n.strip() for n in args.models.split(",") if n.strip()] if args.models else list(cfg.models)
@@ -467,7 +481,14 @@ def sync_all(args, cfg) -> dict:
         return sync_root_round(_client(), models, args.root, config_file=config_file, keep=args.keep, health=health,
                                available=lambda name: available_versions(args.serving_url, name))
     if not args.once:
-        run_forever(one_round, interval=args.interval, health=health, what="sync-all round")
+        from registry.index import ChangeGate
+        from registry.sync import gated
+        gate = ChangeGate(_client(), [m.serving.bucket for m in models], reconcile_s=args.reconcile_interval)
+
+        def full_round() -> bool:
+            out = one_round()
+            return not out["problems"] and not out["pending"]
+        run_forever(gated(full_round, gate, health), interval=args.interval, health=health, what="sync-all round")
         return {}
     out = one_round()
     if not args.json:

@@ -20,6 +20,7 @@ import logging
 
 import botocore.exceptions
 
+from registry import index
 from registry.errors import ReleaseError
 from registry.s3 import S3Uri, error_code, http_status, translate
 
@@ -62,6 +63,7 @@ def _put(client, serving: S3Uri, state: dict, etag: str | None) -> bool:
     cond = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
     try:
         client.put_object(Bucket=serving.bucket, Key=key(serving), Body=body, ContentType="application/json", **cond)
+        index.touch(client, serving, "labels")
         return True
     except botocore.exceptions.ClientError as exc:
         if http_status(exc) in (412, 409) or error_code(exc) in ("PreconditionFailed", "ConditionalRequestConflict"):

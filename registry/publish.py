@@ -28,7 +28,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from registry import layout, manifest
+from registry import index, layout, manifest
 from registry.errors import CandidateError, IntegrityError, VersionError
 from registry.layout import SAVED_MODEL
 from registry.s3 import S3Uri, check_bucket, get_bytes, put_if_absent, require_conditional_writes, s3_errors
@@ -152,7 +152,9 @@ def commit(client, serving: S3Uri, n: int, m: dict) -> str:
     if tomb is not None:
         with s3_errors(serving.bucket, key):
             client.delete_object(Bucket=serving.bucket, Key=key)
+        index.touch(client, serving, f"version {n} withdrawn")
         raise _retired(n, tomb, withdrawn=True)
+    index.touch(client, serving, f"version {n} committed")  # after the commit: see registry/index.py
     return f"s3://{serving.bucket}/{key}"
 
 

@@ -119,7 +119,7 @@ def sync_root(client, models: list, root: str, *, config_file: str | None,
     from registry.sync import local_versions, sync_once
     os.makedirs(root, exist_ok=True)
     previous = read_state(root)
-    results, entries, new_state = {}, [], {}
+    results, entries, new_state, pending = {}, [], {}, []
     for m in models:
         canary = m.extra.get("rollout") == "canary"
         dest = os.path.join(root, m.name)
@@ -135,6 +135,9 @@ def sync_root(client, models: list, root: str, *, config_file: str | None,
             local = set(local_versions(dest)) if os.path.isdir(dest) else set()
             entry.update(canary_entry(state, local, available(m.name) if available else set(), previous.get(m.name)))
             new_state[m.name] = {"versions": entry["versions"], "labels": entry["labels"]}
+            want = {k: v for k, v in (("stable", state.get("stable")), ("canary", state.get("canary"))) if v is not None}
+            if entry["labels"] != want:  # a label waits for TF Serving to load its version: not settled
+                pending.append(m.name)
         if canary and not entry["versions"]:
             continue  # nothing synced yet: TF Serving would wait for it; list it once it is there
         if not canary and not (os.path.isdir(dest) and local_versions(dest)):
@@ -149,7 +152,7 @@ def sync_root(client, models: list, root: str, *, config_file: str | None,
         log.info("wrote %s: %s", config_file, "; ".join(
             f"{e['name']} " + (f"versions {e['versions']} labels {e['labels']}" if e["rollout"] == "canary" else "latest")
             for e in entries))
-    results["_config"] = {"changed": changed, "models": entries}
+    results["_config"] = {"changed": changed, "models": entries, "pending": pending}
     return results
 
 
@@ -173,4 +176,5 @@ def sync_root_round(client, models: list, root: str, *, config_file: str | None,
     if health is not None:
         health.round_done(SyncResult(present=[f"{n}/{v}" for n, vs in summary.items() for v in (vs or [])],
                                      problems=[f"{n}: {why}" for n, why in bad.items()]))
-    return {"models": summary, "config_file": config_file, "config": res["_config"], "problems": bad}
+    return {"models": summary, "config_file": config_file, "config": res["_config"], "problems": bad,
+            "pending": res["_config"]["pending"]}

@@ -291,9 +291,19 @@ class Health:
         now = time.time()
         with self.lock:
             self.state.update(round_started_unix=None, last_round=_utc(now), last_round_unix=now, ok=ok,
-                              problems=problems, **extra)
+                              problems=problems, last_full_round=_utc(now), **extra)
             if ok:
                 self.state.update(last_success=_utc(now), last_success_unix=now)
+        self.beat()
+
+    def round_unchanged(self) -> None:
+        """A round skipped: the change marker says nothing this sidecar serves changed since its
+        last successful full round (registry/index.py). The sidecar looked, so it is a success."""
+        now = time.time()
+        with self.lock:
+            self.state.update(round_started_unix=None, last_round=_utc(now), last_round_unix=now, ok=True,
+                              last_success=_utc(now), last_success_unix=now,
+                              rounds_skipped=self.state.get("rounds_skipped", 0) + 1)
         self.beat()
 
     def round_done(self, r: SyncResult) -> None:
@@ -371,11 +381,35 @@ def run_forever(one_round, *, interval: float, health: Health | None = None, wha
         beater.join(timeout=15)
 
 
+def gated(one_round, gate, health: Health | None = None):
+    """``one_round() -> ok`` behind a ChangeGate (registry/index.py): skipped while the change
+    marker says nothing changed and no reconciliation is due; a failed or pending round keeps the
+    next one full."""
+    def round_():
+        full, seen = gate.check()
+        if not full:
+            if health is not None:
+                health.round_unchanged()
+            return
+        ok = False
+        try:
+            ok = one_round()
+        finally:
+            gate.done(seen, ok)
+    return round_
+
+
 def sync_forever(client, serving: S3Uri, dest: str, *, interval: float, keep: int | None = None,
-                 on_result=None, health: Health | None = None) -> None:
-    """``sync_once`` every ``interval`` seconds until SIGTERM/SIGINT (``run_forever``)."""
-    def one_round():
+                 on_result=None, health: Health | None = None, reconcile_s: float | None = None) -> None:
+    """``sync_once`` every ``interval`` seconds until SIGTERM/SIGINT (``run_forever``), skipped
+    while the bucket's change marker is unchanged (``reconcile_s``: a full round at least this
+    often; 0: every round lists)."""
+    from registry.index import DEFAULT_RECONCILE_S, ChangeGate
+    gate = ChangeGate(client, [serving.bucket], reconcile_s=DEFAULT_RECONCILE_S if reconcile_s is None else reconcile_s)
+
+    def one_round() -> bool:
         r = sync_once(client, serving, dest, keep=keep, health=health)
         if on_result and (r.added or r.removed):
             on_result(r)
-    run_forever(one_round, interval=interval, health=health)
+        return r.ok
+    run_forever(gated(one_round, gate, health), interval=interval, health=health)

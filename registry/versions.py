@@ -8,7 +8,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from registry import layout, manifest
+from registry import index, layout, manifest
 from registry.errors import BadInput
 from registry.s3 import S3Uri, check_bucket, delete_prefix, list_objects, s3_errors
 
@@ -160,6 +160,7 @@ def _tombstone(client, serving: S3Uri, n: int, reason: str, lineage: dict | None
     with s3_errors(serving.bucket, key):
         client.put_object(Bucket=serving.bucket, Key=key, ContentType="application/json",
                           Body=json.dumps(body).encode())
+    index.touch(client, serving, f"version {n} retired")
 
 
 def _has_manifest(client, serving: S3Uri, n: int) -> bool:
