@@ -215,13 +215,16 @@ def find_published(client, serving: S3Uri, candidate_uri: str, digest: str | Non
     return None
 
 
-def _existing(serving: S3Uri, model: str, candidate_uri: str, found: tuple[int, dict, bool], t0: float) -> Published:
+def _existing(serving: S3Uri, model: str, candidate_uri: str, found: tuple[int, dict, bool], t0: float,
+              client=None) -> Published:
     n, rec, retired = found
     if retired:
         raise VersionError(f"{candidate_uri} was published as version {n} of {model}, which has since been "
                            f"retired ({rec.get('reason', 'tombstone')}, {rec.get('time', '?')}); it is not "
                            "published again. Use `tfs-release rollback` for an earlier version, or export anew.")
     log.info("%s is already published as version %d of %s: nothing to do", candidate_uri, n, model)
+    if client is not None:  # a retry after a publish killed between its commit and its touch
+        index.touch(client, serving, f"version {n} committed")
     return Published(version=n, manifest_uri=f"s3://{serving.bucket}/{layout.manifest_key(serving, n)}",
                      uri=f"s3://{serving.bucket}/{layout.version_prefix(serving, n)}",
                      seconds=time.monotonic() - t0, claim_attempts=0, already_published=True)
@@ -241,14 +244,14 @@ def publish(client, serving: S3Uri, model: str, candidate_uri: str, *, allow_unv
         found = find_published(client, serving, candidate_uri, None)
         if found is None:
             raise
-        return _existing(serving, model, candidate_uri, found, t0)
+        return _existing(serving, model, candidate_uri, found, t0, client)
     if body.get("model") not in (None, model):
         raise CandidateError(f"{candidate_uri} was exported for model {body['model']!r}, not {model!r}: "
                              "publish it under its own model, or export this model.")
     digest = candidate_digest(body["files"])
     found = find_published(client, serving, candidate_uri, digest)
     if found is not None:
-        return _existing(serving, model, candidate_uri, found, t0)
+        return _existing(serving, model, candidate_uri, found, t0, client)
     run = body.get("run_id") or run_id or cand.prefix.rstrip("/").rsplit("/", 1)[-1]
     where = f"s3://{serving.bucket}/{serving.prefix}{layout.REPORTS}{run}/verdict.json"
     verdict = read_verdict(client, serving, run)

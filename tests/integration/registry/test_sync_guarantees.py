@@ -145,8 +145,10 @@ def test_health_signal_fresh_stale_and_uncertain(model_env, s3, staged, tmp_path
     rc, out, _ = _health(model_env, "--dest", dest)
     assert rc == 1 and "no readable health file" in out["reason"]     # before the first round
     env = dict(os.environ, **model_env.env, PYTHONPATH=ROOT)
+    # every round a full one: the manifests are deleted behind the change marker's back below (a sidecar
+    # with the marker sees such a change at its reconciliation: test_change_marker.py)
     sync = subprocess.Popen([sys.executable, "-m", "cli", "sync", model_env.name, "--dest", dest,
-                             "--interval", "0.5", "--config", model_env.config],
+                             "--interval", "0.5", "--reconcile-interval", "0", "--config", model_env.config],
                             env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60

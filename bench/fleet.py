@@ -1,0 +1,176 @@
+"""Benchmark: the idle object-storage cost of the sync sidecars as the fleet grows.
+
+For M models x V versions on the real SeaweedFS (tiny versions written straight into a serving
+bucket: one file and a manifest each), one replica's sidecar (``sync-all``'s round: every model
+into one TF Serving tree) first syncs everything, then idles. Every request is counted by kind with
+botocore's event hooks:
+- baseline: today's idle round without the change marker (``--reconcile-interval 0``): a full
+  listing of every model each round;
+- marker: the idle round with the change marker (registry/index.py): one conditional GET per
+  serving bucket, plus one full round per reconciliation interval.
+Printed per (M, V): requests per idle round, requests per hour per replica at the default 2 s
+interval, and dollars per month for 3 replicas at AWS S3 list prices (LIST/PUT $0.005 per 1,000,
+GET/HEAD $0.0004 per 1,000), and the ratio marker / baseline.
+
+    python bench/fleet.py [--models 1,10,100,1000] [--versions 1,10] [--replicas 3] [--interval 2]
+
+Target (issue: a fleet at constant idle cost): M=1000, V=10, 3 replicas: the sidecars' idle cost
+<= $10 a month (checkpoint detection is not measured here yet).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+PRICE = {"list": 0.005 / 1000, "get": 0.0004 / 1000}   # dollars per request
+LIST_OPS = {"ListObjectsV2", "ListObjects", "PutObject", "CopyObject", "PostObject"}
+HOURS_PER_MONTH = 730
+
+
+class Counter:
+    def __init__(self, client):
+        self.ops: dict[str, int] = {}
+        client.meta.events.register("before-parameter-build.s3", self._count)
+
+    def _count(self, model, **_):
+        self.ops[model.name] = self.ops.get(model.name, 0) + 1
+
+    def snapshot(self) -> dict[str, int]:
+        return dict(self.ops)
+
+
+def delta(a: dict, b: dict) -> dict:
+    return {k: b.get(k, 0) - a.get(k, 0) for k in b if b.get(k, 0) != a.get(k, 0)}
+
+
+def dollars(ops: dict[str, float]) -> float:
+    return sum(n * (PRICE["list"] if op in LIST_OPS else PRICE["get"]) for op, n in ops.items())
+
+
+def fill(client, bucket: str, models: int, versions: int) -> list[str]:
+    """M models x V committed versions (one small file + manifest each), as publish leaves them."""
+    from registry import manifest
+    names = [f"m{i:04d}" for i in range(models)]
+    body = b"saved_model"
+    sha = hashlib.sha256(body).hexdigest()
+
+    def one(name):
+        for n in range(1, versions + 1):
+            client.put_object(Bucket=bucket, Key=f"{name}/{n}/saved_model.pb", Body=body)
+            m = manifest.build(model=name, version=n, run_id=f"bench-{n}",
+                               files=[{"path": "saved_model.pb", "size": len(body), "sha256": sha}],
+                               candidate={}, validation={}, candidate_uri=None)
+            client.put_object(Bucket=bucket, Key=f"{name}/_manifests/{n}.json", Body=manifest.dumps(m))
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(one, names))
+    return names
+
+
+def measure(client, endpoint_env: dict, models: int, versions: int, *, replicas: int, interval: float,
+            reconcile_s: float, idle_rounds: int) -> dict:
+    from registry import index
+    from registry.config import ModelConfig
+    from registry.index import ChangeGate
+    from registry.s3 import S3Uri
+    from registry.serving_config import sync_root_round
+    from registry.sync import gated
+    bucket = f"fleet-{uuid.uuid4().hex[:8]}"
+    client.create_bucket(Bucket=bucket)
+    work = tempfile.mkdtemp(prefix="tfsr-fleet-")
+    try:
+        t0 = time.monotonic()
+        names = fill(client, bucket, models, versions)
+        index.touch(client, S3Uri(bucket, ""), "bench fill")
+        fill_s = time.monotonic() - t0
+        cfgs = [ModelConfig(name=n, serving=S3Uri(bucket, f"{n}/")) for n in names]
+        counter = Counter(client)
+        root = os.path.join(work, "root")
+        t0 = time.monotonic()
+        sync_root_round(client, cfgs, root, config_file=os.path.join(root, "models.config"))
+        first_s = time.monotonic() - t0
+        # baseline: an idle full round (nothing to download)
+        a = counter.snapshot()
+        t0 = time.monotonic()
+        sync_root_round(client, cfgs, root, config_file=os.path.join(root, "models.config"))
+        full_s = time.monotonic() - t0
+        full = delta(a, counter.snapshot())
+        # marker: a gate that settled on a full round, then idle rounds
+        gate = ChangeGate(client, [bucket], reconcile_s=reconcile_s)
+        rounds = []
+        round_ = gated(lambda: not sync_root_round(client, cfgs, root, config_file=None)["problems"], gate)
+        round_()                                   # the first round is full (no state)
+        a = counter.snapshot()
+        t0 = time.monotonic()
+        for _ in range(idle_rounds):
+            round_()
+            rounds.append(1)
+        idle_s = (time.monotonic() - t0) / idle_rounds
+        idle = {k: v / idle_rounds for k, v in delta(a, counter.snapshot()).items()}
+        per_hour_rounds = 3600 / interval
+        base_hour = {k: v * per_hour_rounds for k, v in full.items()}
+        marker_hour = {k: v * per_hour_rounds + full.get(k, 0) * (3600 / reconcile_s if reconcile_s > 0 else 0)
+                       for k, v in {**{k: 0 for k in full}, **idle}.items()}
+        base_month = dollars(base_hour) * HOURS_PER_MONTH * replicas
+        marker_month = dollars(marker_hour) * HOURS_PER_MONTH * replicas
+        return {"models": models, "versions": versions, "fill_s": round(fill_s, 1), "first_sync_s": round(first_s, 1),
+                "full_round": full, "full_round_s": round(full_s, 2), "idle_round": idle, "idle_round_s": round(idle_s, 4),
+                "baseline_requests_per_hour": round(sum(base_hour.values())),
+                "marker_requests_per_hour": round(sum(marker_hour.values())),
+                "baseline_usd_month": round(base_month, 2), "marker_usd_month": round(marker_month, 2),
+                "ratio": round(marker_month / base_month, 4) if base_month else None}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        from registry.s3 import delete_prefix
+        delete_prefix(client, bucket, "")
+        client.delete_bucket(Bucket=bucket)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--models", default="1,10,100,1000")
+    ap.add_argument("--versions", default="1,10")
+    ap.add_argument("--replicas", type=int, default=3)
+    ap.add_argument("--interval", type=float, default=2.0, help="seconds between sidecar rounds")
+    ap.add_argument("--reconcile", type=float, default=86400.0, help="the sidecar's --reconcile-interval")
+    ap.add_argument("--idle-rounds", type=int, default=20)
+    a = ap.parse_args()
+    import services
+    from registry.s3 import make_client
+    state = services.up(with_docker=False)
+    sw = services.SeaweedFS(**state["seaweedfs"])
+    os.environ.update(sw.env())
+    client = make_client()
+    results = []
+    print(f"{'models':>6} {'versions':>8} {'baseline req/h':>15} {'marker req/h':>13} {'baseline $/mo':>14} "
+          f"{'marker $/mo':>12} {'ratio':>7}   (3600/{a.interval:g} rounds/h, {a.replicas} replicas, "
+          f"reconcile {a.reconcile:g}s)", flush=True)
+    for m in [int(x) for x in a.models.split(",")]:
+        for v in [int(x) for x in a.versions.split(",")]:
+            r = measure(client, sw.env(), m, v, replicas=a.replicas, interval=a.interval, reconcile_s=a.reconcile,
+                        idle_rounds=a.idle_rounds)
+            results.append(r)
+            print(f"{m:>6} {v:>8} {r['baseline_requests_per_hour']:>15,} {r['marker_requests_per_hour']:>13,} "
+                  f"{r['baseline_usd_month']:>14,.2f} {r['marker_usd_month']:>12,.2f} {r['ratio']:>7.4f}   "
+                  f"(idle round {r['idle_round']}, full round {sum(r['full_round'].values())} requests "
+                  f"in {r['full_round_s']}s)", flush=True)
+    big = [r for r in results if r["models"] == 1000 and r["versions"] == 10]
+    for r in big:
+        print(f"{'PASS' if r['marker_usd_month'] <= 10 else 'FAIL'}: sidecars' idle cost at 1000 models x 10 versions x "
+              f"{a.replicas} replicas: ${r['marker_usd_month']:.2f}/month (target <= $10; today's "
+              f"${r['baseline_usd_month']:,.2f})")
+    print(json.dumps({"bench": "fleet", "results": results}))
+
+
+if __name__ == "__main__":
+    main()
