@@ -416,12 +416,19 @@ def cmd_confirm(args, model) -> dict:
     return rec
 
 
-def cmd_sync(args, model) -> dict:
-    from registry.sync import Health, health_path, sync_forever, sync_once
+def _sync_args(args) -> None:
+    """The sidecars' shared arguments (sync, sync-all), checked before anything starts."""
     if args.interval <= 0:
         raise BadInput(f"--interval must be more than 0 seconds, got {args.interval}")
     if args.reconcile_interval < 0:
         raise BadInput(f"--reconcile-interval must be 0 or more seconds, got {args.reconcile_interval}")
+    if args.keep is not None and args.keep < 1:
+        raise BadInput(f"--keep must be at least 1, got {args.keep}")
+
+
+def cmd_sync(args, model) -> dict:
+    from registry.sync import Health, health_path, sync_forever, sync_once
+    _sync_args(args)
     health = Health(health_path(args.dest, args.health_file), serving=model.serving, interval=args.interval)
     if args.once:
         r = sync_once(_client(), model.serving, args.dest, keep=args.keep, health=health)
@@ -458,12 +465,7 @@ def labels_cmd(args, model) -> dict:
 
 
 def sync_all(args, cfg) -> dict:
-    if args.interval <= 0:
-        raise BadInput(f"--interval must be more than 0 seconds, got {args.interval}")
-    if args.reconcile_interval < 0:
-        raise BadInput(f"--reconcile-interval must be 0 or more seconds, got {args.reconcile_interval}")
-    if args.keep is not None and args.keep < 1:
-        raise BadInput(f"--keep must be at least 1, got {args.keep}")
+    _sync_args(args)
     names = [n.strip() for n in args.models.split(",") if n.strip()] if args.models else list(cfg.models)
     models = [cfg.model(n) for n in names]
     if any(m.extra.get("rollout") == "canary" for m in models) and not args.serving_url:
