@@ -56,6 +56,13 @@ class SeaweedFS:
         stop_pid(self.pid)
 
 
+def aws_connection(env: dict[str, str]) -> dict:
+    """The Airflow ``aws`` connection (``aws_default``) for the S3 settings in ``env`` (``AWS_*``, as
+    ``SeaweedFS.env()`` gives them): what the DAGs, the watcher and the report endpoint read."""
+    return {"conn_type": "aws", "login": env["AWS_ACCESS_KEY_ID"], "password": env["AWS_SECRET_ACCESS_KEY"],
+            "extra": {"endpoint_url": env["AWS_ENDPOINT_URL"], "region_name": env.get("AWS_REGION", "us-east-1")}}
+
+
 def start_seaweedfs(data_dir: str, *, access_key: str | None = None, secret_key: str | None = None,
                     log_path: str | None = None, timeout: float = 60, s3_config: str | None = None) -> SeaweedFS:
     """``weed mini`` on free ports. ``s3_config``: a SeaweedFS identities file (``-s3.config``, see

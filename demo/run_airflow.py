@@ -38,8 +38,7 @@ def main() -> None:
     say("== serving environment for validation")
     launcher, image = serving_setup()
     cfg = demo_config(image)
-    conns = {"aws_default": {"conn_type": "aws", "login": sw.access_key, "password": sw.secret_key,
-                             "extra": {"endpoint_url": sw.endpoint, "region_name": "us-east-1"}}}
+    conns = {"aws_default": services.aws_connection(sw.env())}
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     with AlertSinks(os.path.join(DEMO, "alerts")) as sinks:
         extra = dict(sinks.connection_env())

@@ -291,9 +291,7 @@ def main() -> int:
         launcher, image = serving_setup()
     cfg_path = demo_config(image)
     say(f"   the DAGs read {os.path.relpath(cfg_path, ROOT)} (config/models.yaml + serving image + alerts)")
-    conn = {"conn_type": "aws", "login": os.environ["AWS_ACCESS_KEY_ID"],
-            "password": os.environ["AWS_SECRET_ACCESS_KEY"],
-            "extra": {"endpoint_url": os.environ["AWS_ENDPOINT_URL"], "region_name": "us-east-1"}}
+    conn = services.aws_connection(dict(os.environ))
     home = os.path.join(DEMO, "airflow")
     os.makedirs(home, exist_ok=True)
     with AlertSinks(os.path.join(DEMO, "alerts")) as sinks:

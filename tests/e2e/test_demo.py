@@ -59,7 +59,9 @@ def test_demo_publishes_three_models_blocks_a_regression_skips_alerts_and_confir
 
     # `make airflow` opens the demo's own Airflow home: the UI/API show the demo's runs
     import services
-    af = services.start_airflow(str(demo_dir / "airflow"), config=str(demo_dir / "config" / "models.yaml"))
+    # with the demo's S3 connection, as `make airflow` starts it: the report endpoint reads through it
+    af = services.start_airflow(str(demo_dir / "airflow"), config=str(demo_dir / "config" / "models.yaml"),
+                                conns={"aws_default": services.aws_connection(s3_env)})
     try:
         status, body = af.api("GET", "/api/v2/dags/release__shapes-classifier/dagRuns?limit=20")
         assert status == 200, body
