@@ -14,7 +14,7 @@ GET/HEAD $0.0004 per 1,000), and the ratio marker / baseline.
 
     python bench/fleet.py [--models 1,10,100,1000] [--versions 1,10] [--replicas 3] [--interval 2]
 
-Target (issue: a fleet at constant idle cost): M=1000, V=10, 3 replicas: the sidecars' idle cost
+Target: M=1000, V=10, 3 replicas: the sidecars' idle cost
 <= $10 a month (checkpoint detection is not measured here yet).
 """
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The serving bucket's change marker: what lets an idle sync sidecar cost one request per round,
-whatever the number of models and versions (issue: a fleet at constant idle cost).
+whatever the number of models and versions (bench/fleet.py measures it).
 
 Every writer of what a sidecar serves (a version's manifest: publish and rollback copies; a
 tombstone: retention, clean-orphans; a model's labels: canary, promote, abort, rollback) calls
