@@ -1,8 +1,8 @@
 """The schema of ``config/models.yaml`` as typed pydantic models: every key's type, bounds, default
 and meaning in one place. ``registry/config.py`` validates with it and turns the first problem into
 one specific ``ConfigError`` naming the key (``problem``); ``docs/configuration.md``'s reference
-tables are generated from it (``reference_tables``; ``python -m registry.config_schema`` prints
-them, a unit test keeps the page in step).
+tables are generated from it (``reference``; ``python -m registry.config_schema`` prints them,
+``--write`` puts them in the page; a unit test keeps the page in step).
 
 Each field carries, besides its description:
 - ``must``: what a valid value is, for the error "models.m.<key> must be <must>, got <value>";
