@@ -77,3 +77,15 @@ def stage_golden_candidate(s3, serving, sm_src: str, n: int, work: str) -> tuple
     uri = stage(s3, serving, sm, fields={"input_types": types, "task": "classification", "model": "bench-cls"},
                 extra_dirs={"reference": ref})
     return gdir, uri
+
+
+def serving_store(work: str):
+    """A SeaweedFS of its own under ``work`` with an empty ``serving`` bucket: (server, S3 client);
+    the caller stops the server."""
+    import services
+    from registry.s3 import make_client
+    sw = services.start_seaweedfs(os.path.join(work, "s3"))
+    s3 = make_client(endpoint_url=sw.endpoint, aws_access_key_id=sw.access_key,
+                     aws_secret_access_key=sw.secret_key, region_name="us-east-1")
+    s3.create_bucket(Bucket="serving")
+    return sw, s3

@@ -8,23 +8,19 @@ import statistics
 import tempfile
 import time
 
-from bench.validate_parts.common import small_classifier, stage_golden_candidate
+from bench.validate_parts.common import serving_store, small_classifier, stage_golden_candidate
 
 
 def golden_sizes(rounds: int, sizes: list[int], image: str) -> dict:
     import logging
 
-    import services
     from registry.config import ModelConfig
-    from registry.s3 import S3Uri, make_client
+    from registry.s3 import S3Uri
     from validation.validate import validate_candidate
     logging.basicConfig(level=logging.WARNING)
     work = tempfile.mkdtemp(prefix="bench-validate-golden-")
-    sw = services.start_seaweedfs(os.path.join(work, "s3"))
+    sw, s3 = serving_store(work)
     try:
-        s3 = make_client(endpoint_url=sw.endpoint, aws_access_key_id=sw.access_key,
-                         aws_secret_access_key=sw.secret_key, region_name="us-east-1")
-        s3.create_bucket(Bucket="serving")
         serving = S3Uri("serving", "bench-cls/")
         sm_src = small_classifier(os.path.join(work, "sm-src"))
         cands = {n: stage_golden_candidate(s3, serving, sm_src, n, work) for n in sizes}

@@ -11,7 +11,7 @@ import tempfile
 import time
 
 from bench.validate_parts import ROOT
-from bench.validate_parts.common import export_classifier
+from bench.validate_parts.common import export_classifier, serving_store
 
 
 # The client code as it was before tfs_api/protos.py, installed into a fresh process before the
@@ -131,15 +131,11 @@ def stage_demo_classifier(s3, serving, work: str) -> str:
 def no_tensorflow(rounds: int, image: str) -> dict:
     import subprocess
 
-    import services
     import yaml
-    from registry.s3 import S3Uri, make_client
+    from registry.s3 import S3Uri
     work = tempfile.mkdtemp(prefix="bench-validate-notf-")
-    sw = services.start_seaweedfs(os.path.join(work, "s3"))
+    sw, s3 = serving_store(work)
     try:
-        s3 = make_client(endpoint_url=sw.endpoint, aws_access_key_id=sw.access_key,
-                         aws_secret_access_key=sw.secret_key, region_name="us-east-1")
-        s3.create_bucket(Bucket="serving")
         uri = stage_demo_classifier(s3, S3Uri("serving", "shapes-classifier/"), work)
         demo = yaml.safe_load(open(os.path.join(ROOT, "config", "models.yaml")))["models"]["shapes-classifier"]
         config = os.path.join(work, "models.yaml")
