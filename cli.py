@@ -474,7 +474,7 @@ def sync_all(args, cfg) -> dict:
     config_file = args.model_config_file or os.path.join(args.root, "models.config")
     from registry.serving_config import sync_root_round
     from registry.sync import Health, health_path, run_forever
-    from tfs_api.clients import available_versions
+    from tfs_api.status import available_versions
     os.makedirs(args.root, exist_ok=True)
     health = Health(health_path(args.root, args.health_file), serving=", ".join(str(m.serving) for m in models),
                     interval=args.interval)

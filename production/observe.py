@@ -12,6 +12,7 @@ import urllib.error
 
 from tfs_api.endpoint_auth import ENV as AUTH_ENV
 from tfs_api.endpoint_auth import NONE, EndpointAuth
+from tfs_api.status import rest_status
 
 
 def name(ep: dict) -> str:
@@ -54,7 +55,6 @@ def model_status(ep: dict, model: str, *, timeout: float = 5.0, auth: EndpointAu
             if err["state"] == "NOT_FOUND":
                 return {"observed": True, "versions": {}, "error": err["error"]}
             return {"observed": False, "state": err["state"], "versions": {}, "error": err["error"]}
-        from tfs_api.clients import rest_status  # (numpy: only where a status is read)
         return {"observed": True, "error": "",
                 "versions": {r["version"]: {"state": r["state"], "error": r["error"]} for r in rest_status(body)}}
     from tfs_api.clients import GrpcClient, ServingError

@@ -112,7 +112,7 @@ def sync_root(client, models: list, root: str, *, config_file: str | None,
     versions always kept), then the model config file written for all of them.
 
     models: ModelConfig objects (``serving``, ``extra['rollout']``). available: model name -> the
-    versions this replica's TF Serving reports AVAILABLE (``tfs_api.clients.available_versions``;
+    versions this replica's TF Serving reports AVAILABLE (``tfs_api.status.available_versions``;
     a canary label moves only to one of them). Returns {model: SyncResult,
     '_config': {changed, models: [...]}}; a model whose round failed keeps its previous entry."""
     from registry import labels as labels_mod

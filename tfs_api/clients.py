@@ -20,27 +20,8 @@ import urllib.error
 import numpy as np
 
 from tfs_api import protos
+from tfs_api.status import rest_status
 from tfs_api.signatures import INPUT_KEY, signatures_from_grpc_metadata, signatures_from_rest_metadata
-
-
-def rest_status(body: dict) -> list[dict]:
-    """TF Serving's GET /v1/models/<m> answer -> [{"version", "state", "error"}] (gRPC's
-    GetModelStatus gives the same rows: ``GrpcClient.status``)."""
-    return [{"version": int(v.get("version", 0)), "state": v.get("state", "UNKNOWN"),
-             "error": (v.get("status") or {}).get("error_message", "")}
-            for v in body.get("model_version_status", [])]
-
-
-def available_versions(rest_url: str | None, model: str, timeout: float = 5.0) -> set[int]:
-    """Versions the TF Serving at ``rest_url`` reports AVAILABLE for ``model`` (empty when it is
-    unknown or unreachable: a sync sidecar then moves no label)."""
-    if not rest_url:
-        return set()
-    try:
-        rows = RestClient.for_url(rest_url, model, timeout=timeout).status()
-    except (ServingError, OSError, ValueError):
-        return set()
-    return {r["version"] for r in rows if r["state"] == "AVAILABLE"}
 
 
 class ServingError(Exception):

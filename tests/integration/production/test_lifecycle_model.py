@@ -39,7 +39,7 @@ from registry.errors import ReleaseError
 from registry.publish import publish
 from registry.s3 import S3Uri
 from registry.serving_config import sync_root
-from tfs_api.clients import available_versions
+from tfs_api.status import available_versions
 from registry.staging import stage
 from tests.conftest import ROOT
 from tests.integration.registry.test_canary import Server

@@ -63,3 +63,30 @@ def test_every_package_the_airflow_side_imports_is_copied_whole():
     for pkg in sorted(reached - {"exporters", "standin"}):  # TensorFlow-side packages: reached only in tasks
         assert pkg in copied, f"{pkg}/ is imported on the Airflow side but not copied by docker/airflow.Dockerfile"
         assert pkg in recipe, f"{pkg}/ is not part of the airflow image's recipe hash (deploy/local_images.py)"
+
+
+def _allowed_by_dockerignore() -> list[str]:
+    """The paths .dockerignore lets into the build context (it excludes everything, then allows)."""
+    lines = [ln.strip() for ln in open(os.path.join(ROOT, ".dockerignore")).read().splitlines()]
+    assert "*" in lines, ".dockerignore is expected to exclude everything first, then allow paths"
+    return [ln[1:].rstrip("/") for ln in lines if ln.startswith("!")]
+
+
+def test_everything_the_images_copy_is_in_the_build_context():
+    """A COPY of a path .dockerignore leaves out fails the build ("file not found in build context"),
+    found once only when the compose stack and the worker image were built in a cold test run."""
+    allowed = _allowed_by_dockerignore()
+    missing = []
+    for name in sorted(os.listdir(os.path.join(ROOT, "docker"))):
+        if not name.endswith(".Dockerfile"):
+            continue
+        for line in re.findall(r"^COPY (?!--from)(.+)$", open(os.path.join(ROOT, "docker", name)).read(), re.M):
+            for src in line.split()[:-1]:
+                src = src.rstrip("/")
+                if not any(src == a or src.startswith(a + "/") for a in allowed):
+                    missing.append(f"docker/{name}: COPY {src}")
+    assert not missing, ".dockerignore keeps these out of the build context:\n" + "\n".join(missing)
+    for image in local_images.IMAGES.values():   # the recipes hash what the images copy: it must be there too
+        for path in image.copies:
+            assert any(path.rstrip("/") == a or path.startswith(a + "/") for a in allowed), \
+                f"{image.repo}: {path} is hashed but .dockerignore leaves it out of the build context"
