@@ -54,7 +54,10 @@ def _base_image(docker_engine, tmp_path_factory, name, entrypoint):
     ctx = tmp_path_factory.mktemp(name)
     pins = [ln for ln in open(os.path.join(ROOT, "requirements-worker.txt")).read().split()
             if ln.lower().startswith(("boto3==", "botocore==", "s3transfer==", "jmespath==", "pyyaml==",
-                                      "urllib3==", "python-dateutil==", "six=="))]
+                                      "urllib3==", "python-dateutil==", "six==",
+                                      # the config schema (registry/config_schema.py)
+                                      "pydantic==", "pydantic_core==", "annotated-types==", "typing-inspection==",
+                                      "typing_extensions=="))]
     (ctx / "Dockerfile").write_text(
         f"FROM {base_tag()}\nRUN /opt/venv/bin/pip install -q {' '.join(pins)}\n"
         "WORKDIR /opt/tfs-release\nENV PYTHONPATH=/opt/tfs-release\n"
