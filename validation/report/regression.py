@@ -238,16 +238,10 @@ def _pair_sections(images: list[dict], reg: dict, legend: str, full_failed: int,
     out = (f"<p class=legend>{legend}</p><p>{len(images)} images: {n_reg} regressed, {n_fixed} fixed, {n_failed} "
            f"failed by the candidate. Each image shows baseline v{html.escape(str(version))} (left) and the "
            f"candidate (right). With full pictures: {' then '.join(shown) or 'none'}{grid}.</p>")
-    if r_full:
-        out += (f"<h3 id=regressed class=fail>Regressed images</h3><div class=cards>"
-                f"{''.join(_pair_card(p, version) for p in r_full)}</div>")
-    if f_full:
-        out += (f"<h3 id=failed class=fail>Failed images</h3><div class=cards>"
-                f"{''.join(_pair_card(p, version) for p in f_full)}</div>")
-    if p_full:
-        out += (f"<h3 id=worst>Worst passing images</h3><div class=cards>"
-                f"{''.join(_pair_card(p, version) for p in p_full)}</div>")
-    if rest:
-        out += (f"<h3 id=grid>Other images</h3><div class=thumbs>"
-                f"{''.join(_thumb_pair(p, version) for p in rest)}</div>")
+    for items, head, box, draw in ((r_full, "id=regressed class=fail>Regressed images", "cards", _pair_card),
+                                   (f_full, "id=failed class=fail>Failed images", "cards", _pair_card),
+                                   (p_full, "id=worst>Worst passing images", "cards", _pair_card),
+                                   (rest, "id=grid>Other images", "thumbs", _thumb_pair)):
+        if items:
+            out += f"<h3 {head}</h3><div class={box}>{''.join(draw(p, version) for p in items)}</div>"
     return out
