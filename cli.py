@@ -47,6 +47,16 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func, needs=needs)
         return p
 
+    def signing_key_arg(p):
+        p.add_argument("--signing-key", metavar="FILE", help="the ECDSA private key (PEM) that signs what this "
+                       "publishes (default: $TFS_RELEASE_SIGNING_KEY_FILE; `tfs-release keygen` makes one); "
+                       "without one, versions are published unsigned")
+
+    def trusted_key_arg(p, what):
+        p.add_argument("--trusted-key", metavar="FILE", action="append", default=[],
+                       help=f"a public key (PEM) trusted to sign versions; repeat for several (rotation). {what} "
+                            "(default: the files in $TFS_RELEASE_TRUSTED_KEYS, ':'-separated)")
+
     p = cmd("checkpoints", "list checkpoints, mark the newest complete one")
     p.add_argument("model")
 
@@ -88,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", choices=["production", "newest_confirmed"], default="production",
                    help="what the regression gate compares with: what production serves (default; fails closed "
                         "when production cannot be observed) or the newest confirmed version")
+    signing_key_arg(p)
 
     p = cmd("stage", "stage a local SavedModel folder as a candidate; prints its staging uri")
     p.add_argument("model")
@@ -106,15 +117,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "in the manifest. rollback needs none: it republishes an earlier, already approved version "
                         "(the emergency path)")
     p.add_argument("--reason", metavar="TEXT", help="why it was approved (recorded as the approval's comment)")
+    signing_key_arg(p)
 
-    p = cmd("versions", "list published versions with their lineage")
+    p = cmd("versions", "list published versions with their lineage and signer (key id, not verified: see verify)")
     p.add_argument("model")
 
-    p = cmd("verify", "check published versions against their manifests; report orphans")
+    p = cmd("verify", "check published versions against their manifests and signatures; report orphans")
     p.add_argument("model")
     p.add_argument("--deep", action="store_true", help="also re-hash every object (sha256)")
     p.add_argument("--grace", type=float, default=3600.0,
                    help="seconds a claim may stay uncommitted before it counts as an orphan")
+    trusted_key_arg(p, "With keys, a version without a valid signature by one of them is a problem")
 
     p = cmd("clean-orphans", "remove orphans that verify reports (older than --grace seconds)")
     p.add_argument("model")
@@ -135,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
                                           "production serves; name one to return to a never-confirmed version)")
     p.add_argument("--reason", help="why (recorded in the records, the labels' history and a copy's manifest)")
     p.add_argument("--by", help="who (recorded)")
+    signing_key_arg(p)
+    trusted_key_arg(p, "With a signing key, the version rolled back to must be signed by it or one of these")
 
     p = cmd("confirm", "wait until production serves version N and answers as in validation; roll back a "
                        "failed rollout; exit 1 unless confirmed")
@@ -150,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what a rollout production could not be observed for does (default: config "
                         "on_unknown_rollout, else alert: nothing is rolled back)")
     p.add_argument("--poll", type=float, default=2.0, help="seconds between status polls")
+    signing_key_arg(p)
 
     p = cmd("sync", "mirror committed versions into a local TF Serving model_base_path")
     p.add_argument("model")
@@ -165,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a full round (a listing) at least this often; between them a round is one conditional GET "
                         "of the bucket's change marker and lists only when it changed "
                         f"(default {DEFAULT_RECONCILE_S:g}; 0: every round lists)")
+    trusted_key_arg(p, "With keys, only versions signed by one of them are served; without, nothing is checked")
 
     p = cmd("sync-all", "several models into one TF Serving tree (ROOT/<model>/<N>) and its --model_config_file "
                         "(canary labels for rollout: canary models)")
@@ -184,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a full round (a listing) at least this often; between them a round is one conditional GET "
                         "of the bucket's change marker and lists only when it changed "
                         f"(default {DEFAULT_RECONCILE_S:g}; 0: every round lists)")
+    trusted_key_arg(p, "With keys, only versions signed by one of them are served; without, nothing is checked")
 
     p = cmd("labels", "canary models: which version is stable and which is canary (and their history)")
     p.add_argument("model")
@@ -194,6 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--reason", required=True, help="why (recorded in the registry and announced)")
         p.add_argument("--version", type=int, help="refuse unless the canary is this version")
         p.add_argument("--by", help="who (recorded)")
+
+    p = cmd("keygen", "make an ECDSA P-256 key pair for signing versions: FILE (private, mode 0600) and "
+                      "FILE.pub.pem (public: give it to the sync sidecars)")
+    p.add_argument("path", metavar="FILE")
 
     p = cmd("sync-health", "health check of a sync sidecar: exit 0 when a round succeeded recently, else 1")
     p.add_argument("--dest", help="the sync's --dest (its health file is DEST/.tfs-release-sync.json)")
@@ -317,7 +339,8 @@ def cmd_publish(args, model) -> dict:
             verdict = None
     approval = approval_for(args, model, verdict)
     res = publish(_client(), model.serving, model.name, args.candidate,
-                  allow_unvalidated=args.unvalidated, run_id=args.run_id, approval=approval)
+                  allow_unvalidated=args.unvalidated, run_id=args.run_id, approval=approval,
+                  signer=_signer(args, model))
     from production.lifecycle import on_publish
     state = on_publish(_client(), model, res.version)
     if not args.json:
@@ -332,18 +355,26 @@ def cmd_versions(args, model) -> dict:
         for v in vs:
             extra = (f" rollback_of={v['rollback_of']}" if v["rollback_of"] else "") + \
                 (f" rollout={v['rollout']}" if v.get("rollout") else "")
-            print(f"{v['version']:>5}  {v['created']}  step={v['step']}  {v['verdict']}  "
+            signed = f"signed:{v['signed_by'][:12]}" if v.get("signed_by") else "unsigned"
+            print(f"{v['version']:>5}  {v['created']}  step={v['step']}  {v['verdict']}  {signed}  "
                   f"{v['checkpoint']}{extra}")
     return {"versions": vs}
 
 
 def cmd_verify(args, model) -> dict:
+    from registry.signing import short, trusted_keys
     from registry.versions import verify
-    v = verify(_client(), model.serving, deep=args.deep, grace_seconds=args.grace)
+    trusted = trusted_keys(args.trusted_key)
+    v = verify(_client(), model.serving, deep=args.deep, grace_seconds=args.grace, trusted=trusted)
     out = v.to_json()
     if not args.json:
         print(f"{len(v.versions)} committed version(s); {len(v.problems)} problem(s); "
               f"{len(v.orphans)} orphan(s); {len(v.in_progress)} in progress")
+        for n, sig in sorted(v.signatures.items()):
+            print(f"version {n}: " + ("unsigned" if not sig["signed"] else
+                                      f"signed by key {short(sig['key_id'])}, verified with {sig['key']}"
+                                      if sig["verified"] else f"signed by key {short(sig['key_id'])}"
+                                      + ("" if trusted else " (not checked: no --trusted-key)")))
         for p in v.problems:
             print(f"PROBLEM version {p['version']}: {p['path']}: {p['problem']}")
         for o in v.orphans:
@@ -385,7 +416,9 @@ def cmd_retention(args, model) -> dict:
 
 def cmd_rollback(args, model) -> dict:
     from production.lifecycle import rollback
-    res = rollback(_client(), model, to=args.to, reason=args.reason, by=args.by or "tfs-release rollback")
+    from registry.signing import trusted_keys
+    res = rollback(_client(), model, to=args.to, reason=args.reason, by=args.by or "tfs-release rollback",
+                   signer=_signer(args, model), trusted=trusted_keys(args.trusted_key))
     if not args.json:
         print(res["served"])
     return {**res, "version": res["served"]}
@@ -399,7 +432,7 @@ def cmd_confirm(args, model) -> dict:
     if args.wait is not None and args.wait <= 0:
         raise BadInput(f"--wait must be more than 0 seconds, got {args.wait}")
     rec = confirm(_client(), model, args.version, deadline_s=args.deadline, on_failed=args.on_failed,
-                  poll_s=args.poll, wait_s=args.wait, on_unknown=args.on_unknown)
+                  poll_s=args.poll, wait_s=args.wait, on_unknown=args.on_unknown, signer=_signer(args, model))
     if not args.json:
         print(f"{model.name} version {args.version}: {rec['outcome']}"
               + (f" ({rec['reason']})" if rec.get("reason") else "")
@@ -426,12 +459,48 @@ def _sync_args(args) -> None:
         raise BadInput(f"--keep must be at least 1, got {args.keep}")
 
 
+def _signer(args, model):
+    """The signing key (--signing-key, $TFS_RELEASE_SIGNING_KEY_FILE, $TFS_RELEASE_SIGNING_KEY), or None;
+    BadInput when the model's config says its versions are signed (``signing_conn_id``) and there is none:
+    an unsigned version (or rollback copy) would never be served by replicas that verify."""
+    from registry.signing import KEY_FILE_ENV, signing_key
+    key = signing_key(getattr(args, "signing_key", None))
+    if key is None and model.extra.get("signing_conn_id"):
+        raise BadInput(f"{model.name}'s versions are signed (config signing_conn_id: "
+                       f"{model.extra['signing_conn_id']}), and no signing key was given: pass --signing-key FILE "
+                       f"or set {KEY_FILE_ENV}. Replicas that verify would not serve an unsigned version.")
+    return key
+
+
+def _trusted(args, what: str):
+    """The sidecars' trusted keys (--trusted-key, $TFS_RELEASE_TRUSTED_KEYS), said once at start."""
+    from registry.signing import trusted_keys
+    keys = trusted_keys(args.trusted_key)
+    if keys:
+        log.info("%s serves only versions signed by: %s", what, keys.describe())
+    else:
+        log.warning("%s verifies no signatures (no --trusted-key, no $TFS_RELEASE_TRUSTED_KEYS): it serves any "
+                    "committed version, signed or not", what)
+    return keys
+
+
+def cmd_keygen(args) -> dict:
+    from registry.signing import keygen
+    private, public, kid = keygen(args.path)
+    if not args.json:
+        print(f"signing key {private} (keep it secret: the release pipeline's Airflow connection or "
+              f"--signing-key)\npublic key  {public} (give it to the sync sidecars: --trusted-key)\nkey id      {kid}")
+    return {"private_key": private, "public_key": public, "key_id": kid}
+
+
 def cmd_sync(args, model) -> dict:
     from registry.sync import Health, health_path, sync_forever, sync_once
     _sync_args(args)
+    trusted = _trusted(args, f"sync of {model.name}")
     health = Health(health_path(args.dest, args.health_file), serving=model.serving, interval=args.interval)
     if args.once:
-        r = sync_once(_client(), model.serving, args.dest, keep=args.keep, health=health)
+        r = sync_once(_client(), model.serving, args.dest, keep=args.keep, health=health, trusted=trusted,
+                      model=model.name)
         if not args.json:
             print(f"versions in {args.dest}: {r.present} (added {r.added}, removed {r.removed}"
                   f"{', held ' + str([h['version'] for h in r.held]) if r.held else ''})")
@@ -442,7 +511,7 @@ def cmd_sync(args, model) -> dict:
         return out
     sync_forever(_client(), model.serving, args.dest, keep=args.keep, interval=args.interval,
                  on_result=lambda r: log.info("now serving versions %s", r.present), health=health,
-                 reconcile_s=args.reconcile_interval)
+                 reconcile_s=args.reconcile_interval, trusted=trusted, model=model.name)
     return {}
 
 
@@ -476,12 +545,13 @@ def sync_all(args, cfg) -> dict:
     from registry.sync import Health, health_path, run_forever
     from tfs_api.status import available_versions
     os.makedirs(args.root, exist_ok=True)
+    trusted = _trusted(args, f"sync-all of {', '.join(m.name for m in models)}")
     health = Health(health_path(args.root, args.health_file), serving=", ".join(str(m.serving) for m in models),
                     interval=args.interval)
 
     def one_round() -> dict:
         return sync_root_round(_client(), models, args.root, config_file=config_file, keep=args.keep, health=health,
-                               available=lambda name: available_versions(args.serving_url, name))
+                               available=lambda name: available_versions(args.serving_url, name), trusted=trusted)
     if not args.once:
         from registry.index import ChangeGate
         from registry.sync import gated
@@ -538,8 +608,10 @@ def release(args, model) -> dict:
     if done is not None and not args.force:
         return {"skipped": True, "version": done, "checkpoint": ck.uri,
                 "summary": f"nothing new: {ck.uri} is already published as version {done} (--force to release again)"}
+    signer = None
     if not args.dry_run:
         approval_for(args, model, None)  # approval: required is refused before any work (exit 2)
+        signer = _signer(args, model)    # and a model that must be signed, without its key
     from exporters.export import export_candidate
     from validation.validate import validate_candidate
     exported = export_candidate(client, model, checkpoint_uri=ck.uri)
@@ -562,7 +634,7 @@ def release(args, model) -> dict:
         raise BadInput(f"{exc}; the validated candidate {exported['candidate']} can be published so with "
                        f"`tfs-release publish`") from None
     from registry.publish import publish
-    pub = publish(client, model.serving, model.name, exported["candidate"], approval=approval)
+    pub = publish(client, model.serving, model.name, exported["candidate"], approval=approval, signer=signer)
     from production.lifecycle import on_publish
     on_publish(client, model, pub.version)
     return {**out, "version": pub.version, **({"approval": approval} if approval else {}),
@@ -578,7 +650,7 @@ COMMANDS = {
     "retention": (cmd_retention, "model"), "rollback": (cmd_rollback, "model"), "confirm": (cmd_confirm, "model"),
     "sync": (cmd_sync, "model"), "sync-all": (sync_all, "config"),
     "labels": (labels_cmd, "model"), "promote": (labels_cmd, "model"), "abort": (labels_cmd, "model"),
-    "sync-health": (sync_health, None),
+    "sync-health": (sync_health, None), "keygen": (cmd_keygen, None),
 }
 
 

@@ -63,6 +63,24 @@ def aws_connection(env: dict[str, str]) -> dict:
             "extra": {"endpoint_url": env["AWS_ENDPOINT_URL"], "region_name": env.get("AWS_REGION", "us-east-1")}}
 
 
+SIGNING_CONN_ID = "tfs_release_signing"  # the demo's and make airflow's signing connection
+
+
+def signing_keys() -> tuple[str, str, str]:
+    """The local signing key pair, made on first use and kept with the other local secrets in
+    .run/signing/ (never in the repo): (private key file, public key file, key id). The demo's DAGs
+    sign with it (an Airflow connection), its sync sidecar trusts the public half."""
+    from registry.signing import keygen
+    return keygen(os.path.join(RUN, "signing", "release.pem"), exist_ok=True)
+
+
+def signing_connection(private_key_file: str) -> dict:
+    """The Airflow connection (``SIGNING_CONN_ID``) whose password is the PEM private key."""
+    with open(private_key_file) as fh:
+        return {"conn_type": "generic", "password": fh.read(),
+                "description": "tfs-release signing key (registry/signing.py)"}
+
+
 def start_seaweedfs(data_dir: str, *, access_key: str | None = None, secret_key: str | None = None,
                     log_path: str | None = None, timeout: float = 60, s3_config: str | None = None) -> SeaweedFS:
     """``weed mini`` on free ports. ``s3_config``: a SeaweedFS identities file (``-s3.config``, see
@@ -443,6 +461,10 @@ def up(with_docker: bool = True) -> dict:
     env = SeaweedFS(**sw).env()
     if docker_host:
         env["DOCKER_HOST"] = docker_host
+    private, public, kid = signing_keys()  # the CLI signs with it; `sync` serves only what it signed
+    env.update(TFS_RELEASE_SIGNING_KEY_FILE=private, TFS_RELEASE_TRUSTED_KEYS=public)
+    print(f"signing key {os.path.relpath(private, ROOT)} (key id {kid[:12]}), public half "
+          f"{os.path.relpath(public, ROOT)}", file=sys.stderr)
     fd = os.open(os.path.join(RUN, "services.env"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         for k, v in env.items():

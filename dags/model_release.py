@@ -307,9 +307,11 @@ def build_dag(model: config_mod.ModelConfig, config_path: str,
                 raise AirflowSkipException(f"dry run: {exported['candidate']} validated, not published; "
                                            f"report {verdict.get('report')}")
             from registry.publish import publish as publish_candidate
+            from tfs_release_airflow.connection import signing_key
             decision = ti.xcom_pull(task_ids="approve") if approval_mode != "none" else None
             res = publish_candidate(s3().client(), model.serving, model.name, exported["candidate"],
-                                    approval=decision if decision and decision.get("needed") else None)
+                                    approval=decision if decision and decision.get("needed") else None,
+                                    signer=signing_key(model.extra.get("signing_conn_id")))
             out = res.to_json()
             from production.lifecycle import on_publish
             state = on_publish(s3().client(), model, res.version)  # rollout: canary -> the canary label
@@ -385,6 +387,7 @@ def build_dag(model: config_mod.ModelConfig, config_path: str,
                       f"else {deadline} }}}}") if rest else str(deadline)
             confirm = step("confirm", "--version", pulled("publish", "version"), "--deadline", str(deadline),
                            "--wait", waited, task_id="confirm_rollout", production_conn_id=prod.get("conn_id"),
+                           signing_conn_id=model.extra.get("signing_conn_id"),  # its rollback publishes a copy
                            execution_timeout=seconds(2 * deadline + 600),
                            doc_md="Production serves the new version and answers as in validation (smoke test); "
                                   "a failed rollout is rolled back (worker env). Fails unless confirmed.")

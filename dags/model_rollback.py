@@ -68,7 +68,7 @@ def build_dag(config_path: str = CONFIG):
             """Production serves ``version`` (or the newest confirmed one) of ``model`` again."""
             from production import lifecycle
             from registry.staging import safe_run_id
-            from tfs_release_airflow.connection import s3_settings
+            from tfs_release_airflow.connection import s3_settings, signing_key
 
             model = config_mod.load(config_path, strict=False).model(params["model"])
             client = s3_settings(model.extra.get("conn_id", "aws_default")).client()
@@ -77,7 +77,8 @@ def build_dag(config_path: str = CONFIG):
                      f"version {params['version']}" if params["version"] else "the newest confirmed version",
                      params["reason"] or "(none given)")
             res = lifecycle.rollback(client, model, to=params["version"], reason=params["reason"] or None, by=who,
-                                     run_id=safe_run_id(f"rollback-{run_id}"))
+                                     run_id=safe_run_id(f"rollback-{run_id}"),
+                                     signer=signing_key(model.extra.get("signing_conn_id")))
             out = {**res, "version": res["served"], "reason": params["reason"]}
             uri = f"s3://{model.serving.bucket}/{model.serving.prefix.rstrip('/')}"
             outlet_events[ALIAS].add(Asset(uri=uri),  # the release DAG's Asset (named by its URI)

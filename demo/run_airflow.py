@@ -38,7 +38,8 @@ def main() -> None:
     say("== serving environment for validation")
     launcher, image = serving_setup()
     cfg = demo_config(image)
-    conns = {"aws_default": services.aws_connection(sw.env())}
+    conns = {"aws_default": services.aws_connection(sw.env()),
+             services.SIGNING_CONN_ID: services.signing_connection(services.signing_keys()[0])}
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     with AlertSinks(os.path.join(DEMO, "alerts")) as sinks:
         extra = dict(sinks.connection_env())

@@ -62,8 +62,10 @@ def say(msg: str) -> None:
 
 def cli(*args, check=True) -> dict:
     """Run the tfs-release CLI as a user would; returns its --json output."""
+    private, public, _ = services.signing_keys()  # sign like the DAGs; sync serves only what the key signed
     p = subprocess.run([sys.executable, "-m", "cli", *args, "--json"], cwd=ROOT, capture_output=True, text=True,
-                       env={**os.environ, "PYTHONPATH": ROOT})
+                       env={**os.environ, "PYTHONPATH": ROOT, "TFS_RELEASE_SIGNING_KEY_FILE": private,
+                            "TFS_RELEASE_TRUSTED_KEYS": public})
     if check and p.returncode not in (0, 1):
         sys.stderr.write(p.stderr[-4000:])
         raise SystemExit(f"tfs-release {' '.join(args)} failed with exit {p.returncode}")
@@ -163,6 +165,7 @@ def demo_config(image: str | None) -> str:
         if image:
             m["serving_image"] = image
         m["alerts"] = {"slack_conn_id": "slack_alerts", "smtp_conn_id": "smtp_alerts", "email_to": [EMAIL_TO]}
+        m["signing_conn_id"] = services.SIGNING_CONN_ID  # publish signs (the key in .run/signing/)
     path = os.path.join(DEMO, "config", "models.yaml")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as fh:
@@ -297,7 +300,9 @@ def main() -> int:
     with AlertSinks(os.path.join(DEMO, "alerts")) as sinks:
         # `airflow dags test` serves nothing: the port only makes the links (the validate task's report
         # link, the alerts' report and run links) point at `make airflow`, where a user opens them next
-        env = services.airflow_env(home, services.ui_port(), config=cfg_path, conns={"aws_default": conn})
+        signing = services.signing_connection(services.signing_keys()[0])
+        env = services.airflow_env(home, services.ui_port(), config=cfg_path,
+                                   conns={"aws_default": conn, services.SIGNING_CONN_ID: signing})
         env.update(sinks.connection_env())
         af = DemoAirflow(env)
         say(f"== Airflow: migrating the metadata DB in {os.path.relpath(home, ROOT)} (SQLite)")
@@ -398,17 +403,23 @@ def main() -> int:
             say(f"   Slack webhook POST {hook.path.split('/services/')[0] or '/services/...'}: "
                 f"{first[0] if first else hook.payload}\n      {hook.file}")
 
-    say(f"== sync committed versions into {BASE_PATH} (what production TF Serving serves)")
+    kid = services.signing_keys()[2]
+    say(f"== sync committed versions into {BASE_PATH} (what production TF Serving serves); the sidecar "
+        f"serves only versions signed by key {kid[:12]} (.run/signing/)")
     with out.phase("sync into model_base_path"):
         for name in KINDS:
             r = cli("sync", name, "--dest", os.path.join(BASE_PATH, name), "--once", "--keep", "3")
-            say(f"   {name}: local versions {r.get('versions')}")
+            say(f"   {name}: local versions {r.get('versions')}, each signature verified")
             out.expect(bool(r.get("versions")), f"{name}: sync puts a version into {BASE_PATH}/{name}")
+            out.expect(not r.get("failed"), f"{name}: every version the sync fetched is signed by the demo's key "
+                                            f"({'; '.join(f['reason'] for f in r.get('failed') or [])})")
     production_step(out)
     say("== published versions")
     for name in KINDS:
         for v in cli("versions", name)["versions"]:
-            say(f"   {name:18} v{v['version']:<3} step {v['step']}  {v['verdict']}  {v['checkpoint']}")
+            signed = f"signed:{v['signed_by'][:12]}" if v.get("signed_by") else "UNSIGNED"
+            say(f"   {name:18} v{v['version']:<3} step {v['step']}  {v['verdict']}  {signed}  {v['checkpoint']}")
+            out.expect(v.get("signed_by") == kid, f"{name} v{v['version']} is signed by the demo's key")
     _table(out)
     say("== validation reports (open after `make airflow`, behind its login)")
     for r in out.rows:

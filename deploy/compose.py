@@ -89,6 +89,15 @@ def new_secrets() -> dict[str, str]:
             "S3_SYNC_ACCESS_KEY": "tfsrsync" + secrets.token_hex(6), "S3_SYNC_SECRET_KEY": tok()}
 
 
+def signing_env(folder: str) -> dict[str, str]:
+    """The stack's signing key pair, made on first use in ``folder`` (kept with the other local
+    secrets): the private key for airflow-init (base64 of the PEM), the public key's path for the sidecar."""
+    from registry.signing import keygen
+    private, public, _ = keygen(os.path.join(folder, "release.pem"), exist_ok=True)
+    with open(private, "rb") as fh:
+        return {"SIGNING_KEY_PEM_B64": base64.b64encode(fh.read()).decode(), "SIGNING_PUBLIC_KEY_FILE": public}
+
+
 def docker_gid(sock: str = "/var/run/docker.sock") -> str:
     try:
         return str(os.stat(sock).st_gid)
@@ -96,10 +105,13 @@ def docker_gid(sock: str = "/var/run/docker.sock") -> str:
         return "0"
 
 
-def local_env(project: str, *, ports: dict[str, int] | None = None, log=sys.stderr) -> dict[str, str]:
-    """Every variable the local stack needs: secrets, local image tags, network, ports."""
+def local_env(project: str, *, ports: dict[str, int] | None = None, log=sys.stderr,
+              signing_dir: str | None = None) -> dict[str, str]:
+    """Every variable the local stack needs: secrets (and a signing key pair in ``signing_dir``,
+    default .run/compose/signing), local image tags, network, ports."""
     from deploy import local_images
     env = new_secrets()
+    env.update(signing_env(signing_dir or os.path.join(ROOT, ".run", "compose", "signing")))
     env.update(local_images.ensure_all(log=log))
     env.update({"TFSR_NETWORK": project, "DOCKER_GID": docker_gid(), "DOCKER_SOCKET": "/var/run/docker.sock",
                 "SYNC_KEEP": "3", "SYNC_INTERVAL_S": "2",
@@ -250,7 +262,8 @@ def main(argv: list[str]) -> int:
     ensure_plugin()
     if cmd == "up":
         if os.path.exists(LOCAL_ENV):  # keep the secrets of an earlier `make compose-up` (new ones added)
-            env = {**new_secrets(), **read_env_file(LOCAL_ENV)}
+            env = {**new_secrets(), **signing_env(os.path.join(ROOT, ".run", "compose", "signing")),
+                   **read_env_file(LOCAL_ENV)}
             from deploy import local_images
             env.update(local_images.ensure_all())
         else:

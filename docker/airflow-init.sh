@@ -6,7 +6,8 @@
 #      API server reads), written here from AIRFLOW_ADMIN_PASSWORD;
 #   3. the connections: aws_default (S3 endpoint + the pipeline identity's keys: read training,
 #      write serving; never the store's root keys), slack_webhook_default (alerts),
-#      smtp_default (e-mail), from the environment (.env), replaced at every run.
+#      smtp_default (e-mail), tfs_release_signing (the private key that signs published versions,
+#      from SIGNING_KEY_PEM_B64), from the environment (.env), replaced at every run.
 # Secrets arrive only through the environment; nothing is printed but the names.
 set -euo pipefail
 : "${AIRFLOW_ADMIN_PASSWORD:?set AIRFLOW_ADMIN_PASSWORD (see .env.example)}"
@@ -38,6 +39,10 @@ conns = {
                                           "disable_tls": e("SMTP_STARTTLS", "true").lower() != "true",
                                           "disable_ssl": True})},
 }
+if e("SIGNING_KEY_PEM_B64"):
+    import base64
+    conns["tfs_release_signing"] = {"conn_type": "generic",
+                                    "password": base64.b64decode(e("SIGNING_KEY_PEM_B64")).decode()}
 fd = os.open(sys.argv[1], os.O_WRONLY | os.O_TRUNC, 0o600)
 with os.fdopen(fd, "w") as fh:
     json.dump(conns, fh)

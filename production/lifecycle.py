@@ -206,13 +206,15 @@ def _require_canary_model(model, action: str) -> None:
 
 # --- rollback ----------------------------------------------------------------------------------
 def rollback(client, model, *, to: int | None = None, reason: str | None = None, by: str | None = None,
-             run_id: str | None = None, after_failure_of: int | None = None) -> dict:
+             run_id: str | None = None, after_failure_of: int | None = None, signer=None, trusted=None) -> dict:
     """Production serves a good version again: for ``rollout: all`` a copy of it is published as the
     new highest version (TF Serving serves the highest); for a canary model ``stable`` moves to it
     and the canary is cleared. The target is ``to`` when a person names it (any committed version),
     else the newest version whose rollout was confirmed. Idempotent: a second call that finds
     production already back on the target does nothing. ``after_failure_of``: the automatic
-    rollback of N's failed rollout: refused when N is no longer what production serves.
+    rollback of N's failed rollout: refused when N is no longer what production serves. ``signer``
+    (registry/signing.py): a copy is signed with it, and the target, copy or label, must carry a
+    valid signature by it or a ``trusted`` key, checked before anything changes.
 
     Returns {served, rollback_of, copy (rollout: all) or labels, rolled_back: [versions], already}."""
     from registry.publish import rollback as publish_copy
@@ -247,6 +249,8 @@ def rollback(client, model, *, to: int | None = None, reason: str | None = None,
                        f"{'; it was retired' if to in state.tombstones else ''}). `tfs-release versions "
                        f"{model.name}` lists them with their rollout state.")
     why = reason or (f"rollout of version {after_failure_of} failed" if after_failure_of else None)
+    from registry.publish import check_signed
+    check_signed(client, serving, model.name, to, signer, trusted, action="rolling back to")
     if lab is not None:
         return _rollback_labels(client, model, lab, to, reason=why, by=by, after_failure_of=after_failure_of)
     # rollout: all -> a copy of ``to`` as the new highest version
@@ -265,7 +269,8 @@ def rollback(client, model, *, to: int | None = None, reason: str | None = None,
     rolled = [v for v in committed if v > to
               and try_transition(client, serving, v, rules.ROLLED_BACK, by=by, reason=why, model=model.name,
                                  fields={"rollback_to": to}) is not None]
-    pub = publish_copy(client, serving, model.name, to, run_id=run, reason=(why or "")[:1000] or None)
+    pub = publish_copy(client, serving, model.name, to, run_id=run, reason=(why or "")[:1000] or None,
+                       signer=signer, trusted=trusted)
     for v in rolled:
         try_transition(client, serving, v, rules.ROLLED_BACK, by=by, model=model.name, same_ok=True)
         annotate(client, serving, v, {"rollback_version": pub.version, "rollback_to": to})

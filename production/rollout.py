@@ -207,11 +207,12 @@ WHAT_TO_CHECK = ("production could not be observed, so nothing was rolled back a
 
 def confirm(client, model, version: int, *, deadline_s: float | None = None, on_failed: str | None = None,
             poll_s: float = 2.0, run_id: str | None = None, wait_s: float | None = None,
-            on_unknown: str | None = None) -> dict:
+            on_unknown: str | None = None, signer=None) -> dict:
     """Confirm version N in production and record the outcome; after a failure, production goes
     back (see the module doc). Returns N's record, with ``rollback`` (the rollback version's
     record) when one was published. ``wait_s``: how long to wait for N itself (default the
-    deadline; short when a deferred wait already spent it); a rollback gets the full deadline."""
+    deadline; short when a deferred wait already spent it); a rollback gets the full deadline.
+    ``signer``: signs a rollback copy (registry/signing.py)."""
     on_failed = on_failed or model.extra.get("on_failed_rollout", "rollback")
     on_unknown = on_unknown or model.extra.get("on_unknown_rollout", "alert")
     serving, by = model.serving, f"tfs-release confirm{f' ({run_id})' if run_id else ''}"
@@ -249,10 +250,11 @@ def confirm(client, model, version: int, *, deadline_s: float | None = None, on_
             lifecycle.annotate(client, serving, version, {"action": rec["action"]})
             return rec
     return _go_back(client, model, version, rec, on_failed=on_failed, deadline_s=deadline_s, poll_s=poll_s,
-                    by=by, run_id=run_id)
+                    by=by, run_id=run_id, signer=signer)
 
 
-def _go_back(client, model, version: int, rec: dict, *, on_failed: str, deadline_s, poll_s, by, run_id) -> dict:
+def _go_back(client, model, version: int, rec: dict, *, on_failed: str, deadline_s, poll_s, by, run_id,
+             signer=None) -> dict:
     """After N's rollout failed (or was unknown with on_unknown_rollout: rollback)."""
     serving = model.serving
     reason = f"rollout of version {version} {rules.state_of(rec)}: {rec.get('reason')}"[:1000]
@@ -268,7 +270,7 @@ def _go_back(client, model, version: int, rec: dict, *, on_failed: str, deadline
         return _finish(client, serving, version, rec, "alert only (on_failed_rollout: alert)")
     try:
         back = lifecycle.rollback(client, model, reason=reason, by=by, after_failure_of=version,
-                                  run_id=f"rollback-of-{version}")
+                                  run_id=f"rollback-of-{version}", signer=signer)
     except (lifecycle.LifecycleConflict, BadInput) as exc:
         return _finish(client, serving, version, rec, f"not rolled back: {exc}")
     now, _ = lifecycle.read_record(client, serving, version)

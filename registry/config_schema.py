@@ -343,6 +343,12 @@ class Model(_Block):
         section="approval",
         must="a number of seconds > 0 (how long a release waits for a decision before it fails)",
         shown_default="`timeouts.run - timeouts.publish - timeouts.other`, at most 86400")
+    signing_conn_id: ConnId | None = _f(
+        description="an Airflow connection whose password (or extra `private_key`) is the ECDSA private key (PEM) "
+                    "that signs every version `publish` and a rollback publish; set, the CLI refuses to publish "
+                    "or roll back this model without `--signing-key` ([storage.md](storage.md#signed-versions))",
+        must="an Airflow connection id (letters, digits, '_', '-', '.')", section="signing",
+        shown_default="none: versions are published unsigned")
     alerts: Alerts | None = _f(description="where failures (and, with `on_success`, releases) are announced "
                                            "(table below)", section="alerts")
 
@@ -529,6 +535,8 @@ SECTIONS = [
      "`approval_timeout_s + timeouts.publish + timeouts.other` must fit in `timeouts.run` (else the run's timeout "
      "would end it first and `approve` would be skipped instead of failing with its reason); a config where it "
      "does not, or where `approval` is set and the timeouts leave no room, is refused."),
+    ("signing", "Signing", "Who signs what is published; the sync sidecars verify with `--trusted-key` "
+     "([storage.md](storage.md#signed-versions)).", [], ""),
     ("alerts", "Alerts", "`alerts` ([airflow.md](airflow.md#alerts)).", [(Alerts, "alerts.")],
      "The block must name at least one channel (`slack_conn_id` and/or `smtp_conn_id` with `email_to`); malformed "
      "addresses or connection ids are refused. No `alerts` key: no alerts."),

@@ -14,6 +14,7 @@ CLAIMS = "_claims/"
 MANIFESTS = "_manifests/"
 TOMBSTONES = "_tombstones/"
 ROLLOUTS = "_rollouts/"            # what production did with version N (production/lifecycle.py)
+SIGNATURES = "_signatures/"        # <N>.sig: the signed statement over N's files and manifest (registry/signing.py)
 SAVED_MODEL = "saved_model/"       # SavedModel files inside a staged candidate
 CANDIDATE_JSON = "candidate.json"  # written last by staging: the candidate is complete
 _NUM = re.compile(r"^[1-9][0-9]{0,17}$")
@@ -33,6 +34,10 @@ def rollout_key(serving: S3Uri, n: int) -> str:
 
 def manifest_key(serving: S3Uri, n: int) -> str:
     return f"{serving.prefix}{MANIFESTS}{n}.json"
+
+
+def signature_key(serving: S3Uri, n: int) -> str:
+    return f"{serving.prefix}{SIGNATURES}{n}.sig"
 
 
 def claim_key(serving: S3Uri, n: int) -> str:

@@ -6,7 +6,8 @@ A version without a manifest is not published. Schema 1 fields:
   signatures {name: {...}}, files [{path, size, sha256}] (paths relative to <N>/),
   validation {verdict, report}, candidate (staging uri), candidate_digest (see
   ``registry.staging.candidate_digest``; what idempotent publishing and verdicts are keyed on),
-  rollback_of (int or null).
+  rollback_of (int or null), signed_by ({key_id, format, signature: the bundle's key} or null:
+  unsigned; registry/signing.py).
 
 Retiring a version (retention) copies its ``lineage`` into the tombstone, so "was this checkpoint /
 candidate already published?" has the same answer after the manifest is gone.
@@ -28,7 +29,8 @@ def utc_now() -> str:
 
 def build(*, model: str, version: int, run_id: str, files: list[dict], candidate: dict,
           validation: dict, candidate_uri: str | None, rollback_of: int | None = None,
-          candidate_digest: str | None = None, rollback_reason: str | None = None) -> dict:
+          candidate_digest: str | None = None, rollback_reason: str | None = None,
+          signed_by: dict | None = None) -> dict:
     return {
         "schema": SCHEMA,
         "model": model,
@@ -46,6 +48,7 @@ def build(*, model: str, version: int, run_id: str, files: list[dict], candidate
         "candidate": candidate_uri,
         "candidate_digest": candidate_digest,
         "rollback_of": rollback_of,
+        "signed_by": signed_by,
         **({"rollback_reason": rollback_reason} if rollback_reason else {}),
     }
 

@@ -8,7 +8,9 @@
    our own retried create, after a lost response, is recognised by reading the claim back);
 4. server-side copy the staged files into ``<N>/``, ``saved_model.pb`` last, and verify every copy
    (size and the sha256 carried as object metadata);
-5. write ``_manifests/<N>.json`` (also If-None-Match: *; a 412 after a lost response reads the
+5. with a signing key, write ``_signatures/<N>.sig`` (If-None-Match: *): the signed statement over
+   the files' sha256s and the manifest's exact bytes (registry/signing.py);
+6. write ``_manifests/<N>.json`` (also If-None-Match: *; a 412 after a lost response reads the
    manifest back and succeeds if it is byte-for-byte ours): only now is N published. A tombstone
    for N (``clean-orphans`` retired the number while this publish was slow) is checked before and
    after the write; a publish that finds one withdraws its manifest and fails.
@@ -32,6 +34,7 @@ from registry import index, layout, manifest
 from registry.errors import CandidateError, IntegrityError, VersionError
 from registry.layout import SAVED_MODEL
 from registry.s3 import S3Uri, check_bucket, get_bytes, put_if_absent, require_conditional_writes, s3_errors
+from registry.signing import FORMAT as SIGNATURE_FORMAT, SignatureError, SigningKey, TrustedKeys
 from registry.staging import candidate_digest, read_candidate
 
 log = logging.getLogger(__name__)
@@ -47,11 +50,12 @@ class Published:
     seconds: float
     claim_attempts: int
     already_published: bool = False
+    signed_by: str | None = None  # the signing key's id
 
     def to_json(self) -> dict:
         return {"version": self.version, "uri": self.uri, "manifest": self.manifest_uri,
                 "seconds": round(self.seconds, 3), "claim_attempts": self.claim_attempts,
-                "already_published": self.already_published}
+                "already_published": self.already_published, "signed_by": self.signed_by}
 
 
 class RetiredError(IntegrityError):
@@ -158,23 +162,49 @@ def commit(client, serving: S3Uri, n: int, m: dict) -> str:
     return f"s3://{serving.bucket}/{key}"
 
 
+def write_signature(client, serving: S3Uri, model: str, n: int, m: dict, signer: SigningKey) -> None:
+    """``_signatures/<N>.sig`` over N's files and the manifest's exact bytes, before the manifest
+    commits (a replica that sees the manifest finds the signature). Never overwritten: a 412 after a
+    lost response is accepted only when the stored signature is ours over this very manifest."""
+    key = layout.signature_key(serving, n)
+    raw = manifest.dumps(m)
+    bundle = signer.sign(model, n, m["files"], raw)
+    if put_if_absent(client, serving.bucket, key, bundle):
+        return
+    try:
+        TrustedKeys({}).with_key(signer).verify(get_bytes(client, serving.bucket, key), model=model, n=n,
+                                                files=m["files"], manifest_raw=raw, where=key)
+    except SignatureError as exc:
+        raise IntegrityError(f"s3://{serving.bucket}/{key} exists and is not this publish's signature ({exc}) "
+                             f"although this run claimed {n}: someone wrote outside the claim protocol. "
+                             "Run `tfs-release verify`.") from None
+    log.info("signature %d is ours (the write's response was lost and its retry got 412)", n)
+
+
 def publish_files(client, serving: S3Uri, model: str, *, run_id: str, src_bucket: str, src_prefix: str,
                   files: list[dict], candidate: dict, validation: dict, candidate_uri: str | None,
                   rollback_of: int | None = None, digest: str | None = None,
-                  rollback_reason: str | None = None) -> Published:
+                  rollback_reason: str | None = None, signer: SigningKey | None = None) -> Published:
     t0 = time.monotonic()
     n, attempts = claim_next(client, serving, run_id)
     log.info("claimed version %d of %s after %d attempt(s)", n, model, attempts)
     copy_version(client, serving, n, src_bucket, src_prefix, files)
+    signed_by = ({"key_id": signer.key_id, "format": SIGNATURE_FORMAT,
+                  "signature": f"s3://{serving.bucket}/{layout.signature_key(serving, n)}"} if signer else None)
     m = manifest.build(model=model, version=n, run_id=run_id, files=files, candidate=candidate,
                        validation=validation, candidate_uri=candidate_uri, rollback_of=rollback_of,
-                       candidate_digest=digest, rollback_reason=rollback_reason)
+                       candidate_digest=digest, rollback_reason=rollback_reason, signed_by=signed_by)
+    if signer is not None:
+        write_signature(client, serving, model, n, m, signer)
+    else:
+        log.warning("version %d of %s is published unsigned (no signing key): replicas that verify "
+                    "signatures will not serve it", n, model)
     uri = commit(client, serving, n, m)
     dt = time.monotonic() - t0
     log.info("published %s version %d: %d files, %d bytes in %.2fs", model, n, len(files),
              sum(f["size"] for f in files), dt)
     return Published(version=n, manifest_uri=uri, uri=f"s3://{serving.bucket}/{layout.version_prefix(serving, n)}",
-                     seconds=dt, claim_attempts=attempts)
+                     seconds=dt, claim_attempts=attempts, signed_by=signer.key_id if signer else None)
 
 
 def read_verdict(client, serving: S3Uri, run_id: str) -> dict | None:
@@ -231,7 +261,7 @@ def _existing(serving: S3Uri, model: str, candidate_uri: str, found: tuple[int, 
 
 
 def publish(client, serving: S3Uri, model: str, candidate_uri: str, *, allow_unvalidated: bool = False,
-            run_id: str | None = None, approval: dict | None = None) -> Published:
+            run_id: str | None = None, approval: dict | None = None, signer: SigningKey | None = None) -> Published:
     """Publish the candidate at ``candidate_uri`` as the next version of ``model``; a candidate
     that is already published returns its existing version."""
     t0 = time.monotonic()
@@ -275,12 +305,37 @@ def publish(client, serving: S3Uri, model: str, candidate_uri: str, *, allow_unv
                                     "accepted_reason": gate.get("accepted_reason")}
     return publish_files(client, serving, model, run_id=run_id or run, src_bucket=cand.bucket,
                          src_prefix=cand.prefix + SAVED_MODEL, files=body["files"], candidate=body,
-                         validation=validation, candidate_uri=candidate_uri, digest=digest)
+                         validation=validation, candidate_uri=candidate_uri, digest=digest, signer=signer)
 
 
-def rollback(client, serving: S3Uri, model: str, to: int, *, run_id: str, reason: str | None = None) -> Published:
+def check_signed(client, serving: S3Uri, model: str, n: int, signer: SigningKey | None,
+                 trusted: TrustedKeys | None = None, *, action: str) -> None:
+    """With a signing key, version ``n`` must carry a valid signature by that key or a trusted one
+    before it is signed again (a rollback copy) or labelled: signing it would vouch for bytes the
+    gate may never have passed (written into the bucket by hand, or changed since)."""
+    if signer is None:
+        return
+    key = layout.manifest_key(serving, n)
+    raw = get_bytes(client, serving.bucket, key)
+    if raw is None:
+        raise VersionError(f"version {n} of {model} has no manifest: it is not published")
+    m = manifest.parse(raw, where=f"s3://{serving.bucket}/{key}")
+    sig_key = layout.signature_key(serving, n)
+    try:
+        (trusted or TrustedKeys({})).with_key(signer).verify(
+            get_bytes(client, serving.bucket, sig_key), model=model, n=n, files=m["files"], manifest_raw=raw,
+            where=f"s3://{serving.bucket}/{sig_key}")
+    except SignatureError as exc:
+        raise VersionError(f"{model}: not {action} version {n}: {exc} Signing a copy of it would vouch for bytes "
+                           "the release pipeline never passed. Choose a version that is signed (`tfs-release "
+                           "versions` shows them), or trust the key that signed it (--trusted-key).") from None
+
+
+def rollback(client, serving: S3Uri, model: str, to: int, *, run_id: str, reason: str | None = None,
+             signer: SigningKey | None = None, trusted: TrustedKeys | None = None) -> Published:
     """Publish a copy of committed version ``to`` as a new, higher version (TF Serving serves the
-    highest). The new manifest records ``rollback_of`` (and ``rollback_reason`` when given)."""
+    highest). The new manifest records ``rollback_of`` (and ``rollback_reason`` when given). With a
+    signing key the copy is signed, and ``to`` must itself be signed by a trusted key (``check_signed``)."""
     check_bucket(client, serving.bucket)
     state = layout.scan(client, serving)
     if to not in state.manifests:
@@ -291,8 +346,9 @@ def rollback(client, serving: S3Uri, model: str, to: int, *, run_id: str, reason
     with s3_errors(serving.bucket, key):
         raw = client.get_object(Bucket=serving.bucket, Key=key)["Body"].read()
     src = manifest.parse(raw, where=f"s3://{serving.bucket}/{key}")
+    check_signed(client, serving, model, to, signer, trusted, action="rolling back to")
     return publish_files(client, serving, model, run_id=run_id, src_bucket=serving.bucket,
                          src_prefix=layout.version_prefix(serving, to), files=src["files"],
                          candidate=src, validation=src.get("validation") or {},
                          candidate_uri=src.get("candidate"), rollback_of=to,
-                         digest=src.get("candidate_digest"), rollback_reason=reason)
+                         digest=src.get("candidate_digest"), rollback_reason=reason, signer=signer)

@@ -107,13 +107,15 @@ def write_state(root: str, state: dict) -> None:
 
 
 def sync_root(client, models: list, root: str, *, config_file: str | None,
-              available: Callable[[str], set[int]] | None = None, keep: int | None = None) -> dict:
+              available: Callable[[str], set[int]] | None = None, keep: int | None = None,
+              trusted=None) -> dict:
     """One round for several models: each synced into ``<root>/<model>`` (registry/sync.py, labelled
     versions always kept), then the model config file written for all of them.
 
     models: ModelConfig objects (``serving``, ``extra['rollout']``). available: model name -> the
     versions this replica's TF Serving reports AVAILABLE (``tfs_api.status.available_versions``;
-    a canary label moves only to one of them). Returns {model: SyncResult,
+    a canary label moves only to one of them). trusted: serve only versions signed by these keys
+    (registry/signing.py ``TrustedKeys``; a label never moves to a version that is refused). Returns {model: SyncResult,
     '_config': {changed, models: [...]}}; a model whose round failed keeps its previous entry."""
     from registry import labels as labels_mod
     from registry.sync import local_versions, sync_once
@@ -126,7 +128,8 @@ def sync_root(client, models: list, root: str, *, config_file: str | None,
         state = labels_mod.read(client, m.serving)[0] if canary else None
         try:
             results[m.name] = sync_once(client, m.serving, dest, keep=keep,
-                                        pinned=labels_mod.pinned(state) if state else None)
+                                        pinned=labels_mod.pinned(state) if state else None,
+                                        trusted=trusted, model=m.name)
         except Exception as exc:  # noqa: BLE001 - one model's failure must not take the others' config down
             log.error("sync of %s failed this round: %s", m.name, exc)
             results[m.name] = exc
@@ -157,7 +160,8 @@ def sync_root(client, models: list, root: str, *, config_file: str | None,
 
 
 def sync_root_round(client, models: list, root: str, *, config_file: str | None,
-                    available: Callable[[str], set[int]] | None = None, keep: int | None = None, health=None) -> dict:
+                    available: Callable[[str], set[int]] | None = None, keep: int | None = None, health=None,
+                    trusted=None) -> dict:
     """``sync_root`` as one sidecar round with its health file (registry/sync.py ``Health``):
     {models: {name: versions or None}, config_file, config, problems: {name: why}}. Raises what
     the round raised (recorded in the health file first)."""
@@ -165,7 +169,8 @@ def sync_root_round(client, models: list, root: str, *, config_file: str | None,
     if health is not None:
         health.round_started()
     try:
-        res = sync_root(client, models, root, config_file=config_file, available=available, keep=keep)
+        res = sync_root(client, models, root, config_file=config_file, available=available, keep=keep,
+                        trusted=trusted)
     except Exception as exc:
         if health is not None:
             health.round_failed(exc)

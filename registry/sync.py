@@ -15,6 +15,10 @@ What a round promises (TF Serving unloads a version whose folder vanishes):
 - versions are fetched newest first and one version's failure (corrupt manifest, checksum
   mismatch, missing object) is recorded with its reason and does not stop the others; the
   next round retries it;
+- with trusted keys (registry/signing.py) a version is fetched only when its signature, made by a
+  trusted key, covers exactly its manifest's bytes and its files' sha256s; an unsigned, badly
+  signed or untrusted version is a failed version like any other (recorded with its reason, never
+  renamed into place, retried next round) and the previous version keeps serving;
 - every round writes the health file (``<dest>/.tfs-release-sync.json`` by default): time of the
   last successful round, versions present, problems; ``tfs-release sync-health`` reads it.
 """
@@ -33,7 +37,8 @@ from dataclasses import dataclass, field
 
 from registry import layout, manifest
 from registry.errors import BadInput, IntegrityError, ReleaseError
-from registry.s3 import S3Uri, check_bucket, local_path_for, s3_errors
+from registry.s3 import S3Uri, check_bucket, get_bytes, local_path_for, s3_errors
+from registry.signing import TrustedKeys
 from registry.transfer import RemoteFile, download_files
 
 log = logging.getLogger(__name__)
@@ -135,8 +140,10 @@ def _remove_version(dest: str, n: int) -> None:
     shutil.rmtree(trash)
 
 
-def _read_manifests(client, serving: S3Uri, numbers) -> tuple[dict[int, dict], dict[int, str]]:
-    """Each listed manifest on its own: (N -> manifest, N -> why it is unusable)."""
+def _read_manifests(client, serving: S3Uri, numbers, trusted: TrustedKeys | None = None,
+                    model: str | None = None) -> tuple[dict[int, dict], dict[int, str]]:
+    """Each listed manifest on its own: (N -> manifest, N -> why it is unusable). With ``trusted``
+    keys, a manifest whose signature does not verify is unusable."""
     good, bad = {}, {}
     for n in numbers:
         key = layout.manifest_key(serving, n)
@@ -147,6 +154,14 @@ def _read_manifests(client, serving: S3Uri, numbers) -> tuple[dict[int, dict], d
             if not isinstance(m.get("files"), list) or not all(
                     isinstance(f, dict) and {"path", "size", "sha256"} <= set(f) for f in m["files"]):
                 raise IntegrityError(f"manifest s3://{serving.bucket}/{key} has a malformed file list")
+            if m.get("version") != n or (model is not None and m.get("model") != model):
+                raise IntegrityError(f"manifest s3://{serving.bucket}/{key} is for {m.get('model')} version "
+                                     f"{m.get('version')}, not {model or 'this model'} version {n}: copied by hand?")
+            if trusted:
+                sig = layout.signature_key(serving, n)
+                v = trusted.verify(get_bytes(client, serving.bucket, sig), model=model or m.get("model"), n=n,
+                                   files=m["files"], manifest_raw=raw, where=f"s3://{serving.bucket}/{sig}")
+                log.debug("version %d: signature by key %s verified", n, v.key_id[:12])
             good[n] = m
         except ReleaseError as exc:
             bad[n] = str(exc)
@@ -169,9 +184,11 @@ def uncertainty(committed: set[int], tombstones: set[int], have: set[int], servi
 
 
 def sync_once(client, serving: S3Uri, dest: str, *, keep: int | None = None,
-              health: "Health | None" = None, pinned: set[int] | None = None) -> SyncResult:
+              health: "Health | None" = None, pinned: set[int] | None = None,
+              trusted: TrustedKeys | None = None, model: str | None = None) -> SyncResult:
     """One round. ``pinned``: committed versions kept whatever ``keep`` says (a canary model's
-    stable and canary: registry/labels.py)."""
+    stable and canary: registry/labels.py). ``trusted``: serve only versions signed by these keys;
+    ``model``: the model's name (a manifest for another model is refused)."""
     if keep is not None and keep < 1:
         raise BadInput(f"--keep must be at least 1, got {keep}")
     t0 = time.monotonic()
@@ -179,7 +196,7 @@ def sync_once(client, serving: S3Uri, dest: str, *, keep: int | None = None,
     if health is not None:
         health.round_started()
     try:
-        res = _round(client, serving, dest, keep, pinned or set())
+        res = _round(client, serving, dest, keep, pinned or set(), trusted, model)
     except Exception as exc:
         if health is not None:
             health.round_failed(exc)
@@ -190,7 +207,8 @@ def sync_once(client, serving: S3Uri, dest: str, *, keep: int | None = None,
     return res
 
 
-def _round(client, serving: S3Uri, dest: str, keep: int | None, pinned: set[int] = frozenset()) -> SyncResult:
+def _round(client, serving: S3Uri, dest: str, keep: int | None, pinned: set[int] = frozenset(),
+           trusted: TrustedKeys | None = None, model: str | None = None) -> SyncResult:
     check_bucket(client, serving.bucket)
     res = SyncResult()
     with _Lock(dest):
@@ -210,7 +228,7 @@ def _round(client, serving: S3Uri, dest: str, keep: int | None, pinned: set[int]
             log.log(level, "no committed version of %s yet; nothing to sync", serving)
         wanted = sorted(committed, reverse=True)[:keep] if keep else sorted(committed, reverse=True)
         wanted = sorted(set(wanted) | (set(pinned) & committed), reverse=True)
-        manifests, bad = _read_manifests(client, serving, [n for n in wanted if n not in have])
+        manifests, bad = _read_manifests(client, serving, [n for n in wanted if n not in have], trusted, model)
         for n in wanted:  # newest first
             if n in have:
                 continue
@@ -400,7 +418,8 @@ def gated(one_round, gate, health: Health | None = None):
 
 
 def sync_forever(client, serving: S3Uri, dest: str, *, interval: float, keep: int | None = None,
-                 on_result=None, health: Health | None = None, reconcile_s: float | None = None) -> None:
+                 on_result=None, health: Health | None = None, reconcile_s: float | None = None,
+                 trusted: TrustedKeys | None = None, model: str | None = None) -> None:
     """``sync_once`` every ``interval`` seconds until SIGTERM/SIGINT (``run_forever``), skipped
     while the bucket's change marker is unchanged (``reconcile_s``: a full round at least this
     often; 0: every round lists)."""
@@ -408,7 +427,7 @@ def sync_forever(client, serving: S3Uri, dest: str, *, interval: float, keep: in
     gate = ChangeGate(client, [serving.bucket], reconcile_s=DEFAULT_RECONCILE_S if reconcile_s is None else reconcile_s)
 
     def one_round() -> bool:
-        r = sync_once(client, serving, dest, keep=keep, health=health)
+        r = sync_once(client, serving, dest, keep=keep, health=health, trusted=trusted, model=model)
         if on_result and (r.added or r.removed):
             on_result(r)
         return r.ok

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from registry import index, layout, manifest
 from registry.errors import BadInput
-from registry.s3 import S3Uri, check_bucket, delete_prefix, list_objects, s3_errors
+from registry.s3 import S3Uri, check_bucket, delete_prefix, get_bytes, list_objects, s3_errors
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,7 @@ def list_versions(client, serving: S3Uri) -> list[dict]:
             "verdict": (m.get("validation") or {}).get("verdict"),
             "report": (m.get("validation") or {}).get("report"),
             "files": len(m["files"]), "bytes": sum(f["size"] for f in m["files"]),
+            "signed_by": (m.get("signed_by") or {}).get("key_id"),  # as the manifest says: `verify` checks it
             "uri": f"s3://{serving.bucket}/{layout.version_prefix(serving, n)}",
         })
     return out
@@ -87,6 +88,7 @@ class Verification:
     problems: list[dict] = field(default_factory=list)
     orphans: list[dict] = field(default_factory=list)
     in_progress: list[dict] = field(default_factory=list)
+    signatures: dict[int, dict] = field(default_factory=dict)  # N -> {key_id, verified, key}
 
     @property
     def ok(self) -> bool:
@@ -94,7 +96,7 @@ class Verification:
 
     def to_json(self) -> dict:
         return {"ok": self.ok, "versions": self.versions, "problems": self.problems,
-                "orphans": self.orphans, "in_progress": self.in_progress}
+                "orphans": self.orphans, "in_progress": self.in_progress, "signatures": self.signatures}
 
 
 def _age_seconds(obj: dict) -> float:
@@ -110,15 +112,43 @@ def _hash_object(client, bucket: str, key: str) -> str:
     return h.hexdigest()
 
 
-def verify(client, serving: S3Uri, *, deep: bool = False, grace_seconds: float = 3600) -> Verification:
+def _check_signature(client, serving: S3Uri, n: int, m: dict, trusted, v: Verification) -> None:
+    """Who signed N: the bundle's key id; verified against ``trusted`` keys when there are any."""
+    import json as _json
+    sig_key = layout.signature_key(serving, n)
+    raw_sig = get_bytes(client, serving.bucket, sig_key)
+    hint = None
+    if raw_sig is not None:
+        try:
+            hint = _json.loads(raw_sig)["verificationMaterial"]["publicKey"]["hint"]
+        except (ValueError, KeyError, TypeError):
+            hint = None
+    entry = {"key_id": hint, "signed": raw_sig is not None, "verified": False}
+    if trusted:
+        from registry.signing import SignatureError
+        raw = get_bytes(client, serving.bucket, layout.manifest_key(serving, n))
+        try:
+            ok = trusted.verify(raw_sig, model=m.get("model"), n=n, files=m["files"], manifest_raw=raw or b"",
+                                where=f"s3://{serving.bucket}/{sig_key}")
+            entry.update(verified=True, key=ok.key_source)
+        except SignatureError as exc:
+            v.problems.append({"version": n, "path": layout.SIGNATURES + f"{n}.sig", "problem": str(exc)})
+    v.signatures[n] = entry
+
+
+def verify(client, serving: S3Uri, *, deep: bool = False, grace_seconds: float = 3600,
+           trusted=None) -> Verification:
     """Check every committed version against its manifest (sizes; sha256 too when ``deep``) and
     find orphans: a ``<N>/`` without manifest, or a claim older than ``grace_seconds`` whose run
-    never committed. Younger claims are reported as in progress, not as orphans."""
+    never committed. Younger claims are reported as in progress, not as orphans. Signatures: who
+    signed each version; with ``trusted`` keys (registry/signing.py) a version without a valid
+    signature by one of them is a problem."""
     check_bucket(client, serving.bucket)
     state = layout.scan(client, serving)
     manifests = load_manifests(client, serving, state)
     v = Verification(versions=sorted(manifests))
     for n, m in sorted(manifests.items()):
+        _check_signature(client, serving, n, m, trusted, v)
         prefix = layout.version_prefix(serving, n)
         stored = {o["Key"][len(prefix):]: o for o in list_objects(client, serving.bucket, prefix)}
         expected = {f["path"]: f for f in m["files"]}
@@ -187,6 +217,8 @@ def clean_orphans(client, serving: S3Uri, *, grace_seconds: float = 3600) -> lis
             log.warning("orphan %d was committed by a slow publish while cleaning: left alone", n)
             continue
         removed = delete_prefix(client, serving.bucket, layout.version_prefix(serving, n))
+        with s3_errors(serving.bucket, layout.signature_key(serving, n)):  # signed, killed before its commit
+            client.delete_object(Bucket=serving.bucket, Key=layout.signature_key(serving, n))
         cleaned.append({**o, "objects_removed": removed})
         log.info("cleaned orphan version %d (%s): %d objects removed", n, o["kind"], removed)
     return cleaned
@@ -210,9 +242,9 @@ def retention(client, serving: S3Uri, keep: int, *, protected: set[int] | frozen
         if n in kept or n in protected:
             continue
         _tombstone(client, serving, n, f"retention keep={keep}", manifest.lineage(manifests[n]))
-        key = layout.manifest_key(serving, n)
-        with s3_errors(serving.bucket, key):
-            client.delete_object(Bucket=serving.bucket, Key=key)
+        for key in (layout.manifest_key(serving, n), layout.signature_key(serving, n)):
+            with s3_errors(serving.bucket, key):
+                client.delete_object(Bucket=serving.bucket, Key=key)
         delete_prefix(client, serving.bucket, layout.version_prefix(serving, n))
         removed.append(n)
         log.info("retention removed version %d (keeping %d)", n, keep)

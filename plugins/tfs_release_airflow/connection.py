@@ -38,6 +38,45 @@ def s3_settings(conn_id: str) -> S3Settings:
                       access_key=creds.access_key, secret_key=creds.secret_key, token=creds.token)
 
 
+def signing_pem(conn_id: str | None) -> str | None:
+    """The PEM private key in the Airflow connection a model's ``signing_conn_id`` names (its
+    password, or extra ``private_key``; a secrets backend serves it like any connection), or None
+    without one. Airflow masks connection passwords in task logs; callers never log or return it."""
+    if not conn_id:
+        return None
+    from airflow.sdk import BaseHook
+    from registry.errors import BadInput
+    try:
+        conn = BaseHook.get_connection(conn_id)
+    except Exception as exc:  # noqa: BLE001 - AirflowNotFoundException and backend errors alike
+        raise BadInput(f"the signing connection {conn_id!r} (config signing_conn_id) cannot be read ({exc}): "
+                       "create it with the PEM private key as its password (`tfs-release keygen` makes one), "
+                       "or remove signing_conn_id to publish unsigned.") from None
+    pem = (conn.extra_dejson or {}).get("private_key") or conn.password
+    if not pem or "PRIVATE KEY" not in pem:
+        raise BadInput(f"the signing connection {conn_id!r} (config signing_conn_id) holds no PEM private key in "
+                       "its password or extra 'private_key': set it to the key `tfs-release keygen` wrote.")
+    from airflow.sdk.log import mask_secret
+    mask_secret(pem)
+    return pem
+
+
+def signing_key(conn_id: str | None):
+    """The registry's ``SigningKey`` from that connection, or None (registry/signing.py)."""
+    pem = signing_pem(conn_id)
+    if pem is None:
+        return None
+    from registry.signing import SigningKey
+    return SigningKey.from_pem(pem.encode(), source=f"Airflow connection {conn_id!r}")
+
+
+def signing_env(conn_id: str | None) -> dict[str, str]:
+    """The key for the one step that may publish (``confirm``: its automatic rollback publishes a copy)."""
+    from registry.signing import KEY_ENV
+    pem = signing_pem(conn_id)
+    return {KEY_ENV: pem} if pem else {}
+
+
 def production_auth(conn_id: str | None):
     """The production endpoints' credentials and TLS from the Airflow connection a model's
     ``production.conn_id`` names (tfs_api/endpoint_auth.py); no credentials without one."""

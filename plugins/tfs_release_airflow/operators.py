@@ -31,21 +31,23 @@ class StepCommandOperator(BaseOperator):
 
     def __init__(self, *, step: str, model: str, step_args: Sequence[str], config: str, conn_id: str,
                  command: str, cwd: str | None = None, failed_result_key: str | None = None,
-                 production_conn_id: str | None = None, **kwargs):
+                 production_conn_id: str | None = None, signing_conn_id: str | None = None, **kwargs):
         super().__init__(**kwargs)
         self.production_conn_id = production_conn_id  # the production endpoints' credentials, if any
+        self.signing_conn_id = signing_conn_id  # the signing key, for the step that may publish (confirm)
         self.step, self.model, self.step_args = step, model, list(step_args)
         self.config, self.conn_id, self.command, self.cwd = config, conn_id, command, cwd
         self.failed_result_key = failed_result_key
         self._proc, self._killed = None, False
 
     def execute(self, context) -> dict:
-        from tfs_release_airflow.connection import production_auth, s3_settings
+        from tfs_release_airflow.connection import production_auth, s3_settings, signing_env
         try:
             return run_step(self.command, self.step, self.model, *self.step_args, config=self.config,
                             s3_env=s3_settings(self.conn_id).env(), cwd=self.cwd,
                             extra_env={**serving_ttl(self.execution_timeout),
-                                       **production_auth(self.production_conn_id).env()},
+                                       **production_auth(self.production_conn_id).env(),
+                                       **signing_env(self.signing_conn_id)},
                             on_start=self._started, term_grace_s=TIMEOUT_GRACE_S)
         except StepFailed as exc:
             push_failed_result(context, self.failed_result_key, exc)

@@ -27,8 +27,14 @@ STEP_ENV_NAMES = frozenset({
 STEP_ENV_PREFIXES = ("LC_", "TFS_RELEASE_", "DOCKER_", "TF_", "OMP_", "KMP_", "MKL_", "STANDIN_", "PIP_")
 
 
+# the signing key (registry/signing.py) reaches only the step that publishes, from its connection
+# (``extra_env``), never from the task's own environment
+STEP_ENV_DENIED = frozenset({"TFS_RELEASE_SIGNING_KEY", "TFS_RELEASE_SIGNING_KEY_FILE",
+                             "TFS_RELEASE_SIGNING_KEY_PASSWORD"})
+
+
 def allowed(name: str) -> bool:
-    return name in STEP_ENV_NAMES or name.startswith(STEP_ENV_PREFIXES)
+    return name not in STEP_ENV_DENIED and (name in STEP_ENV_NAMES or name.startswith(STEP_ENV_PREFIXES))
 
 
 def step_env(s3_env: dict[str, str], base: dict[str, str] | None = None) -> dict[str, str]:

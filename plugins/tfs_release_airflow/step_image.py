@@ -101,7 +101,7 @@ class StepImageOperator(DockerOperator):
 
     def __init__(self, *, step: str, model: str, step_args: Sequence[str], config: str, conn_id: str,
                  spec: StepImage, failed_result_key: str | None = None, production_conn_id: str | None = None,
-                 **kwargs):
+                 signing_conn_id: str | None = None, **kwargs):
         env = {"TFS_RELEASE_SERVING_NETWORK": spec.serving_network} if spec.serving_network else {}
         super().__init__(image=spec.image, command=None, environment=env, mounts=spec.docker_mounts(step),
                          network_mode=spec.network, docker_url=spec.docker_url, auto_remove="never",
@@ -110,15 +110,17 @@ class StepImageOperator(DockerOperator):
         self.config, self.conn_id, self.failed_result_key = spec.config or config, conn_id, failed_result_key
         self._reaper, self._killed = None, False
         self.production_conn_id = production_conn_id  # the production endpoints' credentials, if any
+        self.signing_conn_id = signing_conn_id  # the signing key, for the step that may publish (confirm)
 
     def execute(self, context) -> dict:
         from airflow.providers.docker.exceptions import DockerContainerFailedException
 
         from registry.config import overlay_env
-        from tfs_release_airflow.connection import production_auth, s3_settings
+        from tfs_release_airflow.connection import production_auth, s3_settings, signing_env
         from serving import sweep
         self.command = [self.step, self.model, *self.step_args, "--config", self.config, "--result", RESULT_PATH]
-        self._private_environment = {**s3_settings(self.conn_id).env(), **production_auth(self.production_conn_id).env()}
+        self._private_environment = {**s3_settings(self.conn_id).env(), **production_auth(self.production_conn_id).env(),
+                                     **signing_env(self.signing_conn_id)}
         self.environment.update(overlay_env())  # the config overlay this run decided with
         self.environment.update(serving_ttl(self.execution_timeout))
         self.container_name = f"tfsr-step-{self.model}-{self.step}-{uuid.uuid4().hex[:8]}"

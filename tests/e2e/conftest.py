@@ -86,7 +86,9 @@ class AirflowEnv:
 @pytest.fixture(scope="module")
 def airflow_env(seaweedfs, standin_image, airflow_bin, migrated_db, tmp_path_factory):
     """Buckets with the demo classifier's checkpoints, a models.yaml naming them, a migrated Airflow
-    home. The Airflow processes get no AWS_* variables: only the connection."""
+    home. The Airflow processes get no AWS_* variables: only the connection. Every version the
+    release DAG (or a rollback) publishes is signed with the key in the connection
+    ``tfs_release_signing`` (``signing_conn_id``; ``af.signing``: private, public, key id)."""
     from demo import checkpoint_cache
     from registry.s3 import make_client
 
@@ -106,7 +108,10 @@ def airflow_env(seaweedfs, standin_image, airflow_bin, migrated_db, tmp_path_fac
         "serving": f"s3://{serving}/{MODEL}/", "golden": os.path.join(ROOT, "demo", "golden", MODEL),
         "experiment": "resnet_imagenet", "params_override": os.path.join(ROOT, "config", f"{MODEL}.params.yaml"),
         "input_types": {"serving_default": "image_tensor"}, "input_size": [64, 64],
-        "serving_image": standin_image}}}))
+        "serving_image": standin_image, "signing_conn_id": "tfs_release_signing"}}}))
+    from registry.signing import keygen
+    from services import signing_connection
+    signing = keygen(str(tmp / "keys" / "release.pem"))
 
     home = tmp / "airflow-home"
     home.mkdir()
@@ -118,8 +123,10 @@ def airflow_env(seaweedfs, standin_image, airflow_bin, migrated_db, tmp_path_fac
                AIRFLOW__CORE__PLUGINS_FOLDER=os.path.join(ROOT, "plugins"),
                AIRFLOW__CORE__LOAD_EXAMPLES="False",
                AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home}/airflow.db",
-               AIRFLOW_CONN_AWS_DEFAULT=json.dumps(conn), TFS_RELEASE_CONFIG=str(config))
+               AIRFLOW_CONN_AWS_DEFAULT=json.dumps(conn), TFS_RELEASE_CONFIG=str(config),
+               AIRFLOW_CONN_TFS_RELEASE_SIGNING=json.dumps(signing_connection(signing[0])))
     af = AirflowEnv(airflow_bin, str(home), env, training, serving, str(config))
+    af.signing = signing
     migrated_home(home, migrated_db)
     af.s3 = s3
     af.env_secret = seaweedfs.secret_key
@@ -148,7 +155,9 @@ def standalone(airflow_env):
     t0 = time.monotonic()
     # manual-only DAGs: these tests trigger their own runs; unpausing must not also start one for the
     # checkpoint already uploaded (the checkpoint watcher; tests/e2e/test_checkpoint_event.py tests it)
-    af = services.start_airflow(airflow_env.home, config=airflow_env.config, conns={"aws_default": conn},
+    signing = json.loads(airflow_env.env["AIRFLOW_CONN_TFS_RELEASE_SIGNING"])
+    af = services.start_airflow(airflow_env.home, config=airflow_env.config,
+                                conns={"aws_default": conn, "tfs_release_signing": signing},
                                 extra_env={"TFS_RELEASE_SCHEDULES": "off"})
     print(f"\nairflow standalone ready in {time.monotonic() - t0:.1f}s at {af.url} (log {af.log})")
     af.test_token = af.token()

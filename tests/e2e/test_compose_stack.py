@@ -55,9 +55,14 @@ def images(docker_engine):
 def _stack(tmp_path, name, extra_files=(), **settings):
     from deploy import compose
     project = f"tfsr-{name}-{uuid.uuid4().hex[:6]}"
-    env = {**compose.local_env(project), **settings}
+    env = {**compose.local_env(project, signing_dir=str(tmp_path / f"signing-{name}")), **settings}
     path = compose.write_env_file(str(tmp_path / "compose.env"), env)
     return compose.Stack(project, path, files=(compose.DEFAULT_FILE, compose.LOCAL_FILE, *extra_files))
+
+
+def compose_mod_env(stack) -> dict:
+    from deploy import compose
+    return compose.read_env_file(stack.env_file)
 
 
 def _teardown(stack) -> None:
@@ -263,6 +268,11 @@ def test_release_through_the_stack(images, tmp_path):
         assert str(manifest["source_checkpoint"]).find(f"s3://training/{MODEL}/checkpoints/ckpt-") >= 0, manifest
         assert manifest["validation"]["verdict"] == "passed", manifest["validation"]
         assert manifest["validation"]["approval"]["comment"] == "golden set reviewed (TICKET-7)", manifest
+        # signed in the stack (airflow-init's tfs_release_signing connection); model-sync, which trusts
+        # only that key, is what serves it below
+        from registry.signing import trusted_keys
+        [kid] = trusted_keys([compose_mod_env(stack)["SIGNING_PUBLIC_KEY_FILE"]]).keys
+        assert manifest["signed_by"]["key_id"] == kid, manifest.get("signed_by")
         rollout = json.loads(s3.get_object(Bucket="serving", Key=f"{MODEL}/_rollouts/{version}.json")["Body"].read())
         assert rollout["outcome"] == "confirmed" and rollout["smoke"][0]["passed"], rollout
         version = str(version)

@@ -55,6 +55,13 @@ def test_new_checkpoint_is_published_then_a_second_run_skips(airflow_env):
 
     published = af.xcom(DAG_ID, run["run_id"], "publish")
     assert published["version"] == 1
+    # signed with the key of the model's signing connection; a replica trusting it verifies it
+    assert published["signed_by"] == v["signed_by"] == af.signing[2]
+    from registry.s3 import S3Uri
+    from registry.versions import verify
+    from registry.signing import trusted_keys
+    check = verify(af.s3, S3Uri.parse(f"s3://{af.serving}/{MODEL}/"), trusted=trusted_keys([af.signing[1]]))
+    assert check.ok and check.signatures[1]["verified"], check.to_json()
     verdict = af.xcom(DAG_ID, run["run_id"], "validate")
     assert verdict["passed"] is True and verdict["report"] == v["report"]
     assert "report_url" not in verdict  # presigned: carries the access key id and a signature
@@ -117,13 +124,15 @@ def test_a_bad_param_is_refused_before_any_run(airflow_env):
 
 
 def _assert_no_secret_in_airflow(af):
-    """The secret key never reaches XCom, task logs, or the CLI output."""
-    secret = af.env_secret
+    """The S3 secret key and the signing key never reach XCom, task logs, or the CLI output."""
+    with open(af.signing[0]) as fh:  # the private key's base64 body (its longest line)
+        pem_line = max(fh.read().splitlines(), key=len)
     assert os.path.getsize(os.path.join(af.home, "airflow-cli.log")) > 0
-    for (value,) in af.query("SELECT value FROM xcom"):
-        assert secret not in str(value)
-    for folder, _, files in os.walk(af.home):
-        for f in files:
-            if f.endswith((".log", ".json")) and "airflow.db" not in f:
-                with open(os.path.join(folder, f), errors="replace") as fh:
-                    assert secret not in fh.read(), os.path.join(folder, f)
+    for secret in (af.env_secret, pem_line):
+        for (value,) in af.query("SELECT value FROM xcom"):
+            assert secret not in str(value)
+        for folder, _, files in os.walk(af.home):
+            for f in files:
+                if f.endswith((".log", ".json")) and "airflow.db" not in f:
+                    with open(os.path.join(folder, f), errors="replace") as fh:
+                        assert secret not in fh.read(), os.path.join(folder, f)

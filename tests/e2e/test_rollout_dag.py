@@ -33,6 +33,7 @@ def production(airflow_env, seaweedfs, tmp_path_factory):
     def start_sync():
         state["sync"] = subprocess.Popen(
             [sys.executable, "-m", "cli", "sync", MODEL, "--dest", str(dest / MODEL), "--interval", "1",
+             "--trusted-key", af.signing[1],  # serves only what the DAG (publish, confirm's rollback) signed
              "--config", af.config], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
             stderr=open(dest / "sync.log", "a"))
 
@@ -51,7 +52,7 @@ def production(airflow_env, seaweedfs, tmp_path_factory):
     with open(af.config, "w") as fh:
         yaml.safe_dump(cfg, fh)
     start_sync()
-    af.start_sync, af.stop_sync = start_sync, stop_sync
+    af.start_sync, af.stop_sync, af.sync_env = start_sync, stop_sync, env
     yield af
     if state["sync"].poll() is None:
         stop_sync()
@@ -94,3 +95,13 @@ def test_release_waits_for_production_then_a_stuck_sync_is_rolled_back(productio
     assert "version 2 NOT_FOUND" in rec["reason"] or "version 2 UNKNOWN" in rec["reason"], rec["reason"]
     out = p.stdout + p.stderr
     assert "rollout of shapes-classifier version 2 failed" in out
+    # the rollback copy is signed (the confirm step got the key from the signing connection), and a
+    # replica that serves only what that key signed serves it
+    import json
+    m3 = json.loads(af.s3.get_object(Bucket=af.serving, Key=f"{MODEL}/_manifests/3.json")["Body"].read())
+    assert m3["rollback_of"] == 1 and m3["signed_by"]["key_id"] == af.signing[2], m3.get("signed_by")
+    dest = os.path.dirname(af.config) + "/replica"
+    p = subprocess.run([sys.executable, "-m", "cli", "sync", MODEL, "--dest", dest, "--once", "--json", "--keep", "1",
+                        "--trusted-key", af.signing[1], "--config", af.config], cwd=ROOT, env=af.sync_env,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0 and json.loads(p.stdout)["versions"] == [3], p.stderr[-2000:]

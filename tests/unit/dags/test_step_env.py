@@ -21,6 +21,9 @@ TASK_ENV = {  # what an Airflow task process of the compose stack / a worker has
     "DOCKER_HOST": "unix:///var/run/docker.sock", "TF_CPP_MIN_LOG_LEVEL": "2", "OMP_NUM_THREADS": "2",
     "SLACK_WEBHOOK_URL": "https://hooks/secret", "GOOGLE_APPLICATION_CREDENTIALS": "/keys/sa.json",
     "PIP_INDEX_URL": "https://mirror/simple",
+    # a signing key in the task's own environment (e.g. `make services` sourced): no step inherits it
+    "TFS_RELEASE_SIGNING_KEY": "-----BEGIN PRIVATE KEY-----...", "TFS_RELEASE_SIGNING_KEY_FILE": "/keys/release.pem",
+    "TFS_RELEASE_SIGNING_KEY_PASSWORD": "pw",
 }
 S3 = {"AWS_ENDPOINT_URL": "http://s3:9000", "AWS_ACCESS_KEY_ID": "pipeline-key",
       "AWS_SECRET_ACCESS_KEY": "pipeline-secret", "AWS_REGION": "us-east-1"}
@@ -42,3 +45,11 @@ def test_ambient_aws_credentials_never_pass_even_without_a_connection_value():
 
 def test_no_airflow_setting_passes():
     assert not [k for k in step_env(S3, base=TASK_ENV) if "AIRFLOW" in k]
+
+
+def test_the_signing_key_reaches_a_step_only_from_its_connection():
+    """The key passes only as the caller's explicit extra environment (operators.py ``signing_env``,
+    given to the confirm step alone): never inherited from the task's environment."""
+    env = step_env(S3, base=TASK_ENV)
+    assert not [k for k in env if k.startswith("TFS_RELEASE_SIGNING")]
+    assert step_env({**S3, "TFS_RELEASE_SIGNING_KEY": "pem"}, base=TASK_ENV)["TFS_RELEASE_SIGNING_KEY"] == "pem"
