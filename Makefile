@@ -55,6 +55,7 @@ bench: venvs
 	@$(PY_WORKER) bench/dag_parse.py
 	@$(PY_WORKER) bench/freshness.py
 	@$(PY_WORKER) bench/watch_cost.py
+	@$(PY_WORKER) bench/signing.py
 
 lock:
 	@for pair in "requirements-worker.in requirements-worker.txt" "requirements.in requirements.txt"; do \

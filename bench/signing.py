@@ -31,6 +31,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from bench.transfer import MB, make_saved_model_set  # noqa: E402
+from tests.integration.registry.conftest import clone_candidate  # noqa: E402 (server-side copies of a candidate)
 
 TARGET = 1.10
 
@@ -64,7 +65,7 @@ def run(args) -> dict:
 
         def one(signed: bool, record: bool) -> None:
             # a candidate is published once (idempotent): each publish gets its own staged copy's uri
-            uri = _clone(client, candidate, f"r{time.monotonic_ns()}")
+            uri = clone_candidate(client, candidate, f"r{time.monotonic_ns()}")
             t = time.monotonic()
             pub = publish(client, serving, "bench-model", uri, allow_unvalidated=True,
                           signer=signer if signed else None)
@@ -99,22 +100,6 @@ def run(args) -> dict:
         if sw is not None:
             sw.stop()
         shutil.rmtree(work, ignore_errors=True)
-
-
-def _clone(client, candidate_uri: str, run: str) -> str:
-    """Another staged candidate with the same objects (server-side copies, candidate.json last)."""
-    from registry.s3 import S3Uri, list_objects
-    src = S3Uri.parse(candidate_uri)
-    dst = src.prefix.rstrip("/").rsplit("/", 1)[0] + f"/{run}/"
-    for o in list_objects(client, src.bucket, src.prefix):
-        rel = o["Key"][len(src.prefix):]
-        if rel != "candidate.json":
-            client.copy_object(CopySource={"Bucket": src.bucket, "Key": o["Key"]}, Bucket=src.bucket,
-                               Key=dst + rel, MetadataDirective="COPY")
-    body = json.loads(client.get_object(Bucket=src.bucket, Key=src.prefix + "candidate.json")["Body"].read())
-    body["run_id"] = run
-    client.put_object(Bucket=src.bucket, Key=dst + "candidate.json", Body=json.dumps(body).encode())
-    return f"s3://{src.bucket}/{dst}"
 
 
 def main() -> None:
