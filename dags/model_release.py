@@ -319,7 +319,8 @@ def build_dag(model: config_mod.ModelConfig, config_path: str,
                 out["labels"] = {"stable": state["stable"], "canary": state["canary"]}
             out["asset_extra"] = {
                 "model": model.name, "version": res.version, "uri": out["uri"], "manifest": out["manifest"],
-                "checkpoint": exported.get("checkpoint"), "report": verdict.get("report")}
+                "checkpoint": exported.get("checkpoint"), "report": verdict.get("report"),
+                "signed_by": res.signed_by}
             if not confirmed_end:
                 outlet_events[serving_asset].extra = out["asset_extra"]
             return out

@@ -69,6 +69,7 @@ def test_new_checkpoint_is_published_then_a_second_run_skips(airflow_env):
     assert af.xcom(DAG_ID, run["run_id"], "clean_staging")["removed"] == verdict["candidate"]
     [event] = af.asset_events(f"s3://{af.serving}/{MODEL}")
     assert event["extra"]["version"] == 1 and event["extra"]["checkpoint"] == ckpt
+    assert event["extra"]["signed_by"] == af.signing[2]
     assert event["dag_id"] == DAG_ID and event["run_id"] == run["run_id"]
 
     p, run = af.dags_test(DAG_ID)
