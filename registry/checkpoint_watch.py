@@ -1,8 +1,13 @@
 """What the checkpoint watcher decides on each poll (no Airflow here; the trigger that runs it on
 Airflow's triggerer is ``plugins/tfs_release_airflow/checkpoint_watch.py``).
 
-A poll costs one LIST of the checkpoints prefix while nothing changes. When the listing differs
-from the previous poll's, the newest *complete* checkpoint is found exactly as a release run finds
+A poll costs one conditional GET of the training job's ``checkpoint`` state file while nothing
+changes (If-None-Match: 304; a GET costs a twelfth of a LIST at S3 prices). The prefix is listed
+only when that file changed, while a checkpoint newer than the newest complete one is still being
+written (its shards arrive after the state file), when the prefix has no state file (a trainer that
+writes none: then every poll lists, as before), and at least every ``reconcile_s`` seconds (a
+checkpoint written without touching the state file). When the listing differs from the previous
+poll's, the newest *complete* checkpoint is found exactly as a release run finds
 it (``registry.checkpoints.list_checkpoints``: the state file's entry when complete, else the
 highest complete N; an index without all its shards never counts) and:
 
@@ -21,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -34,6 +40,8 @@ UNCHANGED = "nothing changed under the prefix"
 
 
 MAX_BACKOFF_S = 600.0
+STATE_FILE = "checkpoint"        # tf.train.CheckpointManager's state file, written after the shards
+DEFAULT_RECONCILE_S = 600.0      # a listing at least this often, whatever the state file says
 
 
 def backoff(poll_s: float, errors: int) -> float:
@@ -84,13 +92,36 @@ def decide(newest: Checkpoint | None, reported: str | None, published: Callable[
 
 
 class Watch:
-    """One model's watch: ``poll()`` lists the prefix and decides; it remembers what it reported
-    and the last listing (blocking boto3 calls: run it in a thread)."""
+    """One model's watch: ``poll()`` asks whether the state file changed, lists the prefix when it
+    did (or must), and decides; it remembers what it reported, the last listing and the state file's
+    ETag (blocking boto3 calls: run it in a thread)."""
 
-    def __init__(self, client, checkpoints: S3Uri, serving: S3Uri, reported: str | None = None):
+    def __init__(self, client, checkpoints: S3Uri, serving: S3Uri, reported: str | None = None, *,
+                 reconcile_s: float = DEFAULT_RECONCILE_S, clock: Callable[[], float] = time.monotonic):
         self.client, self.checkpoints, self.serving = client, checkpoints, serving
         self.reported = reported
         self.last_listing: str | None = None
+        self.reconcile_s, self.clock = reconcile_s, clock
+        self.state_etag: str | None = None   # the state file as of the last decided listing
+        self.settled = False                 # nothing pending then: an unchanged state file means no news
+        self.listed_at: float | None = None
+
+    def state_file(self) -> tuple[bool, str | None]:
+        """One conditional GET of the state file: (changed, its ETag). Unchanged: 304 for the ETag of
+        the last decided listing. No state file: (True, None)."""
+        from botocore.exceptions import ClientError
+        kw = {"IfNoneMatch": self.state_etag} if self.state_etag else {}
+        try:
+            r = self.client.get_object(Bucket=self.checkpoints.bucket, Key=self.checkpoints.prefix + STATE_FILE, **kw)
+        except ClientError as exc:
+            meta = exc.response.get("ResponseMetadata", {})
+            if meta.get("HTTPStatusCode") == 304 or exc.response.get("Error", {}).get("Code") in ("304", "NotModified"):
+                return False, self.state_etag
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return True, None
+            raise
+        r["Body"].close()
+        return True, r.get("ETag")
 
     def listing(self) -> str:
         """One LIST of the prefix, as a digest (equal digests: nothing changed)."""
@@ -98,16 +129,25 @@ class Watch:
                                                 delimiter="/")))
 
     def poll(self) -> Decision:
+        now = self.clock()
+        changed, etag = self.state_file()  # before the listing: a write in between is seen next poll
+        due = self.listed_at is None or now - self.listed_at >= self.reconcile_s
+        if not changed and self.settled and not due:
+            return Decision(WAIT, UNCHANGED)
         digest = self.listing()
         if digest == self.last_listing:
+            self.listed_at, self.state_etag = now, etag
             return Decision(WAIT, UNCHANGED)
         from registry.versions import published_from
         listing = list_checkpoints(self.client, self.checkpoints)
         newest = listing.newest
+        incomplete = [c for c in listing.checkpoints if not c.complete]
         d = decide(newest, self.reported,
-                   lambda: published_from(self.client, self.serving, newest.uri, newest.files),
-                   [c for c in listing.checkpoints if not c.complete])
+                   lambda: published_from(self.client, self.serving, newest.uri, newest.files), incomplete)
         if d.action in (RECORD, FIRE):
             self.reported = d.fingerprint
-        self.last_listing = digest  # only once decided: an error above makes the next poll decide again
+        # only once decided: an error above makes the next poll decide again
+        self.last_listing, self.listed_at, self.state_etag = digest, now, etag
+        self.settled = etag is not None and not any((c.step or -1) > (newest.step if newest else -1)
+                                                     for c in incomplete)
         return d

@@ -3,7 +3,8 @@
 ``CheckpointTrigger`` is a ``BaseEventTrigger``: the release DAG's checkpoints Asset carries it in an
 ``AssetWatcher``, so it runs on Airflow's triggerer (asyncio) while the DAG is unpaused, and every
 event it yields becomes an Asset event that schedules one release run. No DAG run, worker slot or
-TensorFlow process exists while nothing lands; the only cost is one S3 LIST per ``poll_s``.
+TensorFlow process exists while nothing lands; the only cost is one conditional GET of the
+training job's ``checkpoint`` state file per ``poll_s`` (a LIST when it changed, and every 10 minutes).
 
 Each poll runs ``registry.checkpoint_watch.Watch.poll`` in a thread (boto3 is blocking; the S3
 client comes from the model's Airflow connection): it fires only for a new *complete* checkpoint

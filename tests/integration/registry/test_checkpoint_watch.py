@@ -79,3 +79,60 @@ def test_a_restart_reports_nothing_twice(s3, model_env, tmp_path):
     put_checkpoint(s3, b, p, 100, size=1001)
     d = watch(s3, model_env, reported=first.fingerprint).poll()
     assert d.action == FIRE and d.fingerprint != first.fingerprint
+
+
+def test_idle_polls_cost_one_conditional_get_and_the_listing_still_catches_everything(s3, model_env):
+    """With a state file, a poll that finds it unchanged (304) lists nothing; the prefix is listed
+    when it changes, while a newer checkpoint is still being written, and at the reconciliation (a
+    checkpoint re-written without changing the state file). Requests counted on the real SeaweedFS."""
+    p, b = f"{model_env.name}/checkpoints/", model_env.training
+    calls = []
+
+    def count(event_name, **_):
+        calls.append(event_name.rsplit(".", 1)[-1])
+    s3.meta.events.register("before-call.s3.*", count)
+    now = [0.0]
+    try:
+        w = Watch(s3, S3Uri(b, p), S3Uri(model_env.serving, f"{model_env.name}/"), reconcile_s=600,
+                  clock=lambda: now[0])
+        put_checkpoint(s3, b, p, 100)
+        put_state(s3, b, p, "ckpt-100")
+        assert w.poll().action == FIRE
+        calls.clear()
+        for _ in range(5):
+            now[0] += 5
+            assert w.poll().reason == UNCHANGED
+        assert calls == ["GetObject"] * 5, calls  # idle: one conditional GET a poll, no LIST
+        # the state file names ckpt-200 before its last shard: listed (and not fired) until complete
+        put_checkpoint(s3, b, p, 200, shards=2, skip_shards={1})
+        put_state(s3, b, p, "ckpt-200")
+        now[0] += 5
+        assert w.poll().action == WAIT
+        calls.clear()
+        put_checkpoint(s3, b, p, 200, shards=2, index=False)  # the last shard: the state file is unchanged
+        now[0] += 5
+        d = fired = w.poll()
+        assert (d.action, d.step) == (FIRE, 200) and "ListObjectsV2" in calls
+        calls.clear()
+        now[0] += 5
+        assert w.poll().reason == UNCHANGED and calls == ["GetObject"]
+        # ckpt-200 re-written with other bytes and the state file re-written as it was (same ETag): the
+        # reconciliation listing finds it
+        put_checkpoint(s3, b, p, 200, shards=2, size=1001)
+        put_state(s3, b, p, "ckpt-200")
+        now[0] += 5
+        assert w.poll().reason == UNCHANGED        # not yet: the state file answers 304
+        now[0] += 600
+        d = w.poll()
+        assert (d.action, d.step) == (FIRE, 200) and d.fingerprint != fired.fingerprint, d
+    finally:
+        s3.meta.events.unregister("before-call.s3.*", count)
+
+
+def test_without_a_state_file_every_poll_lists(s3, model_env):
+    p, b = f"{model_env.name}/checkpoints/", model_env.training
+    put_checkpoint(s3, b, p, 100)
+    w = watch(s3, model_env)
+    assert w.poll().action == FIRE
+    put_checkpoint(s3, b, p, 200)   # a trainer that writes no state file: seen at the next poll
+    assert (w.poll().step) == 200
