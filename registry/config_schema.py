@@ -250,10 +250,11 @@ class Model(_Block):
         must="checkpoint-event (a release starts when a new complete checkpoint lands; a cron 'schedule' beside it "
              "is a safety net) or schedule (only the cron 'schedule' starts one)", section="trigger")
     checkpoint_poll_s: float = _f(
-        DEFAULT_CHECKPOINT_POLL_S, description="seconds between two listings of the checkpoints prefix by the "
-                                               "watcher on the triggerer, 1 to 86400; `0`: no watcher (the training "
-                                               "job posts the Asset event). Refused with `trigger: schedule`",
-        must="a number of seconds from 1 to 86400 (how often the triggerer lists the checkpoints), or 0 (no watcher: "
+        DEFAULT_CHECKPOINT_POLL_S, description="seconds between two polls of the checkpoints prefix by the "
+                                               "watcher on the triggerer (a conditional GET of the `checkpoint` state "
+                                               "file; a listing when it changed), 1 to 86400; `0`: no watcher (the "
+                                               "training job posts the Asset event). Refused with `trigger: schedule`",
+        must="a number of seconds from 1 to 86400 (how often the triggerer polls the checkpoints), or 0 (no watcher: "
              "the training job posts the Asset event itself)", section="trigger")
     schedule: str | None = _f(description="a cron expression or preset. Required with `trigger: schedule`; beside "
                                           "`checkpoint-event` a safety net (`@once` and `@continuous` are refused "
