@@ -14,8 +14,17 @@ GET/HEAD $0.0004 per 1,000), and the ratio marker / baseline.
 
     python bench/fleet.py [--models 1,10,100,1000] [--versions 1,10] [--replicas 3] [--interval 2]
 
-Target: M=1000, V=10, 3 replicas: the sidecars' idle cost
-<= $10 a month (checkpoint detection is not measured here yet).
+Checkpoint detection (``--detection``, on by default): M models' checkpoint watchers
+(registry/checkpoint_watch.py ``Watch``, what the trigger on the triggerer runs), each model with a
+complete checkpoint and its state file, idle after their first poll; counted the same way:
+- baseline: a LIST of the prefix every poll (before the conditional GET);
+- watcher: one conditional GET of the state file every poll (304), plus a listing every
+  reconciliation (``DEFAULT_RECONCILE_S``).
+Printed per M at ``--poll`` seconds (the default ``checkpoint_poll_s``): requests per hour and
+dollars per month.
+
+Target: M=1000, V=10, 3 replicas: the sidecars' and checkpoint detection's idle cost together
+<= $10 a month.
 """
 from __future__ import annotations
 
@@ -136,6 +145,52 @@ def measure(client, endpoint_env: dict, models: int, versions: int, *, replicas:
         client.delete_bucket(Bucket=bucket)
 
 
+def measure_detection(client, models: int, *, poll_s: float, idle_polls: int) -> dict:
+    """M checkpoint watchers, idle: requests per poll and dollars a month, baseline vs watcher."""
+    from registry.checkpoint_watch import DEFAULT_RECONCILE_S, FIRE, Watch
+    from registry.s3 import S3Uri
+
+    class ListingWatch(Watch):  # the watcher before the conditional GET: a LIST every poll
+        def state_file(self):
+            return True, None
+
+    bucket = f"fleet-train-{uuid.uuid4().hex[:8]}"
+    client.create_bucket(Bucket=bucket)
+    try:
+        names = [f"m{i:04d}" for i in range(models)]
+
+        def write(name):
+            p = f"{name}/checkpoints/"
+            client.put_object(Bucket=bucket, Key=p + "ckpt-100.index", Body=b"i" * 64)
+            client.put_object(Bucket=bucket, Key=p + "ckpt-100.data-00000-of-00001", Body=b"d" * 1000)
+            client.put_object(Bucket=bucket, Key=p + "checkpoint", Body=b'model_checkpoint_path: "ckpt-100"\n')
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(write, names))
+        serving = S3Uri(bucket, "none/")
+        out = {"models": models, "poll_s": poll_s}
+        counter = Counter(client)
+        for label, cls in (("baseline", ListingWatch), ("watcher", Watch)):
+            watches = [cls(client, S3Uri(bucket, f"{n}/checkpoints/"), serving) for n in names]
+            with ThreadPoolExecutor(16) as pool:
+                first = list(pool.map(lambda w: w.poll().action, watches))
+            assert all(a == FIRE for a in first), first[:3]
+            a = counter.snapshot()
+            with ThreadPoolExecutor(16) as pool:
+                for _ in range(idle_polls):
+                    list(pool.map(lambda w: w.poll(), watches))
+            per_poll = {k: v / (idle_polls * models) for k, v in delta(a, counter.snapshot()).items()}
+            hour = {k: v * 3600 / poll_s * models for k, v in per_poll.items()}
+            if label == "watcher":  # and one listing per reconciliation
+                hour["ListObjectsV2"] = hour.get("ListObjectsV2", 0) + models * 3600 / DEFAULT_RECONCILE_S
+            out[label] = {"per_poll": per_poll, "requests_per_hour": round(sum(hour.values())),
+                          "usd_month": round(dollars(hour) * HOURS_PER_MONTH, 2)}
+        return out
+    finally:
+        from registry.s3 import delete_prefix
+        delete_prefix(client, bucket, "")
+        client.delete_bucket(Bucket=bucket)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", default="1,10,100,1000")
@@ -144,6 +199,8 @@ def main() -> None:
     ap.add_argument("--interval", type=float, default=2.0, help="seconds between sidecar rounds")
     ap.add_argument("--reconcile", type=float, default=86400.0, help="the sidecar's --reconcile-interval")
     ap.add_argument("--idle-rounds", type=int, default=20)
+    ap.add_argument("--poll", type=float, default=5.0, help="the watchers' checkpoint_poll_s")
+    ap.add_argument("--no-detection", dest="detection", action="store_false", help="only the sidecars")
     a = ap.parse_args()
     import services
     from registry.s3 import make_client
@@ -164,12 +221,29 @@ def main() -> None:
                   f"{r['baseline_usd_month']:>14,.2f} {r['marker_usd_month']:>12,.2f} {r['ratio']:>7.4f}   "
                   f"(idle round {r['idle_round']}, full round {sum(r['full_round'].values())} requests "
                   f"in {r['full_round_s']}s)", flush=True)
+    detection = []
+    if a.detection:
+        print(f"\ncheckpoint detection, idle, every {a.poll:g}s per model:\n{'models':>6} {'baseline req/h':>15} "
+              f"{'watcher req/h':>14} {'baseline $/mo':>14} {'watcher $/mo':>13}", flush=True)
+        for m in [int(x) for x in a.models.split(",")]:
+            d = measure_detection(client, m, poll_s=a.poll, idle_polls=3)
+            detection.append(d)
+            print(f"{m:>6} {d['baseline']['requests_per_hour']:>15,} {d['watcher']['requests_per_hour']:>14,} "
+                  f"{d['baseline']['usd_month']:>14,.2f} {d['watcher']['usd_month']:>13,.2f}   "
+                  f"(per idle poll: baseline {d['baseline']['per_poll']}, watcher {d['watcher']['per_poll']})",
+                  flush=True)
     big = [r for r in results if r["models"] == 1000 and r["versions"] == 10]
+    det = {d["models"]: d for d in detection}.get(1000)
     for r in big:
         print(f"{'PASS' if r['marker_usd_month'] <= 10 else 'FAIL'}: sidecars' idle cost at 1000 models x 10 versions x "
               f"{a.replicas} replicas: ${r['marker_usd_month']:.2f}/month (target <= $10; today's "
               f"${r['baseline_usd_month']:,.2f})")
-    print(json.dumps({"bench": "fleet", "results": results}))
+        if det:
+            total = r["marker_usd_month"] + det["watcher"]["usd_month"]
+            print(f"{'PASS' if total <= 10 else 'FAIL'}: sidecars + checkpoint detection (every {a.poll:g}s) at 1000 "
+                  f"models: ${total:,.2f}/month (target <= $10; detection ${det['watcher']['usd_month']:,.2f}, "
+                  f"listing every poll ${det['baseline']['usd_month']:,.2f})")
+    print(json.dumps({"bench": "fleet", "results": results, "detection": detection}))
 
 
 if __name__ == "__main__":
