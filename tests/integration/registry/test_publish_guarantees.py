@@ -59,7 +59,8 @@ def test_lost_response_on_conditional_put_is_recognised_as_ours(model_env, s3, s
     state = layout.scan(s3, serving(model_env))
     assert sorted(state.manifests) == [1] and sorted(state.claims) == [1]
     assert verify(s3, serving(model_env), deep=True, grace_seconds=0).to_json() == {
-        "ok": True, "versions": [1], "problems": [], "orphans": [], "in_progress": []}
+        "ok": True, "versions": [1], "problems": [], "orphans": [], "in_progress": [],
+        "signatures": {1: {"key_id": None, "signed": False, "verified": False}}}
 
 
 # -- bound to its verdict -----------------------------------------------------------------------
