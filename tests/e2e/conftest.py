@@ -133,6 +133,13 @@ def airflow_env(seaweedfs, standin_image, airflow_bin, migrated_db, tmp_path_fac
     return af
 
 
+def airflow_conns(airflow_env, aws: dict | None = None) -> dict:
+    """The connections an Airflow started on ``airflow_env``'s config needs: ``aws_default`` (``aws``, or
+    the module's own) and ``tfs_release_signing`` (the config's ``signing_conn_id``: publish signs)."""
+    return {"aws_default": aws or json.loads(airflow_env.env["AIRFLOW_CONN_AWS_DEFAULT"]),
+            "tfs_release_signing": json.loads(airflow_env.env["AIRFLOW_CONN_TFS_RELEASE_SIGNING"])}
+
+
 @pytest.fixture(scope="session")
 def chromium():
     """(chromium, chromedriver) for the browser tests; missing: skip, or fail when CI=true (like the
@@ -151,13 +158,10 @@ def standalone(airflow_env):
     """`airflow standalone` on the module's Airflow home, buckets and config (services.start_airflow);
     ``test_token`` is a bearer token for the REST API."""
     import services
-    conn = json.loads(airflow_env.env["AIRFLOW_CONN_AWS_DEFAULT"])
     t0 = time.monotonic()
     # manual-only DAGs: these tests trigger their own runs; unpausing must not also start one for the
     # checkpoint already uploaded (the checkpoint watcher; tests/e2e/test_checkpoint_event.py tests it)
-    signing = json.loads(airflow_env.env["AIRFLOW_CONN_TFS_RELEASE_SIGNING"])
-    af = services.start_airflow(airflow_env.home, config=airflow_env.config,
-                                conns={"aws_default": conn, "tfs_release_signing": signing},
+    af = services.start_airflow(airflow_env.home, config=airflow_env.config, conns=airflow_conns(airflow_env),
                                 extra_env={"TFS_RELEASE_SCHEDULES": "off"})
     print(f"\nairflow standalone ready in {time.monotonic() - t0:.1f}s at {af.url} (log {af.log})")
     af.test_token = af.token()

@@ -8,7 +8,6 @@ Real SeaweedFS (only via the aws_default connection), real Docker engine with th
 real Model Garden export of the demo classifier."""
 from __future__ import annotations
 
-import json
 import os
 import time
 import urllib.parse
@@ -16,7 +15,7 @@ import urllib.parse
 import pytest
 import yaml
 
-from tests.e2e.conftest import MODEL
+from tests.e2e.conftest import MODEL, airflow_conns
 from tests.e2e.test_standalone import _task_states, _versions, _wait_run
 from tests.integration.conftest import upload_checkpoints
 
@@ -34,10 +33,9 @@ def af(airflow_env):
     cfg["models"][MODEL].update(checkpoints=f"s3://{airflow_env.training}/{PREFIX}", checkpoint_poll_s=2)
     with open(airflow_env.config, "w") as fh:
         yaml.safe_dump(cfg, fh)
-    conn = json.loads(airflow_env.env["AIRFLOW_CONN_AWS_DEFAULT"])
     t0 = time.monotonic()
     # the watcher starts at the first parse after unpausing: parse often
-    a = services.start_airflow(airflow_env.home, config=airflow_env.config, conns={"aws_default": conn},
+    a = services.start_airflow(airflow_env.home, config=airflow_env.config, conns=airflow_conns(airflow_env),
                                extra_env={"TFS_RELEASE_SCHEDULES": "on",
                                           "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "5"})
     print(f"\nairflow standalone ready in {time.monotonic() - t0:.1f}s at {a.url} (log {a.log})")

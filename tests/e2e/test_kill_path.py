@@ -31,7 +31,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
-from tests.e2e.conftest import MODEL
+from tests.e2e.conftest import MODEL, airflow_conns
 from tests.integration.conftest import upload_checkpoints
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
@@ -145,7 +145,7 @@ def airflow(request, airflow_env, models, s3_relay, network, seaweedfs, docker_e
             "extra": {"endpoint_url": s3_relay, "region_name": "us-east-1"}}
     t0 = time.monotonic()
     extra["TFS_RELEASE_SCHEDULES"] = "off"  # only the test's own runs (no checkpoint-event run on unpause)
-    af = services.start_airflow(airflow_env.home, config=airflow_env.config, conns={"aws_default": conn},
+    af = services.start_airflow(airflow_env.home, config=airflow_env.config, conns=airflow_conns(airflow_env, conn),
                                 extra_env=extra)
     print(f"\nairflow standalone ({mode} steps) ready in {time.monotonic() - t0:.1f}s at {af.url} (log {af.log})")
     af.mode, af.test_token = mode, af.token()
