@@ -60,11 +60,6 @@ def _stack(tmp_path, name, extra_files=(), **settings):
     return compose.Stack(project, path, files=(compose.DEFAULT_FILE, compose.LOCAL_FILE, *extra_files))
 
 
-def compose_mod_env(stack) -> dict:
-    from deploy import compose
-    return compose.read_env_file(stack.env_file)
-
-
 def _teardown(stack) -> None:
     t0 = time.monotonic()
     stack.down()
@@ -137,6 +132,7 @@ models:
       confirm_deadline_s: {CONFIRM_DEADLINE_S}
     approval: required
     approval_timeout_s: 1800
+    signing_conn_id: tfs_release_signing   # as compose.overlay.yaml: model-sync serves only signed versions
     alerts: {{slack_conn_id: slack_webhook_default, smtp_conn_id: smtp_default, email_to: [ml-oncall@example.com]}}
 """
 READS_CONFIG = ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
@@ -271,7 +267,7 @@ def test_release_through_the_stack(images, tmp_path):
         # signed in the stack (airflow-init's tfs_release_signing connection); model-sync, which trusts
         # only that key, is what serves it below
         from registry.signing import trusted_keys
-        [kid] = trusted_keys([compose_mod_env(stack)["SIGNING_PUBLIC_KEY_FILE"]]).keys
+        [kid] = trusted_keys([env["SIGNING_PUBLIC_KEY_FILE"]]).keys
         assert manifest["signed_by"]["key_id"] == kid, manifest.get("signed_by")
         rollout = json.loads(s3.get_object(Bucket="serving", Key=f"{MODEL}/_rollouts/{version}.json")["Body"].read())
         assert rollout["outcome"] == "confirmed" and rollout["smoke"][0]["passed"], rollout
@@ -373,13 +369,17 @@ services:
 """
 
 
-def _stage_and_publish(s3, sm_dir, run_id):
+def _stage_and_publish(s3, sm_dir, run_id, env):
+    """Staged and published as the pipeline would: signed with the stack's key (model-sync trusts it)."""
+    import base64
     from registry.publish import publish
     from registry.s3 import S3Uri
+    from registry.signing import SigningKey
     from registry.staging import stage
     serving = S3Uri.parse(f"s3://serving/{MODEL}/")
     cand = stage(s3, serving, sm_dir, run_id=run_id)
-    return publish(s3, serving, MODEL, cand, allow_unvalidated=True).version
+    signer = SigningKey.from_pem(base64.b64decode(env["SIGNING_KEY_PEM_B64"]), source="the stack's key")
+    return publish(s3, serving, MODEL, cand, allow_unvalidated=True, signer=signer).version
 
 
 def _sha256(path):
@@ -400,7 +400,7 @@ def test_sync_sidecar_killed_mid_download(images, tmp_path):
         stack.up("s3", "s3-init", "model-sync", "serving", timeout=300)
         s3 = _s3(env)
         sm = save(classifier_module(), str(tmp_path / "sm"))
-        v1 = _stage_and_publish(s3, sm, "small")
+        v1 = _stage_and_publish(s3, sm, "small", env)
         _wait(lambda: _model_status(env).get(str(v1)) == "AVAILABLE", 120, f"version {v1} AVAILABLE")
 
         # a large version: the same model with 600 MB of assets
@@ -408,7 +408,7 @@ def test_sync_sidecar_killed_mid_download(images, tmp_path):
                   else _mk(os.path.join(sm, "assets", "padding.bin")), "wb") as fh:
             for _ in range(600):
                 fh.write(os.urandom(1 << 20))
-        v2 = _stage_and_publish(s3, sm, "large")
+        v2 = _stage_and_publish(s3, sm, "large", env)
         dest = _volume_dir(stack)
         tmp_dir = os.path.join(dest, f".tmp-{v2}")
         _wait(lambda: os.path.isdir(tmp_dir), 120, f"the sidecar to start downloading into {tmp_dir}", interval=0.05)

@@ -11,6 +11,7 @@ import sys
 import time
 import uuid
 
+import docker
 import pytest
 
 from registry.s3 import S3Uri
@@ -155,11 +156,15 @@ def test_the_reaper_removes_a_container_created_after_its_owner_died(docker_engi
     t.start()
     try:
         time.sleep(3)  # the "in-flight" create lands after the reaper saw its owner gone
-        docker_engine.containers.create(standin_image, entrypoint=["sleep", "300"], name=name,
-                                        labels=_labels())
+        # the low-level create: docker-py's containers.create reads the container back, which 404s when
+        # the reaper was faster than that read (seen on a busy machine)
+        docker_engine.api.create_container(standin_image, entrypoint=["sleep", "300"], name=name, labels=_labels())
         t.join(timeout=30)
         assert not t.is_alive() and result["why"] == "owner gone", result
         assert not _exists(docker_engine, name), "the late container was left behind"
     finally:
         for c in docker_engine.containers.list(all=True, ignore_removed=True, filters={"name": f"^/{name}$"}):
-            c.remove(force=True)
+            try:
+                c.remove(force=True)
+            except docker.errors.NotFound:  # the reaper got there first
+                pass
