@@ -26,9 +26,26 @@ RUN = os.environ.get("TFS_RELEASE_RUN_DIR", os.path.join(ROOT, ".run"))
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(n: int, exclude=()) -> list[int]:
+    """``n`` distinct free 127.0.0.1 ports, none in ``exclude``: every socket is held until all are
+    picked (ports picked one at a time can repeat: an Airflow once got its API port for its
+    triggerer's log server too)."""
+    socks, ports = [], []
+    try:
+        while len(ports) < n:
+            s = socket.socket()
+            socks.append(s)
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+            if port not in exclude and port not in ports:
+                ports.append(port)
+    finally:
+        for s in socks:
+            s.close()
+    return ports
 
 
 def weed_binary() -> str:
@@ -89,8 +106,9 @@ def start_seaweedfs(data_dir: str, *, access_key: str | None = None, secret_key:
     os.makedirs(data_dir, exist_ok=True)
     access_key = access_key or "tfsr" + secrets.token_hex(6)
     secret_key = secret_key or secrets.token_urlsafe(24)
-    p = {k: free_port() for k in ("master", "master.grpc", "volume", "volume.grpc", "filer",
-                                  "filer.grpc", "s3", "s3.grpc", "admin", "admin.grpc")}
+    names = ("master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc", "s3", "s3.grpc", "admin",
+             "admin.grpc")
+    p = dict(zip(names, free_ports(len(names))))
     args = [weed_binary(), "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
             f"-master.port={p['master']}", f"-master.port.grpc={p['master.grpc']}",
@@ -357,6 +375,7 @@ def airflow_env(home: str, port: int, *, config: str | None = None, conns: dict[
     env = {k: v for k, v in base.items()
            if not k.startswith(("AIRFLOW", "AWS_")) and k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     url = f"http://127.0.0.1:{port}"
+    worker_logs, trigger_logs = free_ports(2, exclude={port})
     env.update(AIRFLOW_HOME=home, AIRFLOW__CORE__DAGS_FOLDER=os.path.join(ROOT, "dags"),
                AIRFLOW__CORE__PLUGINS_FOLDER=os.path.join(ROOT, "plugins"),
                AIRFLOW__CORE__LOAD_EXAMPLES="False", AIRFLOW__CORE__PARALLELISM="4",
@@ -365,8 +384,8 @@ def airflow_env(home: str, port: int, *, config: str | None = None, conns: dict[
                AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"{url}/execution/",
                # the log servers of the task runner and the triggerer: free ports, so two Airflows
                # on one machine (parallel test workers, a demo beside a test run) never collide
-               AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(free_port()),
-               AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT=str(free_port()))
+               AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(worker_logs),
+               AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT=str(trigger_logs))
     env["PATH"] = os.path.join(airflow_venv(), "bin") + os.pathsep + env.get("PATH", "")  # standalone runs `airflow ...`
     if config:
         env["TFS_RELEASE_CONFIG"] = config

@@ -117,8 +117,13 @@ def local_env(project: str, *, ports: dict[str, int] | None = None, log=sys.stde
                 "SYNC_KEEP": "3", "SYNC_INTERVAL_S": "2",
                 "AIRFLOW_API_WORKERS": "1", "AIRFLOW_PARALLELISM": "4"})
     ports = ports or {}
+    taken = set(ports.values())
     for key in ("AIRFLOW_API_PORT", "SERVING_REST_PORT", "SERVING_GRPC_PORT", "S3_PORT"):
-        env[key] = str(ports.get(key) or free_port())
+        port = ports.get(key)
+        while port is None or (port in taken and not ports.get(key)):  # two picks can be the same port
+            port = free_port()
+        taken.add(port)
+        env[key] = str(port)
     return env
 
 

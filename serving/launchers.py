@@ -434,6 +434,8 @@ class ProcessLauncher:
         import tempfile
         cmd, what = self.command()
         rest, grpc_port = free_port(), free_port()
+        while grpc_port == rest:  # two picks of the OS's free port can be the same
+            grpc_port = free_port()
         root = os.path.abspath(base_path)
 
         def local(text):

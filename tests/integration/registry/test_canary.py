@@ -60,6 +60,8 @@ class Server:
     def __init__(self, config_file, log):
         from serving.launchers import free_port, server_env
         self.rest, self.grpc = free_port(), free_port()
+        while self.grpc == self.rest:
+            self.grpc = free_port()
         env = {**server_env(), "PYTHONPATH": ROOT}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "standin.server", f"--port={self.grpc}", f"--rest_api_port={self.rest}",

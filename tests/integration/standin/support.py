@@ -92,6 +92,8 @@ class StandinProcess:
     def __init__(self, base_path: str | None, log_path: str, *, extra=(), env=None, wrapper=False,
                  model_name: str | None = MODEL):
         self.grpc_port, self.rest_port = free_port(), free_port()
+        while self.rest_port == self.grpc_port:
+            self.rest_port = free_port()
         self.log_path = log_path
         args = ["--host", "127.0.0.1", "--port", str(self.grpc_port), "--rest_api_port", str(self.rest_port)]
         if model_name:

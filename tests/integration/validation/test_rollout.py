@@ -126,6 +126,8 @@ def test_production_behind_tls_and_a_token(gate_env, s3, tmp_path, standin_image
     ssl_file.write_text(f"server_key: {json.dumps(open(certs['key']).read())}\n"
                         f"server_cert: {json.dumps(open(certs['cert']).read())}\nclient_verify: false\n")
     rest, grpc_port = free_port(), free_port()
+    while grpc_port == rest:
+        grpc_port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "standin.server", f"--port={grpc_port}", f"--rest_api_port={rest}", "--host=127.0.0.1",
          f"--model_name={env.name}", f"--model_base_path={dest}", f"--ssl_config_file={ssl_file}"],
