@@ -270,7 +270,7 @@ def rollback(client, model, *, to: int | None = None, reason: str | None = None,
               and try_transition(client, serving, v, rules.ROLLED_BACK, by=by, reason=why, model=model.name,
                                  fields={"rollback_to": to}) is not None]
     pub = publish_copy(client, serving, model.name, to, run_id=run, reason=(why or "")[:1000] or None,
-                       signer=signer, trusted=trusted)
+                       signer=signer, source_checked=True)
     for v in rolled:
         try_transition(client, serving, v, rules.ROLLED_BACK, by=by, model=model.name, same_ok=True)
         annotate(client, serving, v, {"rollback_version": pub.version, "rollback_to": to})

@@ -332,10 +332,12 @@ def check_signed(client, serving: S3Uri, model: str, n: int, signer: SigningKey 
 
 
 def rollback(client, serving: S3Uri, model: str, to: int, *, run_id: str, reason: str | None = None,
-             signer: SigningKey | None = None, trusted: TrustedKeys | None = None) -> Published:
+             signer: SigningKey | None = None, trusted: TrustedKeys | None = None,
+             source_checked: bool = False) -> Published:
     """Publish a copy of committed version ``to`` as a new, higher version (TF Serving serves the
     highest). The new manifest records ``rollback_of`` (and ``rollback_reason`` when given). With a
-    signing key the copy is signed, and ``to`` must itself be signed by a trusted key (``check_signed``)."""
+    signing key the copy is signed, and ``to`` must itself be signed by a trusted key (``check_signed``;
+    ``source_checked``: the caller already did, before changing anything of its own)."""
     check_bucket(client, serving.bucket)
     state = layout.scan(client, serving)
     if to not in state.manifests:
@@ -346,7 +348,8 @@ def rollback(client, serving: S3Uri, model: str, to: int, *, run_id: str, reason
     with s3_errors(serving.bucket, key):
         raw = client.get_object(Bucket=serving.bucket, Key=key)["Body"].read()
     src = manifest.parse(raw, where=f"s3://{serving.bucket}/{key}")
-    check_signed(client, serving, model, to, signer, trusted, action="rolling back to")
+    if not source_checked:
+        check_signed(client, serving, model, to, signer, trusted, action="rolling back to")
     return publish_files(client, serving, model, run_id=run_id, src_bucket=serving.bucket,
                          src_prefix=layout.version_prefix(serving, to), files=src["files"],
                          candidate=src, validation=src.get("validation") or {},

@@ -337,3 +337,35 @@ def test_keygen_never_overwrites_and_bad_keys_are_named(model_env, staged, keys,
     p = model_env.cli("publish", model_env.name, "--candidate", staged(), "--unvalidated", "--json",
                       env={"TFS_RELEASE_SIGNING_KEY": open(a).read()})
     assert p.returncode == 0 and json.loads(p.stdout)["signed_by"] == keys["a"][2]
+
+
+def test_a_canary_label_never_names_a_refused_version_and_retention_retires_signatures(model_env, s3, staged, keys,
+                                                                                       tmp_path):
+    """sync-all's round for a canary model (stable v1 signed, canary v2 unsigned) with the key trusted:
+    v2 is refused, so TF Serving's config names v1 only and the canary label waits; retention takes a
+    retired version's signature with its manifest."""
+    from registry.config import load
+    from registry.serving_config import sync_root
+    from registry.signing import trusted_keys
+    a, a_pub, _ = keys["a"]
+    cfg = _config(model_env, tmp_path, "canary.yaml", rollout="canary")
+    for key, seed in ((a, 1), (None, 2)):
+        p = model_env.cli("publish", model_env.name, "--candidate", staged(seed=seed), "--unvalidated", "--json",
+                          "--config", cfg, *(("--signing-key", key) if key else ()))
+        assert p.returncode == 0, p.stderr
+    assert (json.loads(p.stdout)["labels"]["stable"], json.loads(p.stdout)["labels"]["canary"]) == (1, 2)
+    model = load(cfg).model(model_env.name)
+    root = tmp_path / "root"
+    res = sync_root(s3, [model], str(root), config_file=str(root / "models.config"),
+                    available=lambda name: {1, 2}, trusted=trusted_keys([a_pub]))
+    assert [f["version"] for f in res[model_env.name].failed] == [2]
+    [entry] = res["_config"]["models"]
+    assert entry["versions"] == [1] and entry["labels"] == {"stable": 1}, entry
+    assert res["_config"]["pending"] == [model_env.name]       # the canary label waits: rounds stay full
+    # retention (rollout: all config) retires version 1 with its signature
+    publish(model_env, staged, a, seed=3)
+    p = model_env.cli("retention", model_env.name, "--keep", "2")
+    assert p.returncode == 0, p.stderr
+    keys_left = [o["Key"] for o in s3.list_objects_v2(Bucket=model_env.serving,
+                                                       Prefix=f"{model_env.name}/_signatures/").get("Contents", [])]
+    assert f"{model_env.name}/_signatures/1.sig" not in keys_left and f"{model_env.name}/_signatures/3.sig" in keys_left
