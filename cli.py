@@ -20,6 +20,7 @@ log = logging.getLogger("tfs-release")
 # every second)
 SYNC_INTERVAL_S = 2.0
 DEFAULT_RECONCILE_S = 86400.0  # = registry/index.py's (not imported here: --help needs no boto3)
+DEFAULT_SWEEP_S, DEFAULT_DEBOUNCE_S = 300.0, 1.0  # = registry/checkpoint_relay.py's (same reason)
 
 
 def _common() -> argparse.ArgumentParser:
@@ -202,6 +203,22 @@ def build_parser() -> argparse.ArgumentParser:
                         "of the bucket's change marker and lists only when it changed "
                         f"(default {DEFAULT_RECONCILE_S:g}; 0: every round lists)")
     trusted_key_arg(p, "With keys, only versions signed by one of them are served; without, nothing is checked")
+
+    p = cmd("checkpoint-relay", "one process that announces new complete checkpoints of many models to Airflow "
+                                "(Asset events), told by the store's notifications, with a sweep as fallback")
+    p.add_argument("--models", help="comma-separated (default: every model with trigger: checkpoint-event and "
+                                    "checkpoint_poll_s: 0, i.e. no watcher on the triggerer)")
+    p.add_argument("--listen", metavar="HOST:PORT", help="where the store posts notifications (SeaweedFS filer "
+                   "webhook, S3 event notifications, EventBridge); GET /health there. Without it: sweeps only")
+    p.add_argument("--sweep-interval", type=float, default=DEFAULT_SWEEP_S, metavar="SECONDS",
+                   help=f"one listing per training location this often, the fallback for a lost notification "
+                        f"(default {DEFAULT_SWEEP_S:g})")
+    p.add_argument("--debounce", type=float, default=DEFAULT_DEBOUNCE_S, metavar="SECONDS",
+                   help=f"one check this long after a model's last notification (default {DEFAULT_DEBOUNCE_S:g})")
+    p.add_argument("--airflow-api", default=os.environ.get("AIRFLOW_API_URL"), metavar="URL",
+                   help="Airflow's API server (default $AIRFLOW_API_URL); credentials: $AIRFLOW_API_TOKEN, or "
+                        "$AIRFLOW_API_USER and $AIRFLOW_API_PASSWORD")
+    p.add_argument("--once", action="store_true", help="one sweep (every model checked), then exit")
 
     p = cmd("labels", "canary models: which version is stable and which is canary (and their history)")
     p.add_argument("model")
@@ -573,6 +590,82 @@ def sync_all(args, cfg) -> dict:
     return out
 
 
+def relay_models(args, cfg) -> list:
+    """The models the relay watches: --models, else every event-triggered model without a watcher."""
+    if args.models:
+        models = [cfg.model(n.strip()) for n in args.models.split(",") if n.strip()]
+        for m in models:
+            m.require("checkpoints")
+            if m.trigger != "checkpoint-event":
+                raise BadInput(f"{m.name} has trigger: {m.trigger}: its release DAG is not scheduled on its checkpoints "
+                               f"Asset, so an announcement would start nothing. Use trigger: checkpoint-event")
+            if m.checkpoint_poll_s > 0:
+                raise BadInput(f"{m.name} is watched by the triggerer (checkpoint_poll_s: {m.checkpoint_poll_s:g}): "
+                               f"set checkpoint_poll_s: 0 in its config to let the relay watch it instead")
+        return models
+    models = [m for m in cfg.models.values()
+              if m.trigger == "checkpoint-event" and m.checkpoint_poll_s == 0 and m.checkpoints is not None]
+    if not models:
+        raise BadInput(f"no model in {cfg.path} is left to the relay: it watches models with trigger: checkpoint-event "
+                       f"and checkpoint_poll_s: 0 (e.g. defaults: {{checkpoint_poll_s: 0}}), or the ones --models names")
+    return models
+
+
+def checkpoint_relay(args, cfg) -> dict:
+    import threading
+
+    from registry.airflow_events import AirflowAssets, EventError
+    from registry.checkpoint_relay import TOKEN_ENV, Relay, serve
+    if args.sweep_interval <= 0:
+        raise BadInput(f"--sweep-interval must be more than 0 seconds, got {args.sweep_interval}")
+    if args.debounce < 0:
+        raise BadInput(f"--debounce must be 0 or more seconds, got {args.debounce}")
+    models = relay_models(args, cfg)
+    try:
+        sink = AirflowAssets(args.airflow_api, token=os.environ.get("AIRFLOW_API_TOKEN"),
+                             user=os.environ.get("AIRFLOW_API_USER"), password=os.environ.get("AIRFLOW_API_PASSWORD"))
+    except EventError as exc:
+        raise BadInput(f"checkpoint-relay: {exc}") from None
+    relay = Relay(_client(), models, sink, sweep_s=args.sweep_interval, debounce_s=args.debounce)
+    if args.once:
+        decided = relay.sweep()
+        out = {"models": {w.name: w.last for w in relay.watched}, "fired": relay.stats["fired"],
+               "checked": sorted(decided)}
+        if not args.json:
+            for w in relay.watched:
+                print(f"{w.name}: {w.last}")
+        if not relay.stats["last_sweep_ok"]:
+            print(f"tfs-release checkpoint-relay: {relay.stats['last_error']}", file=sys.stderr)
+            out["_exit"] = 1
+        return out
+    server = None
+    if args.listen:
+        host, _, port = args.listen.rpartition(":")
+        if not host or not port.isdigit():
+            raise BadInput(f"--listen {args.listen!r}: write HOST:PORT, e.g. 0.0.0.0:8790")
+        token = os.environ.get(TOKEN_ENV) or None
+        if token is None and host not in ("127.0.0.1", "localhost", "::1"):
+            raise BadInput(f"--listen {args.listen} accepts notifications from the network: set {TOKEN_ENV} (the "
+                           f"bearer token the store's notifications carry), or listen on 127.0.0.1")
+        server = serve(relay, host, int(port), token)
+    print(f"checkpoint relay: {len(models)} model(s) in {len(relay.locations)} location(s) "
+          f"({', '.join('s3://' + loc.bucket + '/' + loc.prefix for loc in relay.locations)}); sweep every "
+          f"{args.sweep_interval:g}s" + (f"; notifications on http://{args.listen}/" if server else "; no --listen: "
+                                          "sweeps only"), file=sys.stderr, flush=True)
+    stop = threading.Event()
+
+    def _stop(*_):
+        stop.set()
+        relay.wake()
+    import signal
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    relay.run(stop)
+    if server is not None:
+        server.shutdown()
+    return {}
+
+
 def approval_for(args, model, verdict: dict | None) -> dict | None:
     """The approval ``publish``/``release`` record in the manifest (``--approved-by``/``--reason``), or
     BadInput (exit 2) when the model's ``approval`` asks for one and it is missing: ``required`` always;
@@ -651,6 +744,7 @@ COMMANDS = {
     "sync": (cmd_sync, "model"), "sync-all": (sync_all, "config"),
     "labels": (labels_cmd, "model"), "promote": (labels_cmd, "model"), "abort": (labels_cmd, "model"),
     "sync-health": (sync_health, None), "keygen": (cmd_keygen, None),
+    "checkpoint-relay": (checkpoint_relay, "config"),
 }
 
 

@@ -98,12 +98,31 @@ def signing_connection(private_key_file: str) -> dict:
                 "description": "tfs-release signing key (registry/signing.py)"}
 
 
+def notification_toml(url: str, token: str, prefixes: list[str] = ()) -> str:
+    """SeaweedFS's filer webhook (``notification.toml``): every change under ``prefixes`` (filer
+    paths, ``/buckets/<bucket>/...``; all when empty) is POSTed to ``url`` with the bearer token:
+    what the checkpoint relay (registry/checkpoint_relay.py) listens to."""
+    lines = ["[notification.webhook]", "enabled = true", f"endpoint = {json.dumps(url)}",
+             f"bearer_token = {json.dumps(token)}", "max_retries = 3", "backoff_seconds = 1", "max_backoff_seconds = 5"]
+    if prefixes:
+        lines.append(f"path_prefixes = {json.dumps(list(prefixes))}")
+    return "\n".join(lines) + "\n"
+
+
 def start_seaweedfs(data_dir: str, *, access_key: str | None = None, secret_key: str | None = None,
-                    log_path: str | None = None, timeout: float = 60, s3_config: str | None = None) -> SeaweedFS:
+                    log_path: str | None = None, timeout: float = 60, s3_config: str | None = None,
+                    webhook: tuple[str, str, list[str]] | None = None) -> SeaweedFS:
     """``weed mini`` on free ports. ``s3_config``: a SeaweedFS identities file (``-s3.config``, see
     deploy/storage_identities.py); ``access_key``/``secret_key`` must then be an identity in it
-    that may create buckets (the readiness probe does)."""
+    that may create buckets (the readiness probe does). ``webhook``: (url, bearer token, filer path
+    prefixes): the filer posts its change events there (``notification_toml``)."""
     os.makedirs(data_dir, exist_ok=True)
+    toml = os.path.join(data_dir, "notification.toml")   # read from weed's working directory
+    if webhook:
+        with open(toml, "w") as fh:
+            fh.write(notification_toml(*webhook))
+    elif os.path.exists(toml):
+        os.unlink(toml)
     access_key = access_key or "tfsr" + secrets.token_hex(6)
     secret_key = secret_key or secrets.token_urlsafe(24)
     names = ("master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc", "s3", "s3.grpc", "admin",

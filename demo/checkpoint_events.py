@@ -1,7 +1,7 @@
 """What a training job does after it wrote a complete checkpoint (its files first, the ``checkpoint``
 state file last): tell Airflow, so the model's release starts now instead of at the watcher's next
 listing. One Asset event for the model's checkpoints Asset (``s3://<training>/<model>/checkpoints``,
-the release DAG's schedule) through Airflow's REST API:
+the release DAG's schedule) through Airflow's REST API (``registry/airflow_events.py``):
 
     GET  /api/v2/assets?uri_pattern=<uri>       -> the Asset's id
     POST /api/v2/assets/events {"asset_id": id, "extra": {"checkpoint": ..., "source": "training"}}
@@ -23,56 +23,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import posixpath
 import sys
-import urllib.error
-import urllib.parse
-import urllib.request
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, ROOT)
 
-class EventError(RuntimeError):
-    """Airflow did not take the event (no such Asset, no permission, API down)."""
+from registry.airflow_events import EventError, checkpoints_asset_uri, post_checkpoint_event, token_for  # noqa: E402
 
-
-def _call(api: str, method: str, path: str, body: dict | None = None, token: str | None = None,
-          timeout: float = 10) -> dict:
-    headers = {"Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    req = urllib.request.Request(api.rstrip("/") + path, method=method, headers=headers,
-                                 data=None if body is None else json.dumps(body).encode())
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return json.loads(resp.read() or b"{}")
-    except urllib.error.HTTPError as exc:
-        detail = exc.read().decode(errors="replace")[:300]
-        raise EventError(f"{method} {path}: HTTP {exc.code} {detail}") from None
-    except OSError as exc:
-        raise EventError(f"{method} {path}: Airflow's API at {api} does not answer ({exc})") from None
-
-
-def token_for(api: str, user: str, password: str) -> str:
-    return _call(api, "POST", "/auth/token", {"username": user, "password": password})["access_token"]
-
-
-def checkpoints_asset_uri(checkpoint_uri: str) -> str:
-    """s3://b/m/checkpoints/ckpt-7 -> s3://b/m/checkpoints (the Asset the release DAG is scheduled on)."""
-    folder = posixpath.dirname(checkpoint_uri.rstrip("/")) if posixpath.basename(
-        checkpoint_uri.rstrip("/")).startswith("ckpt-") else checkpoint_uri
-    return folder.rstrip("/")
-
-
-def post_checkpoint_event(api: str, checkpoint_uri: str, *, token: str, extra: dict | None = None) -> dict:
-    """One Asset event for the checkpoints Asset that holds ``checkpoint_uri``; returns Airflow's event."""
-    uri = checkpoints_asset_uri(checkpoint_uri)
-    found = _call(api, "GET", "/api/v2/assets?" + urllib.parse.urlencode({"uri_pattern": uri, "limit": 100}),
-                  token=token)
-    ids = [a["id"] for a in found.get("assets", []) if a.get("uri") == uri]
-    if not ids:
-        raise EventError(f"Airflow has no Asset {uri}: is the model's release DAG deployed, with trigger: "
-                         f"checkpoint-event and this checkpoints prefix?")
-    body = {"asset_id": ids[0], "extra": {"checkpoint": checkpoint_uri, "source": "training", **(extra or {})}}
-    return _call(api, "POST", "/api/v2/assets/events", body, token=token)
+__all__ = ["EventError", "checkpoints_asset_uri", "post_checkpoint_event", "token_for", "main"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,7 +21,8 @@ from registry.s3 import S3Uri
 # every key a model entry may have, and the keys of its blocks (registry/config_schema.py is the schema)
 KNOWN_KEYS = set(schema.keys(schema.Model))
 TIMEOUT_KEYS = tuple(schema.keys(schema.Timeouts))
-TOP_LEVEL_KEYS = ("models", "serving_pool")
+TOP_LEVEL_KEYS = ("models", "defaults", "serving_pool")
+PER_MODEL_KEYS = ("serving", "checkpoints")  # never the same for two models: refused in defaults
 ALERT_KEYS = set(schema.keys(schema.Alerts))
 REPORT_LINK_MODES = ("airflow", "presigned")
 # what starts a release: a new complete checkpoint (the triggerer watches the checkpoints prefix,
@@ -214,6 +215,23 @@ def default_approval_timeout(t: Timeouts) -> float:
     return min(MAX_DEFAULT_APPROVAL_TIMEOUT_S, t.run - t.publish - t.other)
 
 
+def parse_defaults(path: str, raw: Any) -> dict:
+    """``defaults:``: model keys every model gets unless it sets them (each is then checked as the
+    model's own). A wrong key here is an error of the file, not of one model."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path}: defaults must be a mapping of model keys, got {raw!r}")
+    unknown = sorted(set(map(str, raw)) - KNOWN_KEYS)
+    if unknown:
+        raise ConfigError(f"config file {path}: defaults has unknown key(s) {unknown}; known keys: {sorted(KNOWN_KEYS)}")
+    own = sorted(set(raw) & set(PER_MODEL_KEYS))
+    if own:
+        raise ConfigError(f"config file {path}: defaults.{own[0]} would give every model the same location; "
+                          f"set {', '.join(own)} in each model instead")
+    return dict(raw)
+
+
 def parse_serving_pool(raw: Any) -> ServingPool:
     if raw is None:
         return ServingPool()
@@ -291,8 +309,14 @@ def load(path: str, *, strict: bool = True) -> Config:
         raise ConfigError(f"config file {path} has unknown top-level key(s) {sorted(map(str, unknown))}; "
                           f"known: {list(TOP_LEVEL_KEYS)}")
     base_dir = os.path.dirname(os.path.dirname(os.path.abspath(path)))  # config/ lives in the repo root
+    defaults = parse_defaults(path, data.get("defaults"))
     models, errors = {}, {}
     for name, raw in data["models"].items():
+        if defaults and isinstance(raw, dict):
+            merged = {**defaults, **raw}
+            if merged.get("trigger") == "schedule" and "checkpoint_poll_s" not in raw:
+                merged.pop("checkpoint_poll_s", None)   # a default watcher setting is not this model's mistake
+            raw = merged
         try:
             models[name] = parse_model(name, raw, base_dir=base_dir)
         except ConfigError as exc:

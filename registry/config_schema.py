@@ -573,7 +573,10 @@ def reference() -> str:
     head = "| key | default | meaning |\n|---|---|---|\n"
     out = ["## Top level", head + "\n".join([
         "| `models` | required | model name -> settings. A name is lowercase letters, digits and `-` (it becomes the "
-        "TF Serving model name and a folder name) |"] + _rows(ServingPool, "serving_pool."))
+        "TF Serving model name and a folder name) |",
+        "| `defaults` | none | model keys every model gets unless it sets them (e.g. `{checkpoint_poll_s: 0, conn_id: "
+        "training}` for a fleet); any model key but `serving` and `checkpoints`. A block given in a model replaces "
+        "the default block whole |"] + _rows(ServingPool, "serving_pool."))
         + "\n\nThe project's plugin creates the serving pool, or sets its slots, when the API server or scheduler "
           "starts."]
     for key, title, intro, blocks, note in SECTIONS:

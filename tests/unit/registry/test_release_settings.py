@@ -43,7 +43,11 @@ def test_timeouts_and_pool_are_read(tmp_path):
     ({"models": {"m": BASE}, "serving_pool": {"slots": 0}}, "serving_pool.slots must be an integer from 1 to 1000"),
     ({"models": {"m": BASE}, "serving_pool": {"name": "a b"}}, "serving_pool.name must be an Airflow pool name"),
     ({"models": {"m": BASE}, "serving_pool": {"size": 3}}, "serving_pool must be a mapping with name and/or slots"),
-    ({"models": {"m": BASE}, "defaults": {}}, "unknown top-level key(s) ['defaults']"),
+    ({"models": {"m": BASE}, "default": {}}, "unknown top-level key(s) ['default']"),
+    ({"models": {"m": BASE}, "defaults": {"checkpoint_pol_s": 0}}, "defaults has unknown key(s) ['checkpoint_pol_s']"),
+    ({"models": {"m": BASE}, "defaults": {"serving": "s3://s/x/"}}, "defaults.serving would give every model the same"),
+    ({"models": {"m": BASE}, "defaults": [1]}, "defaults must be a mapping of model keys"),
+    ({"models": {"m": BASE}, "defaults": {"checkpoint_poll_s": -1}}, "models.m.checkpoint_poll_s must be"),
 ])
 def test_invalid_settings_name_the_key(tmp_path, raw, message):
     with pytest.raises(ConfigError) as err:
@@ -75,3 +79,16 @@ def test_a_broken_file_still_raises_without_strict(tmp_path):
         load(tmp_path, {"models": ["m"]}, strict=False)
     with pytest.raises(ConfigError, match="serving_pool.slots"):
         load(tmp_path, {"models": {"m": BASE}, "serving_pool": {"slots": -1}}, strict=False)
+
+
+def test_defaults_apply_to_every_model_unless_it_sets_the_key(tmp_path):
+    cfg = load(tmp_path, {"defaults": {"checkpoint_poll_s": 0, "conn_id": "training", "timeouts": {"export": 60}},
+                          "models": {"a": BASE, "b": {**BASE, "checkpoint_poll_s": 30, "timeouts": {"validate": 90}},
+                                     "c": {**BASE, "trigger": "schedule", "schedule": "@daily"}}})
+    a, b, c_ = cfg.model("a"), cfg.model("b"), cfg.model("c")
+    assert (a.checkpoint_poll_s, b.checkpoint_poll_s) == (0, 30)
+    assert a.extra["conn_id"] == b.extra["conn_id"] == c_.extra["conn_id"] == "training"
+    # a block is replaced whole, not merged: b's timeouts are its own (export back at its default)
+    assert a.timeouts.export == 60 and b.timeouts.export == 3600 and b.timeouts.validate == 90
+    # a scheduled model does not inherit a watcher setting it would be refused for
+    assert c_.trigger == "schedule"
