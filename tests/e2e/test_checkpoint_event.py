@@ -1,6 +1,8 @@
 """Event-driven releases against a running `airflow standalone` (scheduler, DAG processor, triggerer,
 API server; LocalExecutor, SQLite): nobody triggers anything. The release DAG is scheduled on its
 checkpoints Asset; its AssetWatcher's CheckpointTrigger lists the prefix on the triggerer every 2 s.
+A second model has no watcher: the checkpoint relay (`tfs-release checkpoint-relay`) announces its
+checkpoint through the REST API, and a release run starts.
 A checkpoint whose data shard is still missing starts nothing; once the shard lands a release run
 starts by itself and publishes version 1. The training job's own event (POST /api/v2/assets/events,
 demo/checkpoint_events.py) starts a run too, which finds the checkpoint published and skips.
@@ -8,6 +10,7 @@ Real SeaweedFS (only via the aws_default connection), real Docker engine with th
 real Model Garden export of the demo classifier."""
 from __future__ import annotations
 
+import json
 import os
 import time
 import urllib.parse
@@ -22,6 +25,7 @@ from tests.integration.conftest import upload_checkpoints
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 DAG_ID = f"release__{MODEL}"
 PREFIX = f"{MODEL}/incoming/"  # empty until the test writes a checkpoint there
+RELAYED = "relayed-classifier"
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +35,9 @@ def af(airflow_env):
     import services
     cfg = yaml.safe_load(open(airflow_env.config))
     cfg["models"][MODEL].update(checkpoints=f"s3://{airflow_env.training}/{PREFIX}", checkpoint_poll_s=2)
+    # a second model left to the checkpoint relay: no watcher on the triggerer (checkpoint_poll_s: 0)
+    cfg["models"][RELAYED] = {**cfg["models"][MODEL], "checkpoints": f"s3://{airflow_env.training}/{RELAYED}/ckpt/",
+                              "serving": f"s3://{airflow_env.serving}/{RELAYED}/", "checkpoint_poll_s": 0}
     with open(airflow_env.config, "w") as fh:
         yaml.safe_dump(cfg, fh)
     t0 = time.monotonic()
@@ -130,3 +137,47 @@ def test_a_complete_checkpoint_starts_a_release_nobody_triggered(af, airflow_env
     assert second["state"] == "success" and states["is_new"] == "success", states
     assert states["export"] == "skipped" and states["publish"] == "skipped", states
     assert [v["version"] for v in _versions(airflow_env)] == [1]
+
+
+def test_the_checkpoint_relay_starts_a_release_of_a_model_without_a_watcher(af, airflow_env, tmp_path):
+    """The relay as deployed: the CLI, Airflow's REST API with a token, sweeps every 2 s (the store's
+    notifications are tests/integration/registry/test_checkpoint_relay.py's)."""
+    import subprocess
+
+    from demo import checkpoint_cache
+    from tests.conftest import ROOT
+    dag_id = f"release__{RELAYED}"
+    status, dag = af.api("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False}, token=af.test_token)
+    assert status == 200 and dag["is_paused"] is False, dag
+    assert "checkpoint watch relayed-classifier" not in open(af.log, errors="replace").read()  # no trigger for it
+    conn = json.loads(airflow_env.env["AIRFLOW_CONN_AWS_DEFAULT"])
+    env = dict(os.environ, AWS_ENDPOINT_URL=conn["extra"]["endpoint_url"], AWS_ACCESS_KEY_ID=conn["login"],
+               AWS_SECRET_ACCESS_KEY=conn["password"], AIRFLOW_API_URL=af.url, AIRFLOW_API_TOKEN=af.test_token)
+    log = tmp_path / "relay.log"
+    relay = subprocess.Popen([os.path.join(ROOT, "bin", "tfs-release"), "checkpoint-relay", "--config", airflow_env.config,
+                              "--sweep-interval", "2"], env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+    try:
+        _wait_for("the relay's start line", lambda: "checkpoint relay: 1 model(s) in 1 location(s)" in log.read_text(),
+                  120, af)
+        folder = checkpoint_cache.get("classification")
+        upload_checkpoints(airflow_env.s3, airflow_env.training, f"{RELAYED}/ckpt/", folder)
+        t0 = time.monotonic()
+        runs = _wait_for("a release run from the relay's event", lambda: af.api(
+            "GET", f"/api/v2/dags/{dag_id}/dagRuns", token=af.test_token)[1]["dag_runs"], 60, af)
+        print(f"checkpoint uploaded -> relayed run created in {time.monotonic() - t0:.1f}s")
+        assert [r["run_type"] for r in runs] == ["asset_triggered"], runs
+        [event] = _checkpoint_events(af, f"s3://{airflow_env.training}/{RELAYED}/ckpt")
+        extra = event["extra"]
+        assert extra["source"] == "relay" and extra["model"] == RELAYED and extra["from_rest_api"] is True, extra
+        assert extra["checkpoint"].startswith(f"s3://{airflow_env.training}/{RELAYED}/ckpt/ckpt-"), extra
+        time.sleep(5)  # two more sweeps: the checkpoint is announced once
+        assert len(_checkpoint_events(af, f"s3://{airflow_env.training}/{RELAYED}/ckpt")) == 1
+        assert "Asset event for" in log.read_text()
+    finally:
+        relay.terminate()
+        assert relay.wait(30) == 0, log.read_text()
+        # the run's release is not this test's subject: stop it (its tasks are killed)
+        for r in af.api("GET", f"/api/v2/dags/{dag_id}/dagRuns", token=af.test_token)[1].get("dag_runs", []):
+            if r["state"] in ("queued", "running"):
+                af.api("PATCH", f"/api/v2/dags/{dag_id}/dagRuns/{r['dag_run_id']}", {"state": "failed"},
+                       token=af.test_token)
