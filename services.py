@@ -380,6 +380,37 @@ class AirflowCLI:
         return DagsTestRun(p, run_id, state, self.task_states(dag_id, run_id), p.seconds)
 
 
+def relay_settings() -> dict:
+    """Where the local checkpoint relay listens and the token SeaweedFS's webhook carries: picked once
+    and kept in .run/relay.json (SeaweedFS's notification config names them when it starts;
+    `make airflow` starts the relay there). Port: TFS_RELEASE_RELAY_PORT, else a free one."""
+    path = os.path.join(RUN, "relay.json")
+    if os.path.exists(path):
+        with open(path) as fh:
+            return json.load(fh)
+    port = int(os.environ.get("TFS_RELEASE_RELAY_PORT") or free_port())
+    settings = {"listen": f"127.0.0.1:{port}", "token": secrets.token_urlsafe(24)}
+    os.makedirs(RUN, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(settings, fh)
+    return settings
+
+
+def training_prefixes(config: str | None = None) -> list[str]:
+    """The filer paths of the training buckets in the config (``/buckets/<bucket>/``): what the
+    webhook reports (writes to the serving buckets are no news for the relay)."""
+    import yaml
+    try:
+        with open(config or os.path.join(ROOT, "config", "models.yaml")) as fh:
+            models = (yaml.safe_load(fh) or {}).get("models") or {}
+    except (OSError, yaml.YAMLError):
+        return []
+    buckets = {str(m.get("checkpoints", ""))[5:].split("/", 1)[0] for m in models.values()
+               if isinstance(m, dict) and str(m.get("checkpoints", "")).startswith("s3://")}
+    return [f"/buckets/{b}/" for b in sorted(buckets) if b]
+
+
 def ui_port() -> int:
     """The port `make airflow` serves the UI on (AIRFLOW_PORT, default 8080): the demo's runs make
     their links for it, so they open on the Airflow a user starts next."""
@@ -475,8 +506,10 @@ def up(with_docker: bool = True) -> dict:
         if os.path.exists(cred_path):
             with open(cred_path) as fh:
                 creds = json.load(fh)
+        relay = relay_settings()
         s = start_seaweedfs(os.path.join(RUN, "seaweedfs"), access_key=creds.get("access_key"),
-                            secret_key=creds.get("secret_key"), log_path=os.path.join(RUN, "weed.log"))
+                            secret_key=creds.get("secret_key"), log_path=os.path.join(RUN, "weed.log"),
+                            webhook=(f"http://{relay['listen']}/", relay["token"], training_prefixes()))
         fd = os.open(cred_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
             json.dump({"access_key": s.access_key, "secret_key": s.secret_key}, fh)
@@ -501,6 +534,8 @@ def up(with_docker: bool = True) -> dict:
         env["DOCKER_HOST"] = docker_host
     private, public, kid = signing_keys()  # the CLI signs with it; `sync` serves only what it signed
     env.update(TFS_RELEASE_SIGNING_KEY_FILE=private, TFS_RELEASE_TRUSTED_KEYS=public)
+    relay = relay_settings()  # SeaweedFS posts checkpoint writes there; `make airflow` runs the relay
+    env.update(TFS_RELEASE_RELAY_LISTEN=relay["listen"], TFS_RELEASE_RELAY_TOKEN=relay["token"])
     print(f"signing key {os.path.relpath(private, ROOT)} (key id {kid[:12]}), public half "
           f"{os.path.relpath(public, ROOT)}", file=sys.stderr)
     fd = os.open(os.path.join(RUN, "services.env"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

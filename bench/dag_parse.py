@@ -60,7 +60,7 @@ print(json.dumps({"airflow_import_s": airflow_s, "parse_s": time.monotonic() - t
 """
 
 
-def write_config(path: str, count: int) -> str:
+def write_config(path: str, count: int, relay: bool = False) -> str:
     names = list(DEMO)
     models = {}
     for i in range(count):
@@ -76,8 +76,8 @@ def write_config(path: str, count: int) -> str:
             models[name]["alerts"] = {"slack_conn_id": "slack_alerts", "smtp_conn_id": "smtp_alerts",
                                       "email_to": ["ml-oncall@example.com"]}
             models[name]["report_base_url"] = "https://reports.internal/s3"
-    with open(path, "w") as fh:
-        yaml.safe_dump({"models": models}, fh)
+    with open(path, "w") as fh:  # --relay: a fleet's config, no watcher per model (the checkpoint relay's job)
+        yaml.safe_dump({"models": models, **({"defaults": {"checkpoint_poll_s": 0}} if relay else {})}, fh)
     return path
 
 
@@ -123,6 +123,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--models", type=int, default=20)
+    ap.add_argument("--target", type=float, default=TARGET_S, help="seconds per file (2 at 20 models; the fleet "
+                                                                   "issue's target at 1000 models is 10)")
+    ap.add_argument("--relay", action="store_true", help="a fleet's config: defaults: {checkpoint_poll_s: 0}, no "
+                                                          "watcher (AssetWatcher) per model")
     a = ap.parse_args()
     venv = services.airflow_venv()
     python, airflow = os.path.join(venv, "bin", "python"), os.path.join(venv, "bin", "airflow")
@@ -130,7 +134,7 @@ def main():
     try:
         home = os.path.join(work, "airflow-home")
         os.makedirs(home)
-        configs = {n: write_config(os.path.join(work, f"models-{n}.yaml"), n) for n in (1, a.models)}
+        configs = {n: write_config(os.path.join(work, f"models-{n}.yaml"), n, a.relay) for n in (1, a.models)}
         t0 = time.monotonic()
         run([airflow, "db", "migrate"], airflow_env(home, configs[1]), home, "airflow db migrate")
         print(f"setup: {len(DAG_FILES)} DAG files, configs with 1 and {a.models} models, "
@@ -153,7 +157,7 @@ def main():
 
     one, many = 1, a.models
     results = {}
-    print(f"\nmedians over {a.rounds} rounds (2-core machine shared with other jobs); target < {TARGET_S:.0f} s "
+    print(f"\nmedians over {a.rounds} rounds (2-core machine shared with other jobs); target < {a.target:.0f} s "
           f"per file with {many} models; no file imported or tried to import tensorflow:")
     print(f"  {'file':<20}{'DAGs':>6}{'tasks':>7}{'DagBag 1':>10}{f'DagBag {many}':>11}{'ratio':>7}"
           f"{'report 1':>10}{f'report {many}':>11}{'ratio':>7}")
@@ -166,12 +170,12 @@ def main():
         dags, tasks = bag[many][f][-1]["dags"], bag[many][f][-1]["tasks"]
         results[b] = {"dags": dags, "tasks": tasks, "dagbag_1_s": round(b1, 3), f"dagbag_{many}_s": round(bn, 3),
                       "dagbag_ratio": round(bn / b1, 2), "report_1_s": round(r1, 3), f"report_{many}_s": round(rn, 3),
-                      "report_ratio": round(rn / r1, 2) if r1 else None, "pass": bn < TARGET_S and rn < TARGET_S}
+                      "report_ratio": round(rn / r1, 2) if r1 else None, "pass": bn < a.target and rn < a.target}
         print(f"  {b:<20}{dags:>6}{tasks:>7}{b1:>9.2f}s{bn:>10.2f}s{bn / b1:>6.2f}x{r1:>9.2f}s{rn:>10.2f}s"
               f"{rn / r1 if r1 else float('nan'):>6.2f}x  {'PASS' if results[b]['pass'] else 'MISS'}")
     airflow_s = statistics.median(x["airflow_import_s"] for n in bag for f in DAG_FILES for x in bag[n][f])
     print(f"  (Airflow's own imports before the clock, per fresh process: {airflow_s:.2f}s)")
-    print(json.dumps({"bench": "dag_parse", "rounds": a.rounds, "models": many, "target_s": TARGET_S,
+    print(json.dumps({"bench": "dag_parse", "rounds": a.rounds, "models": many, "target_s": a.target,
                       "tensorflow_imported": any(x["tf_modules"] for n in bag for f in DAG_FILES for x in bag[n][f]),
                       "import_errors": sum(len(x["import_errors"]) for n in bag for f in DAG_FILES for x in bag[n][f]),
                       "airflow_import_s": round(airflow_s, 2), "files": results}))

@@ -20,8 +20,20 @@ complete checkpoint and its state file, idle after their first poll; counted the
 - baseline: a LIST of the prefix every poll (before the conditional GET);
 - watcher: one conditional GET of the state file every poll (304), plus a listing every
   reconciliation (``DEFAULT_RECONCILE_S``).
+- relay: the checkpoint relay (registry/checkpoint_relay.py, one process for every model), idle:
+  a sweep (one paginated listing of the training location) every ``--sweep`` seconds; the store's
+  notifications cost no request at idle.
 Printed per M at ``--poll`` seconds (the default ``checkpoint_poll_s``): requests per hour and
 dollars per month.
+
+Freshness at M = ``--freshness-models`` (1000): a SeaweedFS of its own posts its filer events to a
+relay watching every model; for ``--checkpoints`` (5) checkpoints of random models, the time from
+the state file's PUT to the relay's announcement (what Airflow's REST API would receive), and from
+a publish to a sync-all replica of every model holding the new version (its 2 s gated rounds). The
+release run between them (export, validation, publish) is the pipeline's work, measured in
+bench/pipeline.py, and not part of the target: detection + propagation <= 30 s median.
+
+DAG parse time at M = 1000: ``bench/dag_parse.py --models 1000`` (the Airflow env).
 
 Target: M=1000, V=10, 3 replicas: the sidecars' and checkpoint detection's idle cost together
 <= $10 a month.
@@ -145,7 +157,140 @@ def measure(client, endpoint_env: dict, models: int, versions: int, *, replicas:
         client.delete_bucket(Bucket=bucket)
 
 
-def measure_detection(client, models: int, *, poll_s: float, idle_polls: int) -> dict:
+class Sink:
+    """The relay's announcements, recorded (what Airflow's REST API would receive), with their time."""
+
+    def __init__(self):
+        self.events: list[tuple[float, str, dict]] = []
+
+    def latest(self, uri):
+        return None
+
+    def post(self, uri, extra):
+        self.events.append((time.monotonic(), uri, extra))
+        return {}
+
+
+def measure_relay(client, counter, bucket: str, names: list[str], serving, *, sweep_s: float) -> dict:
+    """The relay watching all M models, idle: requests per sweep; per hour at one sweep per ``sweep_s``."""
+    from types import SimpleNamespace
+
+    from registry.checkpoint_relay import Relay
+    from registry.s3 import S3Uri
+    ms = [SimpleNamespace(name=n, checkpoints=S3Uri(bucket, f"{n}/checkpoints/"), serving=serving) for n in names]
+    sink = Sink()
+    relay = Relay(client, ms, sink, sweep_s=sweep_s)
+    t0 = time.monotonic()
+    relay.sweep()                                   # the first sweep checks (and announces) every model
+    first_s = time.monotonic() - t0
+    assert len(sink.events) == len(names), len(sink.events)
+    a = counter.snapshot()
+    t0 = time.monotonic()
+    for _ in range(3):
+        relay.sweep()
+    idle_s = (time.monotonic() - t0) / 3
+    per_sweep = {k: v / 3 for k, v in delta(a, counter.snapshot()).items()}
+    hour = {k: v * 3600 / sweep_s for k, v in per_sweep.items()}
+    return {"per_sweep": per_sweep, "sweep_s": sweep_s, "idle_sweep_s": round(idle_s, 3), "first_sweep_s": round(first_s, 1),
+            "requests_per_hour": round(sum(hour.values()), 1), "usd_month": round(dollars(hour) * HOURS_PER_MONTH, 4)}
+
+
+def measure_freshness(models: int, checkpoints: int, interval: float) -> dict:
+    """Detection and propagation at M models, on a SeaweedFS of its own that posts filer events to the relay."""
+    import random
+    import secrets
+    import statistics
+    import threading
+    from types import SimpleNamespace
+
+    import services
+    from registry import index
+    from registry.checkpoint_relay import Relay, serve
+    from registry.config import ModelConfig
+    from registry.index import ChangeGate
+    from registry.publish import publish
+    from registry.s3 import S3Uri, make_client
+    from registry.serving_config import sync_root_round
+    from registry.staging import stage
+    from registry.sync import gated
+    work = tempfile.mkdtemp(prefix="tfsr-fresh-")
+    [port] = services.free_ports(1)
+    token = secrets.token_urlsafe(16)
+    sw = services.start_seaweedfs(os.path.join(work, "weed"),
+                                  webhook=(f"http://127.0.0.1:{port}/", token, ["/buckets/training/"]))
+    try:
+        env = sw.env()
+        client = make_client(endpoint_url=env["AWS_ENDPOINT_URL"], aws_access_key_id=sw.access_key,
+                             aws_secret_access_key=sw.secret_key)
+        for b in ("training", "serving"):
+            client.create_bucket(Bucket=b)
+        names = [f"m{i:04d}" for i in range(models)]
+        ms = [SimpleNamespace(name=n, checkpoints=S3Uri("training", f"{n}/checkpoints/"),
+                              serving=S3Uri("serving", f"{n}/")) for n in names]
+        # detection: the relay listening, idle, then checkpoints of random models written as training does
+        sink = Sink()
+        relay = Relay(client, ms, sink, sweep_s=3600)
+        server = serve(relay, "127.0.0.1", port, token)
+        stop = threading.Event()
+        worker = threading.Thread(target=relay.run, args=(stop,), daemon=True)
+        worker.start()
+        rnd = random.Random(7)
+        detect = []
+        for name in rnd.sample(names, checkpoints):
+            p = f"{name}/checkpoints/"
+            client.put_object(Bucket="training", Key=p + "ckpt-100.data-00000-of-00001", Body=b"d" * 100_000)
+            client.put_object(Bucket="training", Key=p + "ckpt-100.index", Body=b"i" * 64)
+            client.put_object(Bucket="training", Key=p + "checkpoint", Body=b'model_checkpoint_path: "ckpt-100"\n')
+            t0 = time.monotonic()
+            n = len(sink.events)
+            while len(sink.events) == n and time.monotonic() - t0 < 60:
+                time.sleep(0.01)
+            detect.append(sink.events[-1][0] - t0 if len(sink.events) > n else float("inf"))
+        stop.set()
+        relay.wake()
+        worker.join(10)
+        server.shutdown()
+        server.server_close()
+        # propagation: a replica of every model (one version each), gated rounds every `interval` s
+        fill(client, "serving", models, 1)
+        index.touch(client, S3Uri("serving", ""), "bench fill")
+        cfgs = [ModelConfig(name=n, serving=S3Uri("serving", f"{n}/")) for n in names]
+        root = os.path.join(work, "root")
+        gate = ChangeGate(client, ["serving"], reconcile_s=86400)
+        round_ = gated(lambda: not sync_root_round(client, cfgs, root, config_file=os.path.join(root, "models.config"))[
+            "problems"], gate)
+        round_()
+        halt = threading.Event()
+
+        def sidecar():
+            while not halt.wait(interval):
+                round_()
+        side = threading.Thread(target=sidecar, daemon=True)
+        side.start()
+        sm = os.path.join(work, "sm")
+        os.makedirs(os.path.join(sm, "variables"))
+        with open(os.path.join(sm, "saved_model.pb"), "wb") as fh:
+            fh.write(b"saved_model v2")
+        propagate = []
+        for name in rnd.sample(names, checkpoints):
+            cand = stage(client, S3Uri("serving", f"{name}/"), sm)
+            pub = publish(client, S3Uri("serving", f"{name}/"), name, cand, allow_unvalidated=True)
+            t0 = time.monotonic()
+            while not os.path.isdir(os.path.join(root, name, str(pub.version))) and time.monotonic() - t0 < 120:
+                time.sleep(0.02)
+            propagate.append(time.monotonic() - t0)
+        halt.set()
+        side.join(60)
+        return {"models": models, "detection_s": [round(x, 2) for x in detect],
+                "propagation_s": [round(x, 2) for x in propagate],
+                "detection_median_s": round(statistics.median(detect), 2),
+                "propagation_median_s": round(statistics.median(propagate), 2)}
+    finally:
+        sw.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def measure_detection(client, models: int, *, poll_s: float, idle_polls: int, sweep_s: float) -> dict:
     """M checkpoint watchers, idle: requests per poll and dollars a month, baseline vs watcher."""
     from registry.checkpoint_watch import DEFAULT_RECONCILE_S, FIRE, Watch
     from registry.s3 import S3Uri
@@ -184,6 +329,7 @@ def measure_detection(client, models: int, *, poll_s: float, idle_polls: int) ->
                 hour["ListObjectsV2"] = hour.get("ListObjectsV2", 0) + models * 3600 / DEFAULT_RECONCILE_S
             out[label] = {"per_poll": per_poll, "requests_per_hour": round(sum(hour.values())),
                           "usd_month": round(dollars(hour) * HOURS_PER_MONTH, 2)}
+        out["relay"] = measure_relay(client, counter, bucket, names, serving, sweep_s=sweep_s)
         return out
     finally:
         from registry.s3 import delete_prefix
@@ -200,6 +346,9 @@ def main() -> None:
     ap.add_argument("--reconcile", type=float, default=86400.0, help="the sidecar's --reconcile-interval")
     ap.add_argument("--idle-rounds", type=int, default=20)
     ap.add_argument("--poll", type=float, default=5.0, help="the watchers' checkpoint_poll_s")
+    ap.add_argument("--sweep", type=float, default=300.0, help="the relay's --sweep-interval")
+    ap.add_argument("--freshness-models", type=int, default=1000)
+    ap.add_argument("--checkpoints", type=int, default=5, help="checkpoints (and versions) timed for freshness")
     ap.add_argument("--no-detection", dest="detection", action="store_false", help="only the sidecars")
     a = ap.parse_args()
     import services
@@ -223,15 +372,23 @@ def main() -> None:
                   f"in {r['full_round_s']}s)", flush=True)
     detection = []
     if a.detection:
-        print(f"\ncheckpoint detection, idle, every {a.poll:g}s per model:\n{'models':>6} {'baseline req/h':>15} "
-              f"{'watcher req/h':>14} {'baseline $/mo':>14} {'watcher $/mo':>13}", flush=True)
+        print(f"\ncheckpoint detection, idle: watchers every {a.poll:g}s per model, the relay's sweep every "
+              f"{a.sweep:g}s\n{'models':>6} {'baseline req/h':>15} {'watcher req/h':>14} {'relay req/h':>12} "
+              f"{'baseline $/mo':>14} {'watcher $/mo':>13} {'relay $/mo':>11}", flush=True)
         for m in [int(x) for x in a.models.split(",")]:
-            d = measure_detection(client, m, poll_s=a.poll, idle_polls=3)
+            d = measure_detection(client, m, poll_s=a.poll, idle_polls=3, sweep_s=a.sweep)
             detection.append(d)
+            r = d["relay"]
             print(f"{m:>6} {d['baseline']['requests_per_hour']:>15,} {d['watcher']['requests_per_hour']:>14,} "
-                  f"{d['baseline']['usd_month']:>14,.2f} {d['watcher']['usd_month']:>13,.2f}   "
-                  f"(per idle poll: baseline {d['baseline']['per_poll']}, watcher {d['watcher']['per_poll']})",
-                  flush=True)
+                  f"{r['requests_per_hour']:>12,} {d['baseline']['usd_month']:>14,.2f} {d['watcher']['usd_month']:>13,.2f} "
+                  f"{r['usd_month']:>11,.4f}   (per idle sweep {r['per_sweep']} in {r['idle_sweep_s']}s; "
+                  f"first sweep {r['first_sweep_s']}s)", flush=True)
+    fresh = None
+    if a.detection and a.freshness_models:
+        fresh = measure_freshness(a.freshness_models, a.checkpoints, a.interval)
+        print(f"\nfreshness at {fresh['models']} models: checkpoint complete -> announced {fresh['detection_s']} s "
+              f"(median {fresh['detection_median_s']}); published -> on the replica {fresh['propagation_s']} s "
+              f"(median {fresh['propagation_median_s']})", flush=True)
     big = [r for r in results if r["models"] == 1000 and r["versions"] == 10]
     det = {d["models"]: d for d in detection}.get(1000)
     for r in big:
@@ -239,11 +396,16 @@ def main() -> None:
               f"{a.replicas} replicas: ${r['marker_usd_month']:.2f}/month (target <= $10; today's "
               f"${r['baseline_usd_month']:,.2f})")
         if det:
-            total = r["marker_usd_month"] + det["watcher"]["usd_month"]
-            print(f"{'PASS' if total <= 10 else 'FAIL'}: sidecars + checkpoint detection (every {a.poll:g}s) at 1000 "
-                  f"models: ${total:,.2f}/month (target <= $10; detection ${det['watcher']['usd_month']:,.2f}, "
-                  f"listing every poll ${det['baseline']['usd_month']:,.2f})")
-    print(json.dumps({"bench": "fleet", "results": results, "detection": detection}))
+            total = r["marker_usd_month"] + det["relay"]["usd_month"]
+            print(f"{'PASS' if total <= 10 else 'FAIL'}: sidecars + checkpoint detection (the relay, a sweep every "
+                  f"{a.sweep:g}s) at 1000 models: ${total:,.2f}/month (target <= $10; detection "
+                  f"${det['relay']['usd_month']:,.4f}; watchers every {a.poll:g}s ${det['watcher']['usd_month']:,.2f}, "
+                  f"a listing every poll ${det['baseline']['usd_month']:,.2f})")
+    if fresh:
+        total = fresh["detection_median_s"] + fresh["propagation_median_s"]
+        print(f"{'PASS' if total <= 30 else 'FAIL'}: freshness at {fresh['models']} models, detection + propagation "
+              f"medians {total:.2f}s (target <= 30 s; the release run between them is the pipeline's own work)")
+    print(json.dumps({"bench": "fleet", "results": results, "detection": detection, "freshness": fresh}))
 
 
 if __name__ == "__main__":

@@ -88,8 +88,9 @@ def asset_for(model: config_mod.ModelConfig) -> Asset:
 
 def checkpoints_asset(model: config_mod.ModelConfig) -> Asset:
     """``s3://<training>/<model>/checkpoints``: the Asset a new complete checkpoint updates, through
-    the watcher on the triggerer (``checkpoint_poll_s`` > 0) and/or the training job posting an
-    event (``POST /api/v2/assets/events``)."""
+    the watcher on the triggerer (``checkpoint_poll_s`` > 0: one trigger per model), or the
+    checkpoint relay (``tfs-release checkpoint-relay``: one process for a fleet) and/or the training
+    job posting an event (``POST /api/v2/assets/events``)."""
     uri = f"s3://{model.checkpoints.bucket}/{model.checkpoints.prefix.rstrip('/')}"
     watchers = []
     if model.checkpoint_poll_s > 0:
@@ -126,8 +127,9 @@ def trigger_doc(model: config_mod.ModelConfig) -> str:
         return "Starts: manually only (TFS_RELEASE_SCHEDULES=off)."
     if model.trigger == "schedule":
         return f"Starts: on the schedule `{model.schedule}`."
-    how = (f"the triggerer lists `{model.checkpoints}` every {model.checkpoint_poll_s:g}s"
-           if model.checkpoint_poll_s > 0 else "the training job posts the Asset event (no watcher)")
+    how = (f"the triggerer polls `{model.checkpoints}` every {model.checkpoint_poll_s:g}s"
+           if model.checkpoint_poll_s > 0 else "the checkpoint relay or the training job posts the Asset event; "
+                                                "no watcher on the triggerer")
     net = f"; the schedule `{model.schedule}` is a safety net" if model.schedule else ""
     return f"Starts: when a new complete checkpoint lands ({how}){net}."
 

@@ -7,7 +7,10 @@ versions, the skipped run, the failed run with its alert, and each validate task
 - config: the demo's (.run/demo/config/models.yaml: config/models.yaml + the serving image that can
   be had here + alert channels), written the same way `make demo` writes it;
 - alerts: local SMTP and webhook receivers in this process; what arrives lands in .run/demo/alerts/
-  (beside the demo's own alerts).
+  (beside the demo's own alerts);
+- checkpoints: the checkpoint relay (`tfs-release checkpoint-relay`, log .run/demo/relay.log) on the
+  address SeaweedFS's webhook posts to (`make services`): a complete checkpoint copied into the
+  training bucket starts the model's release (once its DAG is unpaused).
 
 Do not run `make demo` while this runs: both use the same SQLite metadata database.
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import time
 
@@ -27,6 +31,20 @@ sys.path.insert(0, ROOT)
 import services  # noqa: E402
 from demo.alert_sinks import AlertSinks  # noqa: E402
 from demo.run_demo import DEMO, demo_config, say, serving_setup  # noqa: E402
+
+
+RELAY_LOG = os.path.join(DEMO, "relay.log")
+
+
+def start_relay(config: str, af) -> subprocess.Popen:
+    """The checkpoint relay for the config's models, posting Asset events to this Airflow as its admin."""
+    relay = services.relay_settings()
+    env = dict(os.environ, AIRFLOW_API_URL=af.url, AIRFLOW_API_USER=af.username, AIRFLOW_API_PASSWORD=af.password,
+               TFS_RELEASE_RELAY_TOKEN=relay["token"])
+    with open(RELAY_LOG, "ab") as log:
+        return subprocess.Popen([os.path.join(ROOT, "bin", "tfs-release"), "checkpoint-relay", "--config", config,
+                                 "--listen", relay["listen"], "--sweep-interval", "60"],
+                                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def main() -> None:
@@ -47,6 +65,7 @@ def main() -> None:
             extra["DOCKER_HOST"] = state["docker"]["host"]
         say(f"== starting airflow standalone in {home} (log: {home}/standalone.log), about a minute...")
         af = services.start_airflow(home, port=port, config=cfg, conns=conns, extra_env=extra)
+        relay = start_relay(cfg, af)
         try:
             say(f"\nAirflow UI:  {af.url}\nlogin:       {af.username} / {af.password}\n"
                 f"DAGs:        release__<model> for each model in {os.path.relpath(cfg, ROOT)}, and "
@@ -54,6 +73,7 @@ def main() -> None:
                 f"validation:  launcher '{launcher}'" + (f", serving image {image}" if image else "") +
                 f"\nS3:          {sw.endpoint} (connection aws_default; credentials in .run/services.env)\n"
                 f"alerts:      {sinks.folder} (local SMTP :{sinks.smtp_port}, webhook :{sinks.webhook_port})\n"
+                f"checkpoints: the checkpoint relay on {services.relay_settings()['listen']} (log {RELAY_LOG})\n"
                 "Ctrl-C stops Airflow.")
             while services._alive(af.pid):
                 time.sleep(1)
@@ -61,8 +81,10 @@ def main() -> None:
         except KeyboardInterrupt:
             pass
         finally:
+            relay.terminate()
+            relay.wait(30)
             af.stop()
-            say("airflow standalone stopped")
+            say("airflow standalone and the checkpoint relay stopped")
 
 
 if __name__ == "__main__":

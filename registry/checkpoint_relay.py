@@ -6,7 +6,8 @@ schedules) through Airflow's REST API (``registry/airflow_events.py``). What tel
 - **the store's own notifications**, posted to the relay's HTTP endpoint: SeaweedFS's filer webhook
   (``notification.webhook``), S3 event notifications (``Records``: MinIO's webhook target, an SNS or
   SQS body) and EventBridge ``Object Created`` events. A notification only says *where* to look:
-  it schedules one check of that model (debounced: a save writes several files), nothing else;
+  it schedules one check of that model (debounced: a save writes several files; the state file,
+  written last, is checked at once), nothing else;
 - **a sweep**, the fallback for a lost or never-sent notification: one paginated listing per
   training location (bucket and the models' common prefix) every ``sweep_s``, whatever the number
   of models; a model whose files changed since the last sweep is checked.
@@ -34,7 +35,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Protocol
 
-from registry.checkpoint_watch import FIRE, RECORD, WAIT, Decision, backoff, decide, fingerprint, listing_digest
+from registry.checkpoint_watch import (FIRE, RECORD, STATE_FILE, WAIT, Decision, backoff, decide, fingerprint,
+                                      listing_digest)
 from registry.checkpoints import list_checkpoints
 from registry.s3 import S3Uri, list_objects
 
@@ -161,13 +163,18 @@ class Relay:
         """Schedule a check of each model a notification touches; returns how many it touched."""
         keys = notified_keys(body)
         now = self.clock()
-        hit = {w.name for w in (self.route(b, k) for b, k in keys) if w is not None}
+        hit: dict[str, bool] = {}   # model -> its state file was written (the last file of a save)
+        for b, k in keys:
+            w = self.route(b, k)
+            if w is not None:
+                hit[w.name] = hit.get(w.name, False) or posixpath.basename(k) == STATE_FILE
         with self._cv:
             self.stats["notifications"] += 1
             self.stats["routed"] += len(hit)
-            for name in hit:
+            for name, last_file in hit.items():
                 first = self._pending.get(name, (None, now))[1]
-                self._pending[name] = (min(now + self.debounce_s, first + MAX_DEBOUNCE_S), first)
+                due = now if last_file else min(now + self.debounce_s, first + MAX_DEBOUNCE_S)
+                self._pending[name] = (min(due, self._pending.get(name, (due,))[0]) if last_file else due, first)
             if hit:
                 self._cv.notify()
         return len(hit)

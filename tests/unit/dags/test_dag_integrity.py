@@ -112,14 +112,16 @@ def test_dag_file_imports_without_errors_or_tensorflow(every_file, path):
 
 def test_one_release_dag_per_configured_model(every_file):
     with open(os.path.join(ROOT, "config", "models.yaml")) as fh:
-        models = yaml.safe_load(fh)["models"]
+        raw = yaml.safe_load(fh)
+    models = raw["models"]
     dags = every_file["files"][RELEASE]["dags"]
     assert sorted(dags) == sorted(f"release__{m}" for m in models)
     for name, cfg in models.items():
         d = dags[f"release__{name}"]
-        # a new complete checkpoint starts a run (the watcher on the triggerer); the cron is a safety net
-        assert started_by(d) == expected_start(name, cfg), name
-        assert d["timetable"] == "AssetOrTimeSchedule" and len(d["assets"][0]["watchers"]) == 1
+        # a new complete checkpoint starts a run (the checkpoints Asset: the checkpoint relay announces
+        # it, no trigger per model: the config's defaults); the cron is a safety net
+        assert started_by(d) == expected_start(name, {**raw.get("defaults", {}), **cfg}), name
+        assert d["timetable"] == "AssetOrTimeSchedule" and d["assets"][0]["watchers"] == []
         assert d["catchup"] is False and d["max_active_runs"] == 1
         # unpausing (the UI's Trigger does) starts no scheduled run for the daily point just past
         assert d["first_run_in_s"] is not None and d["first_run_in_s"] > -1, d["first_run_in_s"]
