@@ -86,7 +86,9 @@ def new_secrets() -> dict[str, str]:
             "AIRFLOW_JWT_SECRET": tok(), "AIRFLOW_API_SECRET_KEY": tok(),
             "S3_ACCESS_KEY": "tfsr" + secrets.token_hex(6), "S3_SECRET_KEY": tok(),  # the store's root
             "S3_PIPELINE_ACCESS_KEY": "tfsrpipe" + secrets.token_hex(6), "S3_PIPELINE_SECRET_KEY": tok(),
-            "S3_SYNC_ACCESS_KEY": "tfsrsync" + secrets.token_hex(6), "S3_SYNC_SECRET_KEY": tok()}
+            "S3_SYNC_ACCESS_KEY": "tfsrsync" + secrets.token_hex(6), "S3_SYNC_SECRET_KEY": tok(),
+            "S3_RELAY_ACCESS_KEY": "tfsrrelay" + secrets.token_hex(6), "S3_RELAY_SECRET_KEY": tok(),
+            "CHECKPOINT_RELAY_TOKEN": tok()}
 
 
 def signing_env(folder: str) -> dict[str, str]:

@@ -11,6 +11,9 @@
   sync      S3_SYNC_ACCESS_KEY / S3_SYNC_SECRET_KEY: the model-sync sidecar next to production TF
             Serving. Read and list the serving bucket, nothing else: a compromised or buggy sidecar
             cannot change what is published.
+  relay     S3_RELAY_ACCESS_KEY / S3_RELAY_SECRET_KEY: the checkpoint relay. Read and list the
+            training bucket (checkpoints) and the serving bucket (is a checkpoint published?); it
+            writes nothing.
 
 A training job writing checkpoints should get an identity of its own (write on training only); the
 stack's e2e test writes them with the admin keys, from outside the stack.
@@ -28,7 +31,8 @@ import sys
 
 IDENTITIES = {"admin": ("S3_ACCESS_KEY", "S3_SECRET_KEY"),
               "pipeline": ("S3_PIPELINE_ACCESS_KEY", "S3_PIPELINE_SECRET_KEY"),
-              "sync": ("S3_SYNC_ACCESS_KEY", "S3_SYNC_SECRET_KEY")}
+              "sync": ("S3_SYNC_ACCESS_KEY", "S3_SYNC_SECRET_KEY"),
+              "relay": ("S3_RELAY_ACCESS_KEY", "S3_RELAY_SECRET_KEY")}
 BUCKETS = {"training": ("S3_TRAINING_BUCKET", "training"), "serving": ("S3_SERVING_BUCKET", "serving")}
 
 
@@ -51,7 +55,7 @@ def keys(env: dict[str, str]) -> dict[str, tuple[str, str]]:
         raise IdentityError(f"set {', '.join(missing)} (see .env.example): each service has its own keys")
     access = [a for a, _ in out.values()]
     if len(set(access)) != len(access):
-        raise IdentityError("the admin, pipeline and sync identities need three different access keys")
+        raise IdentityError("the admin, pipeline, sync and relay identities need four different access keys")
     return out
 
 
@@ -60,7 +64,8 @@ def actions(training: str, serving: str) -> dict[str, list[str]]:
     return {"admin": ["Admin", "Read", "List", "Tagging", "Write"],
             "pipeline": [f"Read:{training}", f"List:{training}",
                          f"Read:{serving}", f"List:{serving}", f"Write:{serving}", f"Tagging:{serving}"],
-            "sync": [f"Read:{serving}", f"List:{serving}"]}
+            "sync": [f"Read:{serving}", f"List:{serving}"],
+            "relay": [f"Read:{training}", f"List:{training}", f"Read:{serving}", f"List:{serving}"]}
 
 
 def seaweedfs_config(env: dict[str, str]) -> dict:
@@ -72,7 +77,7 @@ def seaweedfs_config(env: dict[str, str]) -> dict:
 
 
 def minio_policies(training: str, serving: str) -> dict[str, dict]:
-    """IAM policies for MinIO (and the shape of what to grant on AWS S3): pipeline and sync."""
+    """IAM policies for MinIO (and the shape of what to grant on AWS S3): pipeline, sync and relay."""
     def arns(bucket):
         return [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"]
     read = ["s3:GetObject", "s3:ListBucket", "s3:GetBucketLocation"]
@@ -84,6 +89,8 @@ def minio_policies(training: str, serving: str) -> dict[str, dict]:
             {"Effect": "Allow", "Action": read + write, "Resource": arns(serving)}]},
         "sync": {"Version": "2012-10-17", "Statement": [
             {"Effect": "Allow", "Action": read, "Resource": arns(serving)}]},
+        "relay": {"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": read, "Resource": arns(training) + arns(serving)}]},
     }
 
 

@@ -1,8 +1,8 @@
 """The compose stack end to end, with the local override (images built here, never pulled):
 
 - ``test_release_through_the_stack``: build (or reuse) the images, ``docker compose up``, wait for
-  every health check, put a demo checkpoint in the training bucket, trigger the release DAG over the
-  Airflow REST API. The model's config (a test overlay, as a deployment would mount one) asks for
+  every health check, put a demo checkpoint in the training bucket: the store's webhook tells the
+  checkpoint relay, whose Asset event starts the release DAG (nobody triggers it). The model's config (a test overlay, as a deployment would mount one) asks for
   approval: the run waits, the request reaches the alert channels (a real webhook receiver and SMTP
   server on the host's Docker bridge address), a decision over the REST API approves it, and the run
   ends once production TF Serving (the stand-in image here, one server for every model, fed by
@@ -203,22 +203,12 @@ def test_release_through_the_stack(images, tmp_path):
     t_start = time.monotonic()
     sinks = AlertSinks(str(tmp_path / "alerts"), host=_bridge_gateway()).start()
     stack = _stack(tmp_path, "e2e", extra_files=(_test_services(tmp_path),),
-                   TFS_RELEASE_SCHEDULES="off",  # only our triggers start runs
                    TFSR_CONFIG_OVERLAY=OVERLAY_IN_STACK,
                    SLACK_WEBHOOK_URL=f"http://host.docker.internal:{sinks.webhook_port}/services/{WEBHOOK_TOKEN}",
                    SMTP_HOST="host.docker.internal", SMTP_PORT=str(sinks.smtp_port), SMTP_STARTTLS="false")
     env = stack.env
     try:
         up_s = stack.up(timeout=600)
-
-        # a training job's checkpoint lands in the training bucket
-        from demo.checkpoint_cache import checkpoint_files, get
-        folder = get("classification")
-        s3 = _s3(env)
-        for f in checkpoint_files(folder):
-            s3.upload_file(os.path.join(folder, f), "training", f"{MODEL}/checkpoints/{f}")
-
-        # trigger the release DAG over the REST API, as an operator would
         api = f"http://127.0.0.1:{env['AIRFLOW_API_PORT']}"
         token = _http("POST", f"{api}/auth/token", {"username": env["AIRFLOW_ADMIN_USER"],
                                                     "password": env["AIRFLOW_ADMIN_PASSWORD"]})["access_token"]
@@ -231,11 +221,26 @@ def test_release_through_the_stack(images, tmp_path):
             except urllib.error.HTTPError:
                 return None
         _wait(parsed, 180, f"the DAG {dag} to be parsed (with the overlay's approval task)")
-        t_trigger = time.monotonic()
-        run = _http("POST", f"{api}/api/v2/dags/{dag}/dagRuns", {"logical_date": None, "conf": {}}, token=token)
-        run_id = run["dag_run_id"]
-        # schedules are off in this stack: unpausing starts no scheduled run, ours is the only one
+        # unpausing starts no scheduled run (the daily cron starts at its next point)
         _http("PATCH", f"{api}/api/v2/dags/{dag}", {"is_paused": False}, token=token)
+
+        # a training job's checkpoint lands in the training bucket: the store's webhook tells the
+        # checkpoint relay, which announces it (Asset event): the release starts, nobody triggers it
+        from demo.checkpoint_cache import checkpoint_files, get
+        folder = get("classification")
+        s3 = _s3(env)
+        files = sorted(checkpoint_files(folder), key=lambda f: f == "checkpoint")  # the state file last
+        for f in files:
+            s3.upload_file(os.path.join(folder, f), "training", f"{MODEL}/checkpoints/{f}")
+        t_trigger = time.monotonic()
+        runs = _wait(lambda: _http("GET", f"{api}/api/v2/dags/{dag}/dagRuns", token=token)["dag_runs"], 120,
+                     "a release run started by the checkpoint relay's Asset event")
+        [run] = runs
+        assert run["run_type"] == "asset_triggered", run
+        run_id = run["dag_run_id"]
+        print(f"checkpoint uploaded -> release run created in {time.monotonic() - t_trigger:.1f}s (relay)")
+        relay_log = stack.logs("checkpoint-relay", tail=40)
+        assert f"checkpoint relay {MODEL}: new complete checkpoint" in relay_log, relay_log
 
         # approval: the run waits before publish; the request is announced on both channels
         assert sinks.wait(webhooks=1, mails=1, timeout=900), (sinks.webhooks, sinks.mails,

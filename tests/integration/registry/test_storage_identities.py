@@ -32,6 +32,7 @@ def store(tmp_path_factory):
     env = {"S3_ACCESS_KEY": f"admin{suffix}", "S3_SECRET_KEY": uuid.uuid4().hex,
            "S3_PIPELINE_ACCESS_KEY": f"pipeline{suffix}", "S3_PIPELINE_SECRET_KEY": uuid.uuid4().hex,
            "S3_SYNC_ACCESS_KEY": f"sync{suffix}", "S3_SYNC_SECRET_KEY": uuid.uuid4().hex,
+           "S3_RELAY_ACCESS_KEY": f"relay{suffix}", "S3_RELAY_SECRET_KEY": uuid.uuid4().hex,
            "S3_TRAINING_BUCKET": f"training-{suffix}", "S3_SERVING_BUCKET": f"serving-{suffix}"}
     config = tmp / "s3-identities.json"
     ids.write_private(str(config), ids.seaweedfs_config(env))
@@ -120,10 +121,30 @@ def test_sync_only_reads_serving(store, published, tmp_path):
     assert "Contents" not in admin.list_objects_v2(Bucket=serving, Prefix=f"{MODEL}/_manifests/2")
 
 
+def test_the_relay_reads_training_and_serving_and_writes_nothing(store, published):
+    """What the checkpoint relay does (a sweep: list the training location, read the state file,
+    ask whether the checkpoint is published) works with its keys; writing anywhere does not."""
+    training, serving = ids.buckets(store.ids_env)
+    assert published["publish"].returncode == 0, published["publish"].stderr
+    from types import SimpleNamespace
+
+    from registry.checkpoint_relay import Relay
+    from registry.s3 import S3Uri
+    relay = store.clients["relay"]
+    sink = SimpleNamespace(latest=lambda uri: None, post=lambda uri, extra: {})
+    m = SimpleNamespace(name=MODEL, checkpoints=S3Uri(training, f"{MODEL}/checkpoints/"), serving=S3Uri(serving, f"{MODEL}/"))
+    r = Relay(relay, [m], sink)
+    decided = r.sweep()
+    assert r.stats["last_sweep_ok"] and decided[MODEL].action in ("fire", "record"), (r.stats, decided)
+    assert denied(lambda: relay.put_object(Bucket=training, Key=f"{MODEL}/checkpoints/checkpoint", Body=b"x"))
+    assert denied(lambda: relay.put_object(Bucket=serving, Key=f"{MODEL}/2/saved_model.pb", Body=b"evil"))
+    assert denied(lambda: relay.delete_object(Bucket=serving, Key=f"{MODEL}/_manifests/1.json"))
+
+
 def test_keys_must_be_set_and_distinct():
     env = {"S3_ACCESS_KEY": "a", "S3_SECRET_KEY": "s", "S3_PIPELINE_ACCESS_KEY": "p", "S3_PIPELINE_SECRET_KEY": "s",
-           "S3_SYNC_ACCESS_KEY": "y"}
+           "S3_SYNC_ACCESS_KEY": "y", "S3_RELAY_ACCESS_KEY": "r", "S3_RELAY_SECRET_KEY": "s"}
     with pytest.raises(ids.IdentityError, match="S3_SYNC_SECRET_KEY"):
         ids.seaweedfs_config(env)
-    with pytest.raises(ids.IdentityError, match="three different access keys"):
+    with pytest.raises(ids.IdentityError, match="four different access keys"):
         ids.seaweedfs_config({**env, "S3_SYNC_SECRET_KEY": "s", "S3_SYNC_ACCESS_KEY": "p"})
