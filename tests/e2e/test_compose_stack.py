@@ -136,7 +136,7 @@ models:
     alerts: {{slack_conn_id: slack_webhook_default, smtp_conn_id: smtp_default, email_to: [ml-oncall@example.com]}}
 """
 READS_CONFIG = ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
-                "airflow-worker", "model-sync")
+                "airflow-worker", "model-sync", "checkpoint-relay")
 
 
 def _test_services(tmp_path) -> str:
