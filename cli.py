@@ -611,11 +611,17 @@ def relay_models(args, cfg) -> list:
     return models
 
 
-def checkpoint_relay(args, cfg) -> dict:
+def checkpoint_relay(args) -> dict:
     import threading
 
+    from registry import config as config_mod
     from registry.airflow_events import AirflowAssets, EventError
     from registry.checkpoint_relay import TOKEN_ENV, Relay, serve
+    # as the DAG files do: an invalid model entry is not watched (its DAG names the problem), the
+    # others are; a fleet's detection does not stop for one typo
+    cfg = config_mod.load(args.config, strict=False)
+    for name, why in sorted(cfg.errors.items()):
+        print(f"tfs-release checkpoint-relay: not watching {name}: {why}", file=sys.stderr)
     if args.sweep_interval <= 0:
         raise BadInput(f"--sweep-interval must be more than 0 seconds, got {args.sweep_interval}")
     if args.debounce < 0:
@@ -744,7 +750,7 @@ COMMANDS = {
     "sync": (cmd_sync, "model"), "sync-all": (sync_all, "config"),
     "labels": (labels_cmd, "model"), "promote": (labels_cmd, "model"), "abort": (labels_cmd, "model"),
     "sync-health": (sync_health, None), "keygen": (cmd_keygen, None),
-    "checkpoint-relay": (checkpoint_relay, "config"),
+    "checkpoint-relay": (checkpoint_relay, None),   # loads the config itself, tolerating bad entries
 }
 
 

@@ -23,9 +23,11 @@ import json
 import logging
 import os
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 log = logging.getLogger(__name__)
+ROUND_WORKERS = 8   # models synced side by side in one round (each within S3's connection pool)
 STATE_FILE = ".tfs-release-serving-config.json"   # the labels this sidecar last wrote, per model
 
 
@@ -122,17 +124,25 @@ def sync_root(client, models: list, root: str, *, config_file: str | None,
     os.makedirs(root, exist_ok=True)
     previous = read_state(root)
     results, entries, new_state, pending = {}, [], {}, []
-    for m in models:
+
+    def one(m):
+        """A model's labels and its versions (independent of the others: run side by side)."""
         canary = m.extra.get("rollout") == "canary"
-        dest = os.path.join(root, m.name)
-        state = labels_mod.read(client, m.serving)[0] if canary else None
+        state = labels_mod.read(client, m.serving)[0] if canary else None  # an error here fails the round
         try:
-            results[m.name] = sync_once(client, m.serving, dest, keep=keep,
-                                        pinned=labels_mod.pinned(state) if state else None,
-                                        trusted=trusted, model=m.name)
+            return state, sync_once(client, m.serving, os.path.join(root, m.name), keep=keep,
+                                    pinned=labels_mod.pinned(state) if state else None, trusted=trusted, model=m.name)
         except Exception as exc:  # noqa: BLE001 - one model's failure must not take the others' config down
             log.error("sync of %s failed this round: %s", m.name, exc)
-            results[m.name] = exc
+            return state, exc
+    # a full round of many models is many small requests: in parallel, so that a fleet's round (after
+    # any change the marker announces) takes seconds, not a request latency times the fleet
+    with ThreadPoolExecutor(max(1, min(ROUND_WORKERS, len(models)))) as pool:
+        done = list(pool.map(one, models))
+    for m, (state, result) in zip(models, done):
+        canary = m.extra.get("rollout") == "canary"
+        dest = os.path.join(root, m.name)
+        results[m.name] = result
         entry = {"name": m.name, "base_path": dest, "rollout": "canary" if canary else "all"}
         if canary:
             local = set(local_versions(dest)) if os.path.isdir(dest) else set()

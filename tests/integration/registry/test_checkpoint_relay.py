@@ -238,3 +238,36 @@ def test_notifications_need_the_token_and_a_readable_body_and_s3_event_records_w
         assert health["healthy"] and health["models"] == 1 and health["fired"] == 1
     finally:
         r.close()
+
+
+def test_the_cli_says_what_is_wrong_and_tolerates_one_bad_model_entry(model_env):
+    import yaml
+    name, b = model_env.name, model_env.training
+    cfg = yaml.safe_load(open(model_env.config))
+    cfg["defaults"] = {"checkpoint_poll_s": 0}
+    cfg["models"]["typo-model"] = {"serving": "s3://x/y/", "checkpoints": "s3://t/c/", "task": "detectoin"}
+    cfg["models"]["polled"] = {**cfg["models"][name], "checkpoints": f"s3://{b}/polled/", "serving":
+                               f"s3://{model_env.serving}/polled/", "checkpoint_poll_s": 5}
+    with open(model_env.config, "w") as fh:
+        yaml.safe_dump(cfg, fh)
+    nowhere = {"AIRFLOW_API_URL": "http://127.0.0.1:1", "AIRFLOW_API_TOKEN": "t"}
+    p = model_env.cli("checkpoint-relay", "--once", env={"AIRFLOW_API_URL": "", "AIRFLOW_API_TOKEN": ""}, check=2)
+    assert "Airflow's API needs an address and a token" in p.stderr
+    p = model_env.cli("checkpoint-relay", "--once", "--models", "polled", env=nowhere, check=2)
+    assert "polled is watched by the triggerer (checkpoint_poll_s: 5): set checkpoint_poll_s: 0" in p.stderr
+    p = model_env.cli("checkpoint-relay", "--listen", "0.0.0.0:8790", env={**nowhere, "TFS_RELEASE_RELAY_TOKEN": ""},
+                      check=2)
+    assert "set TFS_RELEASE_RELAY_TOKEN" in p.stderr
+    # the typo is named and not watched; the others are (nothing there yet: no call to Airflow)
+    p = model_env.cli("checkpoint-relay", "--once", env=nowhere, check=0)
+    assert "not watching typo-model: models.typo-model.task" in p.stderr
+    assert f"{name}: wait: the prefix holds no checkpoint" in p.stdout and "polled" not in p.stdout
+    # a complete checkpoint, and Airflow does not answer: exit 1 with the reason; nothing announced
+    put_checkpoint(make_client(**_endpoint(model_env)), b, f"{name}/checkpoints/", 7)
+    p = model_env.cli("checkpoint-relay", "--once", env=nowhere, check=1)
+    assert "Airflow's API at http://127.0.0.1:1 does not answer" in p.stderr, p.stderr
+
+
+def _endpoint(model_env):
+    return {"endpoint_url": model_env.env["AWS_ENDPOINT_URL"], "aws_access_key_id": model_env.env["AWS_ACCESS_KEY_ID"],
+            "aws_secret_access_key": model_env.env["AWS_SECRET_ACCESS_KEY"]}
