@@ -85,6 +85,16 @@ def scan(client, serving: S3Uri) -> State:
     )
 
 
+def scan_committed(client, serving: S3Uri) -> State:
+    """What is committed and what is retired, nothing else: the manifests and the tombstones (two
+    paginated listings, whatever the number of versions). Enough for whoever only reads versions
+    (the sync sidecar, "is this checkpoint published?"); claims and version folders (numbering,
+    orphans) need ``scan``, which lists each version folder."""
+    b, p = serving.bucket, serving.prefix
+    return State(manifests=_numbers(client, b, p + MANIFESTS, ".json"),
+                 tombstones=_numbers(client, b, p + TOMBSTONES, ".json"))
+
+
 def _has_objects(client, bucket: str, prefix: str) -> bool:
     """Some servers (SeaweedFS) keep empty folders after their objects are deleted."""
     with s3_errors(bucket, prefix):

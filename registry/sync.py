@@ -215,7 +215,7 @@ def _round(client, serving: S3Uri, dest: str, keep: int | None, pinned: set[int]
         for name in os.listdir(dest):
             if name.startswith(".trash-"):
                 shutil.rmtree(os.path.join(dest, name), ignore_errors=True)
-        state = layout.scan(client, serving)
+        state = layout.scan_committed(client, serving)  # the truth: manifests and tombstones
         committed, tombstones = set(state.manifests), set(state.tombstones)
         have = set(local_versions(dest))
         doubt = uncertainty(committed, tombstones, have, serving, dest)

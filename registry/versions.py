@@ -264,7 +264,7 @@ def published_from(client, serving: S3Uri, checkpoint_uri: str, files: list[dict
             return False
         return {f["key"]: f.get("etag") for f in src.get("files") or []} == want
 
-    state = layout.scan(client, serving)
+    state = layout.scan_committed(client, serving)
     for n, m in sorted(load_manifests(client, serving, state).items(), reverse=True):
         if same(m):
             return n
