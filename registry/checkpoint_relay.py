@@ -14,9 +14,10 @@ schedules) through Airflow's REST API (``registry/airflow_events.py``). What tel
 
 A check is what a release run does to find its checkpoint (``registry.checkpoints.list_checkpoints``:
 one LIST and the state file) and the watcher's decision (``registry.checkpoint_watch.decide``):
-fire only for a complete checkpoint not announced and not published. What was announced is read
-back from Airflow (the Asset's newest event names its checkpoint), so a restarted relay keeps no
-state and does not announce a checkpoint twice; Airflow's event log is the record.
+fire only for a complete checkpoint not announced and not published. Before it announces, it reads
+the Asset's newest event back from Airflow: a checkpoint that event names is not announced again.
+So the relay keeps no state (a restarted one announces nothing twice) and a checkpoint the training
+job announced itself is not announced a second time; Airflow's event log is the record.
 
 No Airflow here: the relay runs beside the store or in the compose stack (``tfs-release
 checkpoint-relay``), with a user allowed to create asset events.
@@ -106,8 +107,7 @@ class Watched:
     checkpoints: S3Uri
     serving: S3Uri
     asset: str                       # s3://<bucket>/<prefix>: the checkpoints Asset
-    reported: str | None = None      # fingerprint last announced (or found published)
-    known: bool = False              # ``reported`` was read back from Airflow
+    reported: str | None = None      # fingerprint last announced (or found published or announced)
     listing: str | None = None       # digest of its keys in the last sweep
     errors: int = 0
     last: str | None = None          # the last decision, for the health record
@@ -180,15 +180,20 @@ class Relay:
         return len(hit)
 
     # -- one model -----------------------------------------------------------------------------
-    def _announced(self, w: Watched, newest) -> None:
-        """Read the Asset's newest event back once: the checkpoint it names counts as reported."""
-        ev = self.sink.latest(w.asset)
+    def _announced_by(self, w: Watched, newest) -> str | None:
+        """Who already announced ``newest`` (the Asset's newest event names it), or None. Asked
+        before every announcement: a restarted relay, a second relay, the training job's own event."""
+        try:
+            ev = self.sink.latest(w.asset)
+        except Exception as exc:  # noqa: BLE001 - e.g. Airflow answers 500 while an event's run is queued
+            log.warning("checkpoint relay %s: cannot read back the Asset's newest event (%s): announcing %s anyway "
+                        "(at worst one extra run, which finds it published or running and skips)", w.name, exc, newest.name)
+            return None
         extra = (ev or {}).get("extra") or {}
         extra = extra.get("payload") or extra   # the triggerer's watcher nests its payload
-        if newest is not None and extra.get("checkpoint") == newest.uri and extra.get("fingerprint") in (
-                None, fingerprint(newest)):
-            w.reported = fingerprint(newest)
-        w.known = True
+        if extra.get("checkpoint") == newest.uri and extra.get("fingerprint") in (None, fingerprint(newest)):
+            return str(extra.get("source") or "an Asset event")
+        return None
 
     def check(self, w: Watched) -> Decision:
         """List the model's checkpoints, decide, announce. Raises on a storage or Airflow error
@@ -198,10 +203,11 @@ class Relay:
         listing = list_checkpoints(self.client, w.checkpoints)
         newest = listing.newest
         incomplete = [c for c in listing.checkpoints if not c.complete]
-        if not w.known:
-            self._announced(w, newest)
         d = decide(newest, w.reported,
                    lambda: published_from(self.client, w.serving, newest.uri, newest.files), incomplete)
+        if d.action == FIRE and (who := self._announced_by(w, newest)) is not None:
+            w.reported = d.fingerprint
+            d = Decision(WAIT, f"{newest.name} was already announced (by {who})", d.checkpoint, d.step, d.fingerprint)
         if d.action == FIRE:
             self.sink.post(w.asset, {"checkpoint": d.checkpoint, "step": d.step, "fingerprint": d.fingerprint,
                                      "model": w.name, "source": "relay"})
