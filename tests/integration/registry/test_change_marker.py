@@ -171,3 +171,42 @@ def test_the_sidecar_command_skips_idle_rounds_and_serves_a_new_version(model_en
         out = proc.communicate(timeout=30)[0]
     assert proc.returncode == 0, out[-2000:]
     assert json.loads(open(health).read())["ok"] is True
+
+
+def test_two_publishers_racing_never_make_a_replica_skip_a_version(model_env, s3, staged, tmp_path):
+    """Two publishers (CLI processes) commit and touch the marker at the same time, while a replica
+    runs gated rounds back to back: whatever order their marker writes land in, once both are done
+    the replica's next rounds hold every committed version, without a reconciliation."""
+    import threading
+
+    from registry.versions import load_manifests
+    cands = [staged(seed=100 + i) for i in range(6)]   # staged up front: the race is the publishes
+    dest = tmp_path / "m"
+    round_, gate, clock, results = _sidecar(s3, model_env, dest, reconcile_s=86400.0)
+    round_()
+    stop = threading.Event()
+
+    def replica():
+        while not stop.is_set():
+            round_()
+            time.sleep(0.05)
+    side = threading.Thread(target=replica, daemon=True)
+    side.start()
+
+    def publisher(mine):
+        for c in mine:
+            model_env.cli("publish", model_env.name, "--candidate", c, "--unvalidated", check=0)
+    pubs = [threading.Thread(target=publisher, args=(cands[i::2],)) for i in range(2)]
+    for t in pubs:
+        t.start()
+    for t in pubs:
+        t.join(300)
+    committed = sorted(load_manifests(s3, _serving(model_env)))
+    assert committed == [1, 2, 3, 4, 5, 6], committed   # distinct numbers (the claims), all committed
+    deadline = time.monotonic() + 30
+    while local(dest) != committed and time.monotonic() < deadline:
+        time.sleep(0.2)
+    stop.set()
+    side.join(30)
+    assert local(dest) == committed, (local(dest), committed)
+    assert clock() == 0.0   # the clock never moved: no reconciliation was due, the marker alone did it
