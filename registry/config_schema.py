@@ -253,9 +253,11 @@ class Model(_Block):
         DEFAULT_CHECKPOINT_POLL_S, description="seconds between two polls of the checkpoints prefix by the "
                                                "watcher on the triggerer (a conditional GET of the `checkpoint` state "
                                                "file; a listing when it changed), 1 to 86400; `0`: no watcher (the "
-                                               "training job posts the Asset event). Refused with `trigger: schedule`",
+                                               "checkpoint relay, `tfs-release checkpoint-relay`, or the training job "
+                                               "posts the Asset event; the repo's config sets it for every model in "
+                                               "`defaults`). Refused with `trigger: schedule`",
         must="a number of seconds from 1 to 86400 (how often the triggerer polls the checkpoints), or 0 (no watcher: "
-             "the training job posts the Asset event itself)", section="trigger")
+             "the checkpoint relay or the training job posts the Asset event)", section="trigger")
     schedule: str | None = _f(description="a cron expression or preset. Required with `trigger: schedule`; beside "
                                           "`checkpoint-event` a safety net (`@once` and `@continuous` are refused "
                                           "there)", must="a string", section="trigger")
