@@ -23,6 +23,8 @@ sys.path.insert(0, ROOT)
 
 import services  # noqa: E402
 
+pytest_plugins = ["tests.timeline"]  # where the wall time goes, printed at the session's end
+
 
 def pytest_configure(config):
     """Under CI (CI=true) the demo models are trained from nothing in every run, into this session's
@@ -47,12 +49,13 @@ def pytest_sessionstart(session):
     if not getattr(session.config, "_tfsr_fresh_training", False) or session.config.option.collectonly:
         return  # (pytest-xdist workers inherit the controller's TFS_RELEASE_CHECKPOINTS: never here)
     log = os.path.join(os.environ["TFS_RELEASE_CHECKPOINTS"], "background-training.log")
-    code = ("import sys, time\nfrom demo import checkpoint_cache\n"
+    code = ("import sys, time\nfrom demo import checkpoint_cache\nstart = time.monotonic()\n"
             f"for kind in {TRAINING_ORDER!r}:\n"
             "    t0 = time.monotonic()\n"
             "    folder = checkpoint_cache.get(kind)\n"
             "    print(f'fresh demo {kind} model (trained from nothing, passed its golden set) in '\n"
-            "          f'{time.monotonic() - t0:.0f}s: {folder}', flush=True)\n")
+            "          f'{time.monotonic() - t0:.0f}s (done {time.monotonic() - start:.0f}s into the session): '\n"
+            "          f'{folder}', flush=True)\n")
     session.config._tfsr_trainer = subprocess.Popen(
         [sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT},
         stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
