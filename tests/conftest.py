@@ -77,18 +77,28 @@ def _stage(item) -> tuple[int, int]:
     if f"{os.sep}tests{os.sep}unit{os.sep}" in path:
         return 0, 0
     if f"{os.sep}tests{os.sep}integration{os.sep}" in path:
-        return (2 if needs_models else 1), 0
+        if not needs_models:
+            return 1, 0
+        name = item.nodeid.lower()  # the models train in TRAINING_ORDER: the detector's tests last
+        return 2, 2 if "detect" in name else 1 if "segment" in name else 0
     name = os.path.basename(path)
     return 3, E2E_ORDER.index(name) if name in E2E_ORDER else len(E2E_ORDER)
 
 
 def pytest_collection_modifyitems(session, config, items):
     items.sort(key=_stage)  # stable: the order within a stage is pytest's
+    from tests.scheduling import E2E, uses_docker
+    for item in items:  # a Docker test outside the docker unit would run beside it (tests/scheduling.py)
+        path = os.path.relpath(str(item.fspath), ROOT)
+        if (item.get_closest_marker("docker") or "docker_engine" in getattr(item, "fixturenames", ())) \
+                and not path.startswith(E2E) and not uses_docker(path):
+            raise pytest.UsageError(f"{item.nodeid} uses the Docker engine but its file has no "
+                                    "`pytestmark = pytest.mark.docker`: add it (tests/scheduling.py)")
 
 
 def pytest_xdist_make_scheduler(config, log):
-    """`make test` runs two pytest-xdist workers: one for everything but tests/e2e/, then both for
-    the end-to-end modules (tests/scheduling.py says why)."""
+    """`make test` runs two pytest-xdist workers: the Docker tests on one, the other files on either,
+    then the end-to-end modules on both (tests/scheduling.py says why)."""
     from tests.scheduling import StagedScheduling
     return StagedScheduling(config, log)
 

@@ -1,25 +1,41 @@
 """How `make test` shares its two pytest-xdist workers (``-n 2``; tests/conftest.py installs this
 scheduler).
 
-The end-to-end modules spend about half their time waiting (an Airflow scheduler's loop, a
-container becoming healthy, a deadline), so two of them at once nearly halve that stage. Everything
-else runs on one worker, in the suite's order (unit, integration without trained models,
-integration with them; the background training uses the other core meanwhile), and no end-to-end
-module starts before all of it is done: integration tests assert that *no* validation container is
-left on the engine, which a concurrent end-to-end run would break, and the Docker engine and the
-images are started and built once, by that one worker, before anything else needs them.
+Three kinds of work unit:
 
-- one work unit ``serial``: every test outside ``tests/e2e/``;
-- one work unit per end-to-end module (its module fixtures, e.g. one ``airflow standalone``, stay
-  on one worker), handed out longest first once ``serial`` is complete; a worker takes the next
-  module when the one it runs is on its last test.
+- ``docker``: every test in a file marked ``pytest.mark.docker`` outside ``tests/e2e/``, on one
+  worker, in the suite's order, taken first: the Docker engine and the stand-in image are started
+  and built once, by that worker, before anything else needs them, and two such tests never load
+  the engine at once. (They assert on their own containers only: the runs of their candidates,
+  ``validation_containers`` in tests/integration/conftest.py; end-to-end modules run beside them.)
+- one unit per other file outside ``tests/e2e/`` (unit tests, SeaweedFS, exports, stand-in
+  processes): either worker, as soon as it is free. The background training uses a core meanwhile.
+- one unit per end-to-end module (its module fixtures, e.g. one ``airflow standalone``, stay on one
+  worker), after the others, longest first; a worker takes the next unit when the one it runs is on
+  its last test. End-to-end modules spend about half their time waiting (a scheduler's loop, a
+  health check), so one beside another (or beside the Docker tests) nearly halves their time.
 """
 from __future__ import annotations
 
+import functools
+import os
+
 from xdist.scheduler.loadscope import LoadScopeScheduling
 
-SERIAL = "serial"
+DOCKER = "docker"
 E2E = "tests/e2e/"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@functools.lru_cache(maxsize=None)
+def uses_docker(path: str) -> bool:
+    """Whether the test file ``path`` (relative to the project) is marked ``docker`` (tests/conftest.py
+    refuses a Docker test in a file that is not: it would run beside the docker unit)."""
+    try:
+        with open(os.path.join(ROOT, path)) as fh:
+            return "pytest.mark.docker" in fh.read()
+    except OSError:
+        return False
 
 
 class StagedScheduling(LoadScopeScheduling):
@@ -27,27 +43,18 @@ class StagedScheduling(LoadScopeScheduling):
         super().__init__(config, log)
         config.option.loadscopereorder = False  # the collection's order (tests/conftest.py) is the plan
 
+    uses_docker = staticmethod(uses_docker)
+
     def _split_scope(self, nodeid: str) -> str:
-        return nodeid.split("::", 1)[0] if nodeid.startswith(E2E) else SERIAL
-
-    def _serial_pending(self) -> int:
-        """Tests outside tests/e2e/ not yet complete."""
-        return len(self.workqueue.get(SERIAL, ())) + sum(
-            list(unit[SERIAL].values()).count(False) for unit in self.assigned_work.values() if SERIAL in unit)
-
-    def _may_take(self, node) -> bool:
-        """Whether ``node`` may take the next unit now. A worker runs a test only once it holds the
-        next one (pytest needs ``nextitem``), so the worker on ``serial`` gets its first module while
-        its last test is still held; any other worker waits until ``serial`` is complete."""
-        if not self.workqueue:
-            return False
-        if next(iter(self.workqueue)) == SERIAL:
-            return True
-        return self._serial_pending() <= (1 if SERIAL in self.assigned_work[node] else 0)
+        path = nodeid.split("::", 1)[0]
+        return path if path.startswith(E2E) or not self.uses_docker(path) else DOCKER
 
     def _assign_work_unit(self, node) -> None:
-        if self._may_take(node):
-            super()._assign_work_unit(node)
+        if not self.workqueue:
+            return
+        if DOCKER in self.workqueue:  # the longest unit, and it builds what the others need: first
+            self.workqueue.move_to_end(DOCKER, last=False)
+        super()._assign_work_unit(node)
 
     def _reschedule(self, node) -> None:
         if node.shutting_down:
@@ -55,14 +62,7 @@ class StagedScheduling(LoadScopeScheduling):
         # Keep two tests queued on a worker: holding a single one (a one-test module) it would wait
         # for the next event on another worker, which may be minutes away. So a worker takes the
         # next module when the one it runs is on its last test.
-        while self._pending_of(self.assigned_work[node]) < 2 and self._may_take(node):
-            super()._assign_work_unit(node)
+        while self._pending_of(self.assigned_work[node]) < 2 and self.workqueue:
+            self._assign_work_unit(node)
         if not self.workqueue:
             node.shutdown()
-
-    def mark_test_complete(self, node, item_index: int, duration: float = 0) -> None:
-        super().mark_test_complete(node, item_index, duration)
-        if self._serial_pending() == 0:  # the barrier is down: idle workers start end-to-end modules
-            for other in self.nodes:
-                if other is not node:
-                    self._reschedule(other)

@@ -45,13 +45,19 @@ def summarize(rows: list[dict], t0: float) -> list[str]:
         return []
     rel = lambda t: f"{t - t0:6.0f}s"  # noqa: E731
     first = min(r["t0"] for r in rows)
-    serial = [r for r in rows if not r["id"].startswith("tests/e2e/")]
+    serial = [r for r in rows if not r["id"].startswith("tests/e2e/")]  # unit and integration
     lines = [f"timeline: first test at {rel(first)}"]
     if serial:
         end = max(r["t1"] for r in serial)
         busy = sum(r["t1"] - r["t0"] for r in serial)
-        lines.append(f"timeline: serial stage (unit, integration) ended at {rel(end)} "
+        lines.append(f"timeline: unit and integration tests ended at {rel(end)} "
                      f"({len(serial)} tests, {busy:.0f}s in tests)")
+        files: dict[str, list] = {}
+        for r in serial:
+            f = files.setdefault(r["id"].split("::")[0], [0.0, r["w"]])
+            f[0] += r["t1"] - r["t0"]
+        for name, (took, w) in sorted(files.items(), key=lambda kv: -kv[1][0])[:15]:
+            lines.append(f"timeline: {w:>4} {took:6.0f}s in {name}")
     modules: dict[str, dict] = {}
     for r in rows:
         if r["id"].startswith("tests/e2e/"):
@@ -72,4 +78,4 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         rows = [json.loads(ln) for ln in fh if ln.strip()]
     for line in summarize(rows, config._tfsr_t0):
         terminalreporter.write_line(line)
-    os.unlink(path)
+    terminalreporter.write_line(f"timeline: every test's start and end in {path}")

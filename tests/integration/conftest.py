@@ -24,6 +24,17 @@ def standin_image(docker_engine):
     return ensure_image()
 
 
+def validation_containers(engine, *candidates: str) -> list:
+    """The validation containers (any state) of the runs that validated ``candidates`` (their
+    ``tfs-release.run`` label is the candidate's run id, its folder's name): a test asserts on its
+    own containers only, since end-to-end modules may validate beside it (tests/scheduling.py)."""
+    runs = {uri.rstrip("/").rsplit("/", 1)[-1][:60] for uri in candidates}
+    assert all(runs), candidates
+    return [c for c in engine.containers.list(all=True, ignore_removed=True,
+                                              filters={"label": "tfs-release.role=validation"})
+            if c.labels.get("tfs-release.run") in runs]
+
+
 def upload_checkpoints(s3, bucket, prefix, folder, *, skip=()):
     from demo.checkpoint_cache import checkpoint_files
     for f in checkpoint_files(folder):

@@ -7,8 +7,11 @@ from types import SimpleNamespace
 
 from tests.scheduling import StagedScheduling
 
-SERIAL = ["tests/unit/test_a.py::t1", "tests/unit/test_a.py::t2", "tests/integration/x/test_b.py::t1",
-          "tests/integration/x/test_b.py::t2"]
+DOCKER = ["tests/integration/d/test_d1.py::t1", "tests/integration/d/test_d1.py::t2"] + [
+    f"tests/integration/d/test_d2.py::t{i}" for i in range(10)]  # the longest unit
+OTHER = ["tests/unit/test_a.py::t1", "tests/unit/test_a.py::t2", "tests/unit/test_c.py::t1",
+         "tests/integration/x/test_b.py::t1", "tests/integration/x/test_b.py::t2"]
+SERIAL = DOCKER + OTHER  # everything outside tests/e2e/
 E2E = ["tests/e2e/test_long.py::t1", "tests/e2e/test_long.py::t2", "tests/e2e/test_mid.py::t1",
        "tests/e2e/test_short.py::t1", "tests/e2e/test_short.py::t2"]
 
@@ -36,6 +39,7 @@ def run(collection: list[str], stalls: str | None = None) -> list[tuple[str, str
     config = SimpleNamespace(getvalue=lambda name: ["2*popen"] if name == "tx" else None,
                              option=SimpleNamespace(loadscopereorder=True), hook=None)
     sched = StagedScheduling(config)
+    sched.uses_docker = lambda path: "/d/" in path  # the files marked docker
     assert config.option.loadscopereorder is False  # the collection's order is the plan
     ran: list[tuple[str, str]] = []
     workers = [Worker("gw0", ran), Worker("gw1", ran)]
@@ -61,30 +65,39 @@ def run(collection: list[str], stalls: str | None = None) -> list[tuple[str, str
     return ran
 
 
-def test_end_to_end_modules_wait_for_everything_else_then_run_two_at_a_time():
-    ran = run(SERIAL + E2E)
+def test_docker_tests_on_one_worker_the_rest_on_the_other_then_end_to_end_on_both():
+    ran = run(OTHER + DOCKER + E2E)  # the suite's order puts unit tests first: the docker unit still goes first
     assert sorted(n for _, n in ran) == sorted(SERIAL + E2E)  # every test once
     order = [n for _, n in ran]
-    last_serial = max(order.index(n) for n in SERIAL)
-    assert all(order.index(n) > last_serial for n in E2E), order  # nothing e2e before the rest is done
-    serial_workers = {w for w, n in ran if n in SERIAL}
-    assert len(serial_workers) == 1, ran  # one worker, in the suite's order
-    assert [n for _, n in ran if n in SERIAL] == SERIAL
+    assert order[0] == DOCKER[0], order  # the docker unit is taken first (it builds the images)
+    first_e2e = min(order.index(n) for n in E2E)
+    assert all(order.index(n) < first_e2e for n in OTHER), order  # end-to-end modules come last
+    assert first_e2e < max(order.index(n) for n in DOCKER), order  # ...beside the Docker tests (no barrier)
+    docker_workers = {w for w, n in ran if n in DOCKER}
+    assert len(docker_workers) == 1, ran  # one worker, in the suite's order
+    assert [n for _, n in ran if n in DOCKER] == DOCKER
+    assert {w for w, n in ran if n in OTHER} == {"gw0", "gw1"} - docker_workers, ran  # the other worker meanwhile
+    for path in {n.split("::")[0] for n in OTHER}:  # a file's tests stay together, in order
+        assert [n for _, n in ran if n.startswith(path)] == [n for n in OTHER if n.startswith(path)]
+        assert len({w for w, n in ran if n.startswith(path)}) == 1
     by_module = {}
     for w, n in ran:
         if n in E2E:
             by_module.setdefault(n.split("::")[0], set()).add(w)
     assert all(len(ws) == 1 for ws in by_module.values()), by_module  # a module stays on its worker
-    assert len({w for ws in by_module.values() for w in ws}) == 2, by_module  # both workers run modules
-    # longest first: the first module listed goes first, to the worker that ran the rest
-    serial_worker = serial_workers.pop()
-    assert next(n for w, n in ran if w == serial_worker and n in E2E) == E2E[0]
+    assert order.index(E2E[0]) == min(order.index(n) for n in E2E)  # longest first
+
+
+def test_other_files_use_both_workers_when_there_is_no_docker_test():
+    ran = run(OTHER + E2E)
+    assert {w for w, n in ran if n in OTHER} == {"gw0", "gw1"}, ran
+    assert sorted(n for _, n in ran) == sorted(OTHER + E2E)
 
 
 def test_only_end_to_end_or_only_the_rest():
     assert sorted(n for _, n in run(E2E)) == sorted(E2E)
-    ran = run(SERIAL)
-    assert [n for _, n in ran] == SERIAL and len({w for w, _ in ran}) == 1
+    ran = run(DOCKER)
+    assert [n for _, n in ran] == DOCKER and len({w for w, _ in ran}) == 1
 
 
 def test_a_one_test_module_runs_while_the_other_worker_is_busy():
@@ -92,6 +105,9 @@ def test_a_one_test_module_runs_while_the_other_worker_is_busy():
     of one test must not hold it waiting for a next test; it gets the next module too."""
     e2e = ["tests/e2e/test_long.py::t1", "tests/e2e/test_long.py::t2", "tests/e2e/test_one.py::t1",
            "tests/e2e/test_other.py::t1", "tests/e2e/test_other.py::t2"]
-    ran = run(SERIAL + e2e, stalls="gw0")
-    assert {w for w, n in ran if n in SERIAL} == {"gw0"}  # the stalling one ran the rest, then test_long
-    assert [n for w, n in ran if w == "gw1"][:2] == ["tests/e2e/test_one.py::t1", "tests/e2e/test_other.py::t1"], ran
+    ran = run(DOCKER + e2e, stalls="gw1")
+    assert {w for w, n in ran if n in DOCKER} == {"gw0"}  # gw1 took test_long meanwhile, and stalls in it
+    assert ("gw1", "tests/e2e/test_long.py::t1") in ran and ("gw1", "tests/e2e/test_long.py::t2") not in ran
+    # gw1 holds test_one (the next unit, taken while on test_long's last test): the module after it
+    # is not held too; gw0 runs it once the Docker tests are done
+    assert [n for w, n in ran if w == "gw0" and n in e2e] == e2e[3:], ran

@@ -11,12 +11,12 @@ import pytest
 
 from registry.s3 import S3Uri
 from tests.conftest import ROOT
+from tests.integration.conftest import validation_containers
 
 from . import candidates
 from .conftest import GOLDEN_CLS
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
-LABEL = {"label": "tfs-release.role=validation"}
 
 
 def test_thirty_mixed_runs_leave_no_container(export_env, model_env, s3, tmp_path, standin_image, docker_engine):
@@ -46,6 +46,8 @@ def test_thirty_mixed_runs_leave_no_container(export_env, model_env, s3, tmp_pat
                 if mine:
                     break
                 time.sleep(0.2)
+            if mine:  # the label the other assertions scope by is on the run's container
+                assert {c.id for c in mine} <= {c.id for c in validation_containers(docker_engine, good)}, mine
             p.send_signal(signal.SIGKILL)
             p.wait()
             killed_left += bool(mine)  # the kill landed while its container existed
@@ -62,12 +64,12 @@ def test_thirty_mixed_runs_leave_no_container(export_env, model_env, s3, tmp_pat
         codes.setdefault(kind, set()).add(p.returncode)
         took.setdefault(kind, []).append(time.monotonic() - t0)
         # whatever a killed run left behind is gone once the next run has started and finished
-        assert docker_engine.containers.list(all=True, ignore_removed=True, filters=LABEL) == [], f"run {i} ({kind}) left containers"
+        assert validation_containers(docker_engine, good, broken) == [], f"run {i} ({kind}) left containers"
     print(f"\n{len(plan)} runs: " + ", ".join(f"{k} x{len(v)} mean {sum(v) / len(v):.1f}s"
                                              for k, v in sorted(took.items())))
     assert codes == {"pass": {0}, "timeout": {1}, "broken": {1}}, codes
     assert killed_left >= 5, "the SIGKILLs should have landed while containers were running"
-    assert docker_engine.containers.list(all=True, ignore_removed=True, filters=LABEL) == []
+    assert validation_containers(docker_engine, good, broken) == []
 
 
 def test_sigterm_of_the_validator_removes_its_container(cls_env, s3, tmp_path, standin_image, docker_engine):

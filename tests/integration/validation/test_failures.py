@@ -5,6 +5,7 @@ import json
 import pytest
 
 from registry.s3 import S3Uri
+from tests.integration.conftest import validation_containers
 
 from . import candidates
 from .conftest import GOLDEN_CLS
@@ -42,7 +43,7 @@ def test_tiny_model_passes_contract_and_serving(cls_env, s3, tmp_path, standin_i
     assert {"contract: SavedModel signatures", "served: version AVAILABLE", "contract: served metadata over REST",
             "contract: served metadata over gRPC", "parity: REST serving_default vs exporter",
             "parity: gRPC serving_default vs exporter"} <= passed
-    assert docker_engine.containers.list(all=True, filters={"label": "tfs-release.role=validation"}) == []
+    assert validation_containers(docker_engine, cand) == []
 
 
 def test_wrong_signature_name(cls_env, s3, tmp_path, standin_image):
@@ -91,7 +92,7 @@ def test_load_that_exceeds_the_deadline(cls_env, s3, tmp_path, standin_image, do
     v, failed = _verdict(cls_env, s3, _validate(cls_env, cand, standin_image, "--deadline", "0.5"))
     assert "not AVAILABLE within 0s" in failed["served: version AVAILABLE"]["detail"] or \
         "not AVAILABLE within 1s" in failed["served: version AVAILABLE"]["detail"]
-    assert docker_engine.containers.list(all=True, filters={"label": "tfs-release.role=validation"}) == []
+    assert validation_containers(docker_engine, cand) == []
 
 
 def test_missing_image(cls_env, s3, tmp_path, docker_engine):

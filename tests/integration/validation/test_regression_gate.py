@@ -11,6 +11,7 @@ import os
 import pytest
 
 from registry.s3 import S3Uri
+from tests.integration.conftest import validation_containers
 
 from . import candidates
 
@@ -44,7 +45,7 @@ def _publish_baseline(env, s3, tmp_path, image):
 
 def test_first_release_then_identical_candidate_passes_with_no_flips(gate_env, s3, tmp_path, standin_image,
                                                                      docker_engine):
-    _publish_baseline(gate_env, s3, tmp_path, standin_image)
+    base = _publish_baseline(gate_env, s3, tmp_path, standin_image)
     same = _stage(gate_env, s3, tmp_path, candidates.classifier_module(), "same")
     rc, v = _validate(gate_env, same, standin_image)
     g = v["regression"]
@@ -62,7 +63,7 @@ def test_first_release_then_identical_candidate_passes_with_no_flips(gate_env, s
     assert m["server"] > 50 and m["with_baseline"] >= m["server"] * 0.95 and m["with_both"] >= m["server"] * 0.95, m
     assert g["load_seconds"]["baseline"] > 0 and g["load_seconds"]["candidate"] > 0
     assert _check(v, "regression: vs baseline v1")["passed"]
-    assert docker_engine.containers.list(all=True, filters={"label": "tfs-release.role=validation"}) == []
+    assert validation_containers(docker_engine, base["candidate"], same) == []
 
 
 def test_worse_candidate_is_blocked_and_accept_regression_lets_it_through_on_record(

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from tests.conftest import ROOT
+from tests.integration.conftest import validation_containers
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 
@@ -26,7 +27,7 @@ def test_trained_candidate_passes_docker_and_process(export_env, model_env, kind
         names = {c["name"] for c in v["checks"]}
         assert any(n.startswith("golden: ") for n in names) and any(n.startswith("gx:") for n in names)
         assert v["latency_ms"]["gRPC serving_default"]["n"] > 0
-    assert docker_engine.containers.list(all=True, filters={"label": "tfs-release.role=validation"}) == []
+    assert validation_containers(docker_engine, cand) == []
     # a validated candidate can be published; the manifest records the verdict and report
     out = json.loads(model_env.cli("publish", name, "--candidate", cand, "--json", check=0).stdout)
     vs = json.loads(model_env.cli("versions", name, "--json", check=0).stdout)["versions"]
