@@ -1,7 +1,9 @@
 """Where the suite's wall time goes: each worker appends when each test started and ended to one
-file, and the session's end prints the stages (first test, the serial stage's end, each end-to-end
-module's start and end and on which worker, the background training's models) as offsets from the
-session's start. `--durations` says which tests are slow; this says whether a core sat idle.
+file, and the session's end prints, as offsets from the session's start: the first test, when the
+unit and integration tests ended and their 15 slowest files (with the worker that ran each), each
+end-to-end module's start, end and worker, and each worker's time in tests against the wall time.
+(The background training's log says when each model was ready.) `--durations` says which tests
+are slow; this says whether a worker sat idle. The file is kept; its path is printed.
 """
 from __future__ import annotations
 
@@ -66,6 +68,10 @@ def summarize(rows: list[dict], t0: float) -> list[str]:
     for name, m in sorted(modules.items(), key=lambda kv: kv[1]["t0"]):
         lines.append(f"timeline: {m['w']:>4} {rel(m['t0'])} -> {rel(m['t1'])} "
                      f"({m['t1'] - m['t0']:4.0f}s) {name.removeprefix('tests/e2e/')}")
+    for w in sorted({r["w"] for r in rows}):
+        mine = [r for r in rows if r["w"] == w]
+        lines.append(f"timeline: {w:>4} {len(mine)} tests, {sum(r['t1'] - r['t0'] for r in mine):.0f}s in tests, "
+                     f"last ended at {rel(max(r['t1'] for r in mine))}")
     lines.append(f"timeline: last test ended at {rel(max(r['t1'] for r in rows))}")
     return lines
 
