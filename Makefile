@@ -21,9 +21,9 @@ help:
 system-deps:
 	@bin/system-deps
 
+# Both venvs at once: pip spends much of its time waiting on downloads and single-threaded unpacking.
 venvs: system-deps
-	@bin/venv worker >/dev/null
-	@bin/venv airflow >/dev/null
+	@bin/venv worker >/dev/null & w=$$!; bin/venv airflow >/dev/null || st=$$?; wait $$w || st=$$?; exit $${st:-0}
 
 services: venvs
 	@$(PY_WORKER) services.py up
@@ -39,10 +39,10 @@ demo:
 	@t0=$$(date +%s); $(MAKE) --no-print-directory services && \
 	  source .run/services.env && TFS_DEMO_SETUP_SECONDS=$$(( $$(date +%s) - t0 )) $(PY_WORKER) demo/run_demo.py
 
-# Two pytest-xdist workers: everything but tests/e2e/ on one, then the end-to-end modules on both
-# (tests/scheduling.py). PYTEST_ARGS='-n 0' runs it all in one process.
+# Three pytest-xdist workers: the Docker tests on one, every other file on either of the first two,
+# then the end-to-end modules on all three (tests/scheduling.py). PYTEST_ARGS='-n 0': one process.
 test: venvs
-	@$(PY_WORKER) -m pytest -n 2 $(PYTEST_ARGS)
+	@$(PY_WORKER) -m pytest -n 3 $(PYTEST_ARGS)
 
 test-fast: venvs
 	@$(PY_WORKER) -m pytest tests/unit -q $(PYTEST_ARGS)

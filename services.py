@@ -417,6 +417,14 @@ def ui_port() -> int:
     return int(os.environ.get("AIRFLOW_PORT", "8080"))
 
 
+def sqlite_url(home: str) -> str:
+    """The metadata database of a local Airflow (SQLite in ``home``). A writer waits up to 30 s for
+    the database lock (SQLite's default is 5 s): on a busy machine the scheduler, the API server and
+    the task runners' writes queue up for longer, and a 5 s wait fails the request ("database is
+    locked": a 500 on a REST call, a task's XCom write)."""
+    return f"sqlite:///{home}/airflow.db?timeout=30"
+
+
 def airflow_env(home: str, port: int, *, config: str | None = None, conns: dict[str, dict] | None = None,
                 base: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of Airflow processes for this project: DAGs and plugins from the clone,
@@ -429,7 +437,7 @@ def airflow_env(home: str, port: int, *, config: str | None = None, conns: dict[
     env.update(AIRFLOW_HOME=home, AIRFLOW__CORE__DAGS_FOLDER=os.path.join(ROOT, "dags"),
                AIRFLOW__CORE__PLUGINS_FOLDER=os.path.join(ROOT, "plugins"),
                AIRFLOW__CORE__LOAD_EXAMPLES="False", AIRFLOW__CORE__PARALLELISM="4",
-               AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home}/airflow.db",
+               AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=sqlite_url(home),
                AIRFLOW__API__HOST="127.0.0.1", AIRFLOW__API__PORT=str(port), AIRFLOW__API__BASE_URL=url,
                AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"{url}/execution/",
                # the log servers of the task runner and the triggerer: free ports, so two Airflows

@@ -88,7 +88,7 @@ def airflow_env(home: str, config: str) -> dict:
                AIRFLOW__CORE__DAGS_FOLDER=os.path.join(ROOT, "dags"),
                AIRFLOW__CORE__PLUGINS_FOLDER=os.path.join(ROOT, "plugins"),
                AIRFLOW__CORE__UNIT_TEST_MODE="False",
-               AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home}/airflow.db", TFS_RELEASE_CONFIG=config)
+               AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=services.sqlite_url(home), TFS_RELEASE_CONFIG=config)
     return env
 
 

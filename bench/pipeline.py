@@ -245,7 +245,7 @@ def main():
         af = AirflowHome(home, {**clean, "AIRFLOW_HOME": home, "AIRFLOW__CORE__DAGS_FOLDER": os.path.join(ROOT, "dags"),
                                 "AIRFLOW__CORE__PLUGINS_FOLDER": os.path.join(ROOT, "plugins"),
                                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-                                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+                                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": services.sqlite_url(home),
                                 "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(conn)})
         s, p = af.cli("db", "migrate")
         if p.returncode != 0:

@@ -62,7 +62,7 @@ def pytest_sessionstart(session):
     session.config._tfsr_trainer_log = log
 
 
-# End-to-end modules, longest first (measured): two run at once (tests/scheduling.py), so the
+# End-to-end modules, longest first (measured): three run at once (tests/scheduling.py), so the
 # last ones to start should be short. A module not listed runs after these.
 E2E_ORDER = ("test_compose_stack.py", "test_demo.py", "test_kill_path.py", "test_rollout_dag.py",
              "test_checkpoint_event.py", "test_approval.py", "test_standalone.py", "test_rollback_canary.py",
@@ -97,8 +97,8 @@ def pytest_collection_modifyitems(session, config, items):
 
 
 def pytest_xdist_make_scheduler(config, log):
-    """`make test` runs two pytest-xdist workers: the Docker tests on one, the other files on either,
-    then the end-to-end modules on both (tests/scheduling.py says why)."""
+    """`make test` runs three pytest-xdist workers: the Docker tests on one, the other files on either
+    of the first two, then the end-to-end modules on all three (tests/scheduling.py says why)."""
     from tests.scheduling import StagedScheduling
     return StagedScheduling(config, log)
 

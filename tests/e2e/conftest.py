@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import pytest
 import yaml
 
+from services import sqlite_url
 from tests.conftest import ROOT
 from tests.integration.conftest import upload_checkpoints
 
@@ -34,20 +35,31 @@ def airflow_bin() -> str:
 
 
 @pytest.fixture(scope="session")
-def migrated_db(airflow_bin, tmp_path_factory) -> str:
-    """An Airflow metadata database migrated once per session (SQLite): each module's Airflow home
-    starts from a copy instead of running `airflow db migrate` again."""
-    home = tmp_path_factory.mktemp("airflow-migrated")
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("AIRFLOW", "AWS_", "TFS_RELEASE_")) and k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    env.update(AIRFLOW_HOME=str(home), AIRFLOW__CORE__LOAD_EXAMPLES="False",
-               AIRFLOW__CORE__DAGS_FOLDER=str(home / "no-dags"),
-               AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home}/airflow.db")
-    t0 = time.monotonic()
-    p = subprocess.run([airflow_bin, "db", "migrate"], env=env, cwd=str(home), capture_output=True, text=True,
-                       timeout=600)
-    assert p.returncode == 0, p.stderr[-3000:]
-    print(f"\nairflow db migrate (once per session): {time.monotonic() - t0:.1f}s")
+def migrated_db(airflow_bin, tmp_path_factory, worker_id) -> str:
+    """An Airflow metadata database migrated once per test session (SQLite), shared by the xdist
+    workers (the first one to need it migrates, under a lock; the others wait and use it): each
+    module's Airflow home starts from a copy instead of running `airflow db migrate` again."""
+    import fcntl
+    root = tmp_path_factory.getbasetemp()
+    if worker_id != "master":
+        root = root.parent  # the session's folder, above each worker's own
+    home = root / "airflow-migrated"
+    home.mkdir(exist_ok=True)
+    with open(root / "airflow-migrated.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (home / ".complete").exists():
+            return str(home / "airflow.db")
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("AIRFLOW", "AWS_", "TFS_RELEASE_")) and k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+        env.update(AIRFLOW_HOME=str(home), AIRFLOW__CORE__LOAD_EXAMPLES="False",
+                   AIRFLOW__CORE__DAGS_FOLDER=str(home / "no-dags"),
+                   AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=sqlite_url(str(home)))
+        t0 = time.monotonic()
+        p = subprocess.run([airflow_bin, "db", "migrate"], env=env, cwd=str(home), capture_output=True, text=True,
+                           timeout=600)
+        assert p.returncode == 0, p.stderr[-3000:]
+        (home / ".complete").touch()
+        print(f"\nairflow db migrate (once per session): {time.monotonic() - t0:.1f}s")
     return str(home / "airflow.db")
 
 
@@ -122,7 +134,7 @@ def airflow_env(seaweedfs, standin_image, airflow_bin, migrated_db, tmp_path_fac
     env.update(AIRFLOW_HOME=str(home), AIRFLOW__CORE__DAGS_FOLDER=os.path.join(ROOT, "dags"),
                AIRFLOW__CORE__PLUGINS_FOLDER=os.path.join(ROOT, "plugins"),
                AIRFLOW__CORE__LOAD_EXAMPLES="False",
-               AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home}/airflow.db",
+               AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=sqlite_url(str(home)),
                AIRFLOW_CONN_AWS_DEFAULT=json.dumps(conn), TFS_RELEASE_CONFIG=str(config),
                AIRFLOW_CONN_TFS_RELEASE_SIGNING=json.dumps(signing_connection(signing[0])))
     af = AirflowEnv(airflow_bin, str(home), env, training, serving, str(config))

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
-from tests.e2e.conftest import AirflowEnv, migrated_home
+from tests.e2e.conftest import AirflowEnv, migrated_home, sqlite_url
 
 pytestmark = [pytest.mark.slow]
 MODEL = "shapes-classifier"
@@ -50,7 +50,7 @@ def airflow_home(seaweedfs, airflow_bin, migrated_db, tmp_path_factory):
            if not k.startswith(("AIRFLOW", "AWS_", "TFS_RELEASE_")) and k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env.update(AIRFLOW_HOME=str(home), AIRFLOW__CORE__DAGS_FOLDER=os.path.join(ROOT, "dags"),
                AIRFLOW__CORE__PLUGINS_FOLDER=os.path.join(ROOT, "plugins"), AIRFLOW__CORE__LOAD_EXAMPLES="False",
-               AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home}/airflow.db",
+               AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=sqlite_url(str(home)),
                AIRFLOW_CONN_AWS_DEFAULT=json.dumps(conn), TFS_RELEASE_CONFIG=str(config),
                TFS_RELEASE_SCHEDULES="off")
     af = AirflowEnv(airflow_bin, str(home), env, training, serving, str(config))

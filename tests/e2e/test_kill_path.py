@@ -6,6 +6,7 @@ in both step modes (a local subprocess; the worker image through DockerOperator)
 - a validate task past its ``execution_timeout`` (config ``timeouts.validate``);
 - a validate task whose task process is killed with SIGKILL (a lost worker: no on_kill runs);
 
+the three at once, each on its own model and run (a kill must not touch its neighbours' runs), and
 each leaves, within 30 s, no step process (nothing with this run's config on its command line, and
 no reaper), no step container and no serving container (nothing labelled with the model).
 
@@ -212,43 +213,75 @@ def _leftovers(af, airflow_env, docker_engine, model) -> list[str]:
                                                          for c in _containers(docker_engine, model)]
 
 
-def _wait_validating(af, docker_engine, dag_id, run_id, model, timeout=1800) -> dict:
-    """Until validate runs and its serving container is up (the export before it takes a while)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        run = _api(af, "GET", f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id)}")
-        assert run["state"] in ("queued", "running"), (run, af.log)
-        ti = _ti(af, dag_id, run_id)
-        serving = [c for c in _containers(docker_engine, model)
-                   if c.labels.get("tfs-release.role") == "validation" and c.status == "running"]
-        if ti["state"] == "running" and serving:
-            return ti
-        time.sleep(1)
-    raise AssertionError(f"validate of {dag_id} {run_id} never ran with its serving container; see {af.log}")
-
-
-@pytest.mark.parametrize("kind", KINDS)
-def test_a_killed_validate_task_leaves_nothing_behind(airflow, airflow_env, docker_engine, models, kind):
-    af, model = airflow, models[kind]
-    dag_id = f"release__{model}"
+def test_killed_validate_tasks_leave_nothing_behind(airflow, airflow_env, docker_engine, models):
+    """The three kinds at once, each on its own model and run (their exports overlap): each kill is
+    applied as soon as its validate runs with its serving container, and each run is watched until
+    nothing of it is left."""
+    af = airflow
     pool = _api(af, "GET", "/api/v2/pools/tfs_release_serving")  # created by the plugin on start
-    assert pool["slots"] == 4
-    _api(af, "PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
-    run = _api(af, "POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": {"force": True}})
-    run_id = run["dag_run_id"]
-    ti = _wait_validating(af, docker_engine, dag_id, run_id, model)
-    running = _leftovers(af, airflow_env, docker_engine, model)
+    assert pool["slots"] == 4 >= len(KINDS)  # the three validate tasks run side by side
+    runs = {}
+    for kind in KINDS:
+        dag_id = f"release__{models[kind]}"
+        _api(af, "PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
+        run = _api(af, "POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": {"force": True}})
+        runs[kind] = run["dag_run_id"]
+    t_kill: dict[str, float] = {}
+    before: dict[str, int] = {}
+    took: dict[str, float] = {}
+    deadline = time.monotonic() + 1800
+    while len(took) < len(KINDS):
+        assert time.monotonic() < deadline, (f"validate never ran with its serving container for "
+                                             f"{set(KINDS) - set(t_kill)}; see {af.log}")
+        for kind in KINDS:
+            model, run_id, dag_id = models[kind], runs[kind], f"release__{models[kind]}"
+            if kind not in t_kill:
+                if _validating(af, docker_engine, dag_id, run_id, model):
+                    before[kind] = len(_leftovers(af, airflow_env, docker_engine, model))
+                    t_kill[kind] = _kill(af, airflow_env, docker_engine, kind, dag_id, run_id, model)
+            elif kind not in took:
+                now = time.monotonic()
+                left = _leftovers(af, airflow_env, docker_engine, model)
+                if now < t_kill[kind]:  # its own kill is still ahead: the others' kills left it running
+                    assert left, f"{kind}: its step ended {t_kill[kind] - now:.0f}s before its own kill"
+                elif not left:
+                    took[kind] = now - t_kill[kind]
+                    print(f"\n{af.mode} steps, {kind}: nothing left {took[kind]:.1f}s after the kill (before: "
+                          f"{before[kind]} processes/containers)")
+                else:
+                    assert now < t_kill[kind] + 120, f"{kind}: still there {now - t_kill[kind]:.0f}s after the kill: {left}"
+        time.sleep(0.5)
+    slow = {k: round(t, 1) for k, t in took.items() if t >= LIMIT_S}
+    assert not slow, f"cleanup took {slow} s (limit {LIMIT_S} s)"
+    for kind in KINDS:
+        state = _wait_state(af, f"release__{models[kind]}", runs[kind])
+        assert state["validate"] == "failed" and state["publish"] in ("upstream_failed", "skipped"), (kind, state)
+
+
+def _validating(af, docker_engine, dag_id, run_id, model) -> bool:
+    """Whether validate runs and its serving container is up (the export before it takes a while)."""
+    run = _api(af, "GET", f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id)}")
+    assert run["state"] in ("queued", "running"), (run, af.log)
+    if _ti(af, dag_id, run_id)["state"] != "running":
+        return False
+    return any(c.labels.get("tfs-release.role") == "validation" and c.status == "running"
+               for c in _containers(docker_engine, model))
+
+
+def _kill(af, airflow_env, docker_engine, kind, dag_id, run_id, model) -> float:
+    """Kill one validate task the ``kind`` way; returns (monotonic) when the kill happens."""
     step_containers = [c for c in _containers(docker_engine, model) if c.labels.get("tfs-release.role") == "step"]
     if af.mode == "image":
-        assert step_containers, "the image mode runs the step in a container"
+        assert step_containers, f"{kind}: the image mode runs the step in a container"
     else:
-        assert not step_containers and _step_processes(airflow_env.config, model), running
-
+        assert not step_containers and _step_processes(airflow_env.config, model), \
+            _leftovers(af, airflow_env, docker_engine, model)
     if kind == "marked-failed":
         t_kill = time.monotonic()
         _api(af, "PATCH", f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id)}/taskInstances/validate",
              {"new_state": "failed"})
-    elif kind == "timeout":
+        return t_kill
+    if kind == "timeout":
         # the timer starts as execute() begins, a moment before the step itself (its process or
         # container): the step's start is the reference (the TI's start_date is earlier by the task
         # process's own start-up, seconds on a busy machine: that would only make this stricter)
@@ -256,25 +289,13 @@ def test_a_killed_validate_task_leaves_nothing_behind(airflow, airflow_env, dock
         left = started + VALIDATE_TIMEOUT_S - time.time()
         print(f"\nvalidate step up with its serving container {VALIDATE_TIMEOUT_S - left:.0f}s after it "
               f"started (timeout {VALIDATE_TIMEOUT_S}s)")
-        assert left > 0, f"validate already past its timeout ({ti})"
-        t_kill = time.monotonic() + left
-    else:  # the task process dies without a word (OOM killer, a lost worker): no on_kill
-        owner = _task_process(airflow_env.config, model, step_containers)
-        t_kill = time.monotonic()
-        os.kill(owner, signal.SIGKILL)
-
-    while time.monotonic() < t_kill + 120:
-        left = _leftovers(af, airflow_env, docker_engine, model)
-        if not left and time.monotonic() > t_kill:
-            break
-        time.sleep(0.5)
-    took = time.monotonic() - t_kill
-    print(f"\n{af.mode} steps, {kind}: nothing left {took:.1f}s after the kill (before: {len(running)} "
-          f"processes/containers)")
-    assert not left, f"still there {took:.0f}s after the kill: {left}"
-    assert took < LIMIT_S, f"cleanup took {took:.1f}s"
-    state = _wait_state(af, dag_id, run_id)
-    assert state["validate"] == "failed" and state["publish"] in ("upstream_failed", "skipped"), state
+        assert left > 0, f"validate already past its timeout ({_ti(af, dag_id, run_id)})"
+        return time.monotonic() + left
+    # the task process dies without a word (OOM killer, a lost worker): no on_kill
+    owner = _task_process(airflow_env.config, model, step_containers)
+    t_kill = time.monotonic()
+    os.kill(owner, signal.SIGKILL)
+    return t_kill
 
 
 def _step_started(config: str, model: str, step_containers) -> float:

@@ -16,6 +16,9 @@ E2E = ["tests/e2e/test_long.py::t1", "tests/e2e/test_long.py::t2", "tests/e2e/te
        "tests/e2e/test_short.py::t1", "tests/e2e/test_short.py::t2"]
 
 
+HANDED_OUT: list[tuple[str, list[int]]] = []  # (worker, test indices) as the scheduler hands them out
+
+
 class Worker:
     def __init__(self, name: str, log: list):
         self.name, self.log = name, log
@@ -25,6 +28,7 @@ class Worker:
 
     def send_runtest_some(self, indices):
         self.queue.extend(indices)
+        HANDED_OUT.append((self.name, list(indices)))
 
     def shutdown(self):
         self.shutting_down = True
@@ -33,16 +37,17 @@ class Worker:
         return len(self.queue) >= 2 or (self.shutting_down and bool(self.queue))
 
 
-def run(collection: list[str], stalls: str | None = None) -> list[tuple[str, str]]:
-    """(worker, nodeid) in the order tests ran, the two workers taking turns; ``stalls``: a worker
+def run(collection: list[str], stalls: str | None = None, n: int = 2) -> list[tuple[str, str]]:
+    """(worker, nodeid) in the order tests ran, the ``n`` workers taking turns; ``stalls``: a worker
     that stops once it runs end-to-end tests (its first one takes forever)."""
-    config = SimpleNamespace(getvalue=lambda name: ["2*popen"] if name == "tx" else None,
+    config = SimpleNamespace(getvalue=lambda name: [f"{n}*popen"] if name == "tx" else None,
                              option=SimpleNamespace(loadscopereorder=True), hook=None)
     sched = StagedScheduling(config)
     sched.uses_docker = lambda path: "/d/" in path  # the files marked docker
     assert config.option.loadscopereorder is False  # the collection's order is the plan
     ran: list[tuple[str, str]] = []
-    workers = [Worker("gw0", ran), Worker("gw1", ran)]
+    HANDED_OUT.clear()
+    workers = [Worker(f"gw{i}", ran) for i in range(n)]
     for w in workers:
         sched.add_node(w)
     for w in workers:
@@ -111,3 +116,27 @@ def test_a_one_test_module_runs_while_the_other_worker_is_busy():
     # gw1 holds test_one (the next unit, taken while on test_long's last test): the module after it
     # is not held too; gw0 runs it once the Docker tests are done
     assert [n for w, n in ran if w == "gw0" and n in e2e] == e2e[3:], ran
+
+
+def test_a_third_worker_takes_end_to_end_modules_only_once_nothing_else_is_left():
+    more = [f"tests/unit/test_u{i}.py::t{j}" for i in range(6) for j in range(3)]
+    ran = run(DOCKER + OTHER + more + E2E, n=3)
+    assert sorted(n for _, n in ran) == sorted(SERIAL + more + E2E)  # every test once
+    order = [n for _, n in ran]
+    third = [n for w, n in ran if w == "gw2"]
+    assert third and all(n in E2E for n in third), ran  # it runs end-to-end modules, nothing else
+    collection = DOCKER + OTHER + more + E2E
+    handed = [(w, collection[i]) for w, ix in HANDED_OUT for i in ix]
+    first_to_gw2 = next(k for k, (w, _) in enumerate(handed) if w == "gw2")
+    assert all(n in E2E for _, n in handed[first_to_gw2:]), handed  # only once the rest was handed out
+    assert {w for w, n in ran if n in DOCKER} == {"gw0"}, ran  # the Docker tests stay on one worker
+    by_module = {}
+    for w, n in ran:
+        if n in E2E:
+            by_module.setdefault(n.split("::")[0], set()).add(w)
+    assert all(len(ws) == 1 for ws in by_module.values()), by_module
+
+
+def test_a_third_worker_with_no_end_to_end_module_is_shut_down():
+    ran = run(DOCKER + OTHER, n=3)
+    assert sorted(n for _, n in ran) == sorted(SERIAL) and "gw2" not in {w for w, _ in ran}
