@@ -26,6 +26,9 @@ import numpy as np  # noqa: E402
 from demo import experiments  # noqa: E402
 
 CONFIG = os.path.join(ROOT, "config", "models.yaml")
+# served answers can differ a little from in-process ones: the demo's regression candidate must be
+# below the final by the gate's tolerance plus this much (regression_candidate)
+REGRESSION_MARGIN = 0.01
 
 
 def golden_dir(kind: str) -> str:
@@ -73,6 +76,15 @@ def margin(task: str, golden_image, outputs: dict) -> tuple[float, float]:
 
 
 def run(kind: str, checkpoint: str) -> dict:
+    return run_many(kind, [checkpoint])[0]
+
+
+def run_many(kind: str, checkpoints: list[str]) -> list[dict]:
+    """``run`` for several checkpoints of one training run (one model built, each restored in turn)."""
+    return list(_evaluate(kind, checkpoints))
+
+
+def _evaluate(kind: str, checkpoints: list[str]):
     import tensorflow as tf
 
     from exporters import golden as golden_mod
@@ -80,33 +92,67 @@ def run(kind: str, checkpoint: str) -> dict:
     from validation.validate import golden_checks
 
     model = config.load(CONFIG).model(experiments.spec(kind).model_name)
-    params = experiments.load_params(kind, _params_file(checkpoint))
+    params = experiments.load_params(kind, _params_file(checkpoints[0]))
     module = experiments.serving_module(kind, params)
-    experiments.restore_model(module.model, checkpoint)
     golden = golden_mod.load(golden_dir(kind) + "/", task=model.task)
     serve = tf.function(module.serve)
-    answers = {}
     by_shape: dict[tuple, list] = {}
     for g in golden.images:
         by_shape.setdefault(g.image.shape, []).append(g)
-    for group in by_shape.values():
-        for i in range(0, len(group), 32):
-            part = group[i:i + 32]
-            out = {k: np.asarray(v) for k, v in serve(tf.constant(np.stack([g.image for g in part]))).items()}
-            for j, g in enumerate(part):
-                answers[g.name] = {k: v[j:j + 1] for k, v in out.items()}
-    checks, _, metrics = golden_checks(model, golden, answers)
-    passed = {c["name"][len("golden: "):]: c for c in checks if c["name"].startswith("golden: ")}
-    images = {}
-    for g in golden.images:
-        value, slack = margin(model.task, g, answers[g.name])
-        images[g.name] = {"passed": passed[g.name]["passed"], "metric": round(value, 4),
-                          "margin": round(slack, 4), "detail": passed[g.name]["detail"]}
-    failed = [f"{c['name']}: {c['detail']}" for c in checks if not c["passed"]]
-    worst = min(images.items(), key=lambda kv: kv[1]["margin"])
-    return {"kind": kind, "checkpoint": checkpoint, "passed": not failed, "failed": failed,
-            "images": images, "metrics": metrics, "worst": {"image": worst[0], **worst[1]},
-            "golden_digest": golden_digest(kind)}
+    for checkpoint in checkpoints:
+        experiments.restore_model(module.model, checkpoint)
+        answers = {}
+        for group in by_shape.values():
+            for i in range(0, len(group), 32):
+                part = group[i:i + 32]
+                out = {k: np.asarray(v) for k, v in serve(tf.constant(np.stack([g.image for g in part]))).items()}
+                for j, g in enumerate(part):
+                    answers[g.name] = {k: v[j:j + 1] for k, v in out.items()}
+        checks, _, metrics = golden_checks(model, golden, answers)
+        passed = {c["name"][len("golden: "):]: c for c in checks if c["name"].startswith("golden: ")}
+        images = {}
+        for g in golden.images:
+            value, slack = margin(model.task, g, answers[g.name])
+            images[g.name] = {"passed": passed[g.name]["passed"], "metric": round(value, 4),
+                              "margin": round(slack, 4), "detail": passed[g.name]["detail"]}
+        failed = [f"{c['name']}: {c['detail']}" for c in checks if not c["passed"]]
+        worst = min(images.items(), key=lambda kv: kv[1]["margin"])
+        yield {"kind": kind, "checkpoint": checkpoint, "passed": not failed, "failed": failed,
+               "images": images, "metrics": metrics, "worst": {"image": worst[0], **worst[1]},
+               "golden_digest": golden_digest(kind)}
+
+
+def checkpoint_steps(folder: str) -> list[int]:
+    """The steps of the ckpt-N checkpoints in a training folder, ascending."""
+    return sorted(int(f[len("ckpt-"):-len(".index")]) for f in os.listdir(folder)
+                  if f.startswith("ckpt-") and f.endswith(".index"))
+
+
+def regression_candidate(kind: str, folder: str, final: dict) -> dict:
+    """The checkpoint the demo releases on purpose to show the regression gate: the latest earlier
+    checkpoint of the run that passes every absolute golden check (images, floors) while a gated set
+    metric is more than the gate's tolerance (``max_metric_drop``) + ``REGRESSION_MARGIN`` below the
+    final's, so that the gate alone blocks it against the published final. Scans from the final
+    down; ``final`` is ``run`` of the final checkpoint.
+
+    Returns {candidate: {step, checkpoint, metrics, drops, worst} or None, tolerance, margin, scanned}."""
+    from registry import config
+    from validation import regression
+
+    model = config.load(CONFIG).model(experiments.spec(kind).model_name)
+    tolerance = regression.limits(model.extra.get("regression"))["max_metric_drop"]
+    gated = regression.GATED[model.task]
+    steps = checkpoint_steps(folder)[:-1][::-1]
+    out = {"candidate": None, "tolerance": tolerance, "margin": REGRESSION_MARGIN, "scanned": []}
+    for step, r in zip(steps, _evaluate(kind, [os.path.join(folder, f"ckpt-{s}") for s in steps])):
+        drops = {k: round(final["metrics"][k] - r["metrics"][k], 4) for k in gated}
+        out["scanned"].append({"step": step, "passed": r["passed"], "drops": drops,
+                               "worst_margin": r["worst"]["margin"]})
+        if r["passed"] and max(drops.values()) > tolerance + REGRESSION_MARGIN:
+            out["candidate"] = {"step": step, "checkpoint": r["checkpoint"], "metrics": r["metrics"],
+                                "drops": drops, "worst": r["worst"]}
+            break
+    return out
 
 
 def _params_file(checkpoint: str) -> str | None:
@@ -120,14 +166,21 @@ def main(argv=None) -> int:
     p.add_argument("--kind", required=True, choices=sorted(experiments.KINDS))
     p.add_argument("--checkpoint", required=True, help="checkpoint folder (its newest) or a ckpt-N prefix")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.add_argument("--regression-scan", action="store_true",
+                   help="also find the demo's regression candidate among the folder's earlier checkpoints "
+                        "(regression_candidate; --checkpoint is the training folder)")
     a = p.parse_args(argv)
     r = run(a.kind, a.checkpoint)
+    if a.regression_scan and r["passed"]:
+        r["regression_scan"] = regression_candidate(a.kind, a.checkpoint, r)
     if a.json:
         print(json.dumps(r, default=str))
     else:
         for name, i in r["images"].items():
             print(f"{name}: {'pass' if i['passed'] else 'FAIL'} metric {i['metric']} margin {i['margin']}")
         print(f"{'PASSED' if r['passed'] else 'FAILED'}: worst {r['worst']}; metrics {r['metrics']}")
+        if "regression_scan" in r:
+            print(f"regression candidate: {json.dumps(r['regression_scan'], default=str)}")
     return 0 if r["passed"] else 1
 
 

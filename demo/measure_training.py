@@ -69,6 +69,14 @@ def measure(kind: str, seeds: list[int], runs_dir: str | None) -> dict:
             out["seeds"][str(seed)] = {"train_seconds": round(train_s, 1), "final_step": steps[-1],
                                        "intermediate_step": steps[0], "final": _short(final),
                                        "intermediate": _short(early)}
+            if kind in checkpoint_cache.REGRESSION_SCAN:  # the demo's gate-only regression: which checkpoint
+                scan = checkpoint_cache.gate(kind, folder).get("regression_scan") or {}
+                cand = scan.get("candidate")
+                out["seeds"][str(seed)]["regression_scan"] = {
+                    "threshold": round(scan.get("tolerance", 0) + scan.get("margin", 0), 4),
+                    "candidate": cand and {"step": cand["step"], "drops": cand["drops"],
+                                           "worst": cand["worst"]["margin"]},
+                    "scanned": scan.get("scanned", [])}
             print(f"[{model}] seed {seed}: final ckpt-{steps[-1]} {'PASS' if final['passed'] else 'FAIL'} "
                   f"worst {final['worst']['margin']:+.3f}; ckpt-{steps[0]} "
                   f"{'PASS' if early['passed'] else 'FAIL'} ({len(early['failed'])} failed)", flush=True)
@@ -110,6 +118,17 @@ def render() -> str:
                              f"({g['failed']} failed check(s)); {_fmt_metrics(kind, g['metrics'])}; "
                              f"worst margin {g['worst']['margin']:+.3f} ({g['worst']['image']})")
             parts.append(f"| {which} | " + " | ".join(cells) + " |")
+        if any("regression_scan" in r["seeds"][s] for s in seeds):
+            cells = []
+            for s in seeds:
+                scan = r["seeds"][s].get("regression_scan") or {}
+                c = scan.get("candidate")
+                seen = ", ".join(f"ckpt-{x['step']} {'pass' if x['passed'] else 'FAIL'} drop {max(x['drops'].values()):+.3f}"
+                                 for x in scan.get("scanned", []))
+                cells.append((f"ckpt-{c['step']}: **pass**, worst margin {c['worst']:+.3f}; drops "
+                              + ", ".join(f"{k} {v:+.3f}" for k, v in c["drops"].items()) if c else "**none**")
+                             + f" (needs a drop > {scan.get('threshold')}; scanned {seen})")
+            parts.append("| regression candidate (demo) | " + " | ".join(cells) + " |")
         g = r["random"]
         parts.append("| random weights | " + " | ".join(
             [f"**{'pass' if g['passed'] else 'FAIL'}** ({g['failed']} failed check(s)); "
