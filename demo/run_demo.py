@@ -341,9 +341,12 @@ def main() -> int:
         if release_step(af, cfg, client, training, conf, out, first):
             skip_step(af, conf, out, first)
             broken_step(af, cfg, client, sinks, conf, out, first)
+        t0 = time.monotonic()
         for name in training.as_ready([n for n in KINDS if n != first]):
-            if release_step(af, cfg, client, training, conf, out, name) and name == "shapes-detector":
+            if release_step(af, cfg, client, training, conf, out, name, waited=time.monotonic() - t0) \
+                    and name == "shapes-detector":
                 regression_step(af, cfg, client, sinks, training, conf, out)
+            t0 = time.monotonic()
 
     kid = services.signing_keys()[2]
     say(f"== sync committed versions into {BASE_PATH} (what production TF Serving serves); the sidecar "
@@ -419,9 +422,10 @@ def production_step(out) -> None:
             server.stop()
 
 
-def release_step(af, cfg, client, training, conf: dict, out, name: str) -> bool:
+def release_step(af, cfg, client, training, conf: dict, out, name: str, waited: float = 0.0) -> bool:
     """The model's training job writes its checkpoints (once its training is done); its release DAG
-    runs and publishes the newest one. Returns whether it did (or the checkpoint already was)."""
+    runs and publishes the newest one. Returns whether it did (or the checkpoint already was).
+    ``waited``: seconds already spent waiting for this training (Training.as_ready)."""
     kind = KINDS[name]
     m = cfg.model(name)
     row = {"model": name, "run": "release", "checkpoint": "-", "verdict": "-", "version": "-", "report": None}
@@ -429,7 +433,7 @@ def release_step(af, cfg, client, training, conf: dict, out, name: str) -> bool:
     say(f"== {name}: the training job writes checkpoints to {m.checkpoints}")
     t0 = time.monotonic()
     folder = training.wait(kind)
-    waited = time.monotonic() - t0
+    waited += time.monotonic() - t0
     out.phases.append((f"{name}: training (waited for it)", waited))
     if folder is None:
         row["verdict"] = "no model"
