@@ -174,17 +174,6 @@ def ensure_image(log=sys.stderr) -> str:
     base, tag = base_tag(), image_tag()
     if _exists(tag):
         return tag
-    import fcntl
-    cache = os.environ.get("TFS_RELEASE_CACHE", os.path.expanduser("~/.cache/tfs-release"))
-    os.makedirs(cache, exist_ok=True)
-    with open(os.path.join(cache, ".standin-image.lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one build per machine: a parallel caller waits for it
-        if _exists(tag):
-            return tag
-        return _build(base, tag, log)
-
-
-def _build(base: str, tag: str, log) -> str:
     if not _exists(base):
         build_base(base, log=log)
     t0 = time.monotonic()

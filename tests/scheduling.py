@@ -19,8 +19,7 @@ Two workers keep both cores busy while the unit and integration tests run (they 
 to-end modules wait about a fifth of their time (a scheduler's loop, a health check, a deadline:
 measured, the cores idle 20 % of that stage with two of them), so the workers after the first two
 (``E2E_ONLY_FROM``) take end-to-end modules only, and only once nothing else is left to hand out:
-three modules then run at once. The exception, ``EARLY_E2E`` (the compose stack), is taken by such a
-worker at once: it waits most of its time, and started last it was the end of the session.
+three modules then run at once.
 """
 from __future__ import annotations
 
@@ -32,10 +31,6 @@ from xdist.scheduler.loadscope import LoadScopeScheduling
 DOCKER = "docker"
 E2E = "tests/e2e/"
 E2E_ONLY_FROM = 2  # gw0 and gw1 take anything; gw2 and later only end-to-end modules, at the end
-# ...except these, which a later worker takes at once: the longest end-to-end module, which waits
-# most of its time (images, health checks, a rollout deadline) and needs only the classifier, runs
-# beside the unit and integration tests instead of holding up the end of the session
-EARLY_E2E = ("tests/e2e/test_compose_stack.py",)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -70,12 +65,7 @@ class StagedScheduling(LoadScopeScheduling):
         if not self.workqueue:
             return
         if self.e2e_only(node) and not all(scope.startswith(E2E) for scope in self.workqueue):
-            early = [scope for scope in EARLY_E2E if scope in self.workqueue]
-            if not early:
-                return  # not yet: the unit and integration files (and the Docker tests) go to the first two
-            self.workqueue.move_to_end(early[0], last=False)
-            super()._assign_work_unit(node)
-            return
+            return  # not yet: the unit and integration files (and the Docker tests) go to the first two
         if DOCKER in self.workqueue:  # the longest unit, and it builds what the others need: first
             self.workqueue.move_to_end(DOCKER, last=False)
         super()._assign_work_unit(node)
@@ -96,8 +86,6 @@ class StagedScheduling(LoadScopeScheduling):
 
     def mark_test_complete(self, node, item_index, duration=0) -> None:
         super().mark_test_complete(node, item_index, duration)
-        # an end-to-end worker waiting for work gets no event of its own: wake it here (idle, or
-        # holding the last test of its early module: pytest runs a test once it holds the next one)
-        for other in self.nodes:
-            if other is not node and self.e2e_only(other) and self._pending_of(self.assigned_work[other]) < 2:
+        for other in self.nodes:  # an idle end-to-end worker gets no event of its own: wake it here
+            if other is not node and self.e2e_only(other) and not self._pending_of(self.assigned_work[other]):
                 self._reschedule(other)

@@ -140,23 +140,3 @@ def test_a_third_worker_takes_end_to_end_modules_only_once_nothing_else_is_left(
 def test_a_third_worker_with_no_end_to_end_module_is_shut_down():
     ran = run(DOCKER + OTHER, n=3)
     assert sorted(n for _, n in ran) == sorted(SERIAL) and "gw2" not in {w for w, _ in ran}
-
-
-def test_a_third_worker_takes_the_compose_stack_at_once_and_the_other_end_to_end_modules_last():
-    more = [f"tests/unit/test_u{i}.py::t{j}" for i in range(6) for j in range(3)]
-    compose = ["tests/e2e/test_compose_stack.py::t1", "tests/e2e/test_compose_stack.py::t2"]
-    collection = DOCKER + OTHER + more + compose + E2E
-    ran = run(collection, n=3)
-    assert sorted(n for _, n in ran) == sorted(collection)  # every test once
-    handed = [(w, collection[i]) for w, ix in HANDED_OUT for i in ix]
-    to_gw2 = [n for w, n in handed if w == "gw2"]
-    assert to_gw2[:2] == compose, handed  # the compose module first...
-    first = next(k for k, (w, _) in enumerate(handed) if w == "gw2")
-    rest_out = max(k for k, (_, n) in enumerate(handed) if n not in compose + E2E)
-    assert first < rest_out, handed  # ...while the unit and integration tests are still being handed out
-    later = [k for k, (w, n) in enumerate(handed) if w == "gw2" and n in E2E]
-    assert all(k > rest_out for k in later), handed  # other end-to-end modules only once the rest is out
-    assert {w for w, n in ran if n in compose} == {"gw2"} and all(n in compose + E2E for n in to_gw2), ran
-    # with two workers it is an end-to-end module like the others: after everything else
-    order = [n for _, n in run(collection)]
-    assert min(order.index(n) for n in compose) > max(order.index(n) for n in OTHER + more), order
