@@ -76,15 +76,12 @@ def margin(task: str, golden_image, outputs: dict) -> tuple[float, float]:
 
 
 def run(kind: str, checkpoint: str) -> dict:
-    return run_many(kind, [checkpoint])[0]
-
-
-def run_many(kind: str, checkpoints: list[str]) -> list[dict]:
-    """``run`` for several checkpoints of one training run (one model built, each restored in turn)."""
-    return list(_evaluate(kind, checkpoints))
+    return next(_evaluate(kind, [checkpoint]))
 
 
 def _evaluate(kind: str, checkpoints: list[str]):
+    """``run``'s result for each of several checkpoints of one training run, lazily (one model
+    built, each checkpoint restored in turn)."""
     import tensorflow as tf
 
     from exporters import golden as golden_mod
