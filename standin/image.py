@@ -27,7 +27,8 @@ BASE_REPO, REPO = "tfs-release/standin-base", "tfs-release/standin"
 # tensorflow-text: TF Serving's binary links TF Text's ops, so the stand-in serves them too
 PACKAGES = ["tensorflow==2.20.0", "tensorflow-serving-api==2.20.0", "tensorflow-text==2.20.1", "pillow"]
 SUITE = "bookworm"
-BASE_RECIPE = "1"  # bump when build_base() changes what goes into the base image
+CACHE = os.environ.get("TFS_RELEASE_CACHE", os.path.expanduser("~/.cache/tfs-release"))
+BASE_RECIPE = "2"  # bump when build_base() changes what goes into the base image
 
 
 def recipe_hash(*parts: bytes) -> str:
@@ -99,51 +100,100 @@ def _copy_host_config(rootfs: str) -> None:
 def _chroot(rootfs: str, script: str) -> None:
     env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root",
            "LANG": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive", "PIP_CERT": "/etc/ssl/certs/ca-certificates.crt",
-           "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_DEFAULT_TIMEOUT": "180"}
-    subprocess.run(["chroot", rootfs, "/bin/sh", "-ec", script], check=True, env=env)
+           "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_DEFAULT_TIMEOUT": "180",
+           "UV_SYSTEM_CERTS": "1", "UV_LINK_MODE": "copy", "UV_NO_PROGRESS": "1"}
+    subprocess.run(["chroot", rootfs, "/bin/sh", "-ec", PIP_INSTALL + script], check=True, env=env)
+
+
+def uv_binary() -> str | None:
+    """The pinned uv that bin/venv installed into the cache (requirements-uv.txt), or None."""
+    with open(os.path.join(ROOT, "requirements-uv.txt")) as fh:
+        pin = next(ln.split("==")[1].strip() for ln in fh if ln.startswith("uv=="))
+    path = os.path.join(CACHE, f"uv-{pin}", "bin", "uv")
+    return path if os.access(path, os.X_OK) else None
+
+
+# The recipes install into /opt/venv with `pip_install ARGS` (pip's arguments): uv when bin/venv's uv
+# was copied in (parallel unpacking and bytecode compilation; its cache, the host's, is mounted),
+# else pip (the host's pip cache is mounted). The same packages either way.
+PIP_INSTALL = """pip_install() {
+  if [ -x /usr/local/bin/uv ]; then uv pip install --python /opt/venv/bin/python --compile-bytecode --quiet "$@"
+  else /opt/venv/bin/pip install -q --upgrade pip && /opt/venv/bin/pip install -q "$@"; fi
+}
+"""
 
 
 def _standin_script() -> str:
     return f"""
 update-ca-certificates >/dev/null 2>&1 || true
 python3 -m venv /opt/venv
-/opt/venv/bin/pip install -q --upgrade pip
 grep -vE '^(#|$)' /tmp/constraints.txt > /tmp/c.txt
-/opt/venv/bin/pip install -q -c /tmp/c.txt {' '.join(PACKAGES)}
+pip_install -c /tmp/c.txt {' '.join(PACKAGES)}
 rm -rf /opt/venv/lib/python3*/site-packages/tensorflow/include /tmp/constraints.txt /tmp/c.txt
 apt-get clean; rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin
 """
 
 
-def build_base(tag: str, log=sys.stderr, *, what: str = "standin image",
-               include: tuple[str, ...] = ("python3", "python3-venv", "ca-certificates"),
-               files: dict[str, str] | None = None, script: str | None = None) -> None:
-    """debootstrap a Debian rootfs (the host's mirror and package config), copy ``files``
-    (host path -> path in the rootfs) in, run ``script`` in a chroot (host pip cache mounted),
-    and ``docker import`` it as ``tag``. The defaults build the stand-in base; deploy/local_images.py
-    builds the compose stack's local bases with other packages and scripts."""
+def debootstrapped(include: tuple[str, ...], log=sys.stderr, what: str = "standin image") -> str:
+    """A tarball of a minbase Debian rootfs with ``include``, debootstrapped from the host's mirror
+    once per cache (every local base starts from the same one: debootstrap takes ~45 s, the
+    extraction ~2 s); other processes wait for the one that makes it."""
+    import fcntl
     debootstrap = shutil.which("debootstrap") or "/usr/sbin/debootstrap"
     if not os.path.exists(debootstrap):
         raise RuntimeError("debootstrap is not installed (apt-get install debootstrap, or run bin/system-deps)")
+    key = recipe_hash(BASE_RECIPE.encode(), SUITE.encode(), ",".join(include).encode())
+    path = os.path.join(CACHE, f"debootstrap-{SUITE}-{key}.tar")
+    os.makedirs(CACHE, exist_ok=True)
+    with open(path + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if os.path.exists(path):
+            return path
+        work = tempfile.mkdtemp(prefix="debootstrap-", dir=os.environ.get("TMPDIR", "/var/tmp"))
+        try:
+            rootfs = os.path.join(work, "rootfs")
+            print(f"{what}: debootstrap {SUITE} (minbase) into {rootfs} (kept as {path})", file=log, flush=True)
+            subprocess.run([debootstrap, "--variant=minbase", "--include=" + ",".join(include),
+                            SUITE, rootfs, host_mirror()], check=True, stdout=subprocess.DEVNULL)
+            subprocess.run(["tar", "-C", rootfs, "--numeric-owner", "-cf", path + ".tmp", "."], check=True)
+            os.replace(path + ".tmp", path)
+        finally:
+            subprocess.run(["rm", "-rf", "--one-file-system", work], check=False)
+    return path
+
+
+def build_base(tag: str, log=sys.stderr, *, what: str = "standin image",
+               include: tuple[str, ...] = ("python3", "python3-venv", "ca-certificates"),
+               files: dict[str, str] | None = None, script: str | None = None) -> None:
+    """A debootstrapped Debian rootfs (``debootstrapped``; the host's mirror and package config), copy ``files``
+    (host path -> path in the rootfs) in, run ``script`` in a chroot (host uv and pip caches mounted),
+    and ``docker import`` it as ``tag``. The defaults build the stand-in base; deploy/local_images.py
+    builds the compose stack's local bases with other packages and scripts."""
     t0 = time.monotonic()
+    tarball = debootstrapped(include, log=log, what=what)
     work = tempfile.mkdtemp(prefix="standin-base-", dir=os.environ.get("TMPDIR", "/var/tmp"))
     rootfs = os.path.join(work, "rootfs")
     mounts = []
     try:
-        print(f"{what}: debootstrap {SUITE} (minbase) into {rootfs}", file=log, flush=True)
-        subprocess.run([debootstrap, "--variant=minbase", "--include=" + ",".join(include),
-                        SUITE, rootfs, host_mirror()], check=True, stdout=subprocess.DEVNULL)
+        os.makedirs(rootfs)
+        subprocess.run(["tar", "-C", rootfs, "--numeric-owner", "-xpf", tarball], check=True)
         _copy_host_config(rootfs)
         if files is None:
             files = {os.path.join(ROOT, "requirements-worker.txt"): "/tmp/constraints.txt"}
         for src, dst in files.items():
             os.makedirs(os.path.dirname(rootfs + dst), exist_ok=True)
             shutil.copy(src, rootfs + dst)
-        # reuse this host's pip cache (the worker venv downloaded the same wheels)
-        cache = os.path.expanduser("~/.cache/pip")
-        os.makedirs(cache, exist_ok=True)
-        os.makedirs(rootfs + "/root/.cache/pip", exist_ok=True)
-        for src, dst, extra in ((None, "/proc", ["-t", "proc", "proc"]), (cache, "/root/.cache/pip", ["--bind", cache])):
+        # reuse this host's package caches (the venvs downloaded the same wheels); uv when bin/venv has it
+        binds = [(os.path.expanduser("~/.cache/pip"), "/root/.cache/pip")]
+        uv = uv_binary()
+        if uv:
+            os.makedirs(rootfs + "/usr/local/bin", exist_ok=True)
+            shutil.copy(uv, rootfs + "/usr/local/bin/uv")
+            binds.append((os.path.join(CACHE, "uv-cache"), "/root/.cache/uv"))
+        for src, dst in binds:
+            os.makedirs(src, exist_ok=True)
+            os.makedirs(rootfs + dst, exist_ok=True)
+        for dst, extra in [("/proc", ["-t", "proc", "proc"])] + [(dst, ["--bind", src]) for src, dst in binds]:
             subprocess.run(["mount", *extra, rootfs + dst], check=True)
             mounts.append(rootfs + dst)
         if script is None:
@@ -151,6 +201,8 @@ def build_base(tag: str, log=sys.stderr, *, what: str = "standin image",
         else:
             print(f"{what}: running the image recipe in the chroot", file=log, flush=True)
         _chroot(rootfs, _standin_script() if script is None else script)
+        if uv:
+            os.unlink(rootfs + "/usr/local/bin/uv")
     finally:
         for m in reversed(mounts):
             subprocess.run(["umount", "-l", m], check=False)
