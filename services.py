@@ -351,7 +351,8 @@ class AirflowCLI:
 
     def query(self, sql: str, *args) -> list[tuple]:
         import sqlite3
-        with sqlite3.connect(os.path.join(self.home, "airflow.db")) as db:
+        # another `airflow dags test` may be writing (the demo runs two at once): wait for its lock
+        with sqlite3.connect(os.path.join(self.home, "airflow.db"), timeout=30) as db:
             return db.execute(sql, args).fetchall()
 
     def runs(self, dag_id: str) -> list[tuple[str, str]]:

@@ -130,16 +130,24 @@ class AlertSinks:
         return {f"AIRFLOW_CONN_{cid.upper()}": json.dumps(c) for cid, c in self.connections().items()}
 
     # -- what arrived --------------------------------------------------------------------------
-    def wait(self, *, mails: int = 0, webhooks: int = 0, timeout: float = 30) -> bool:
-        """Block until at least that many of each arrived (True) or the timeout passed (False)."""
+    def wait(self, *, mails: int = 0, webhooks: int = 0, timeout: float = 30, about: str | None = None) -> bool:
+        """Block until at least that many of each arrived (True) or the timeout passed (False);
+        ``about``: count only those that name it (a model: its alerts, while other runs alert too)."""
         deadline = time.monotonic() + timeout
         with self._lock:
-            while len(self.mails) < mails or len(self.webhooks) < webhooks:
+            while len(self.about(about)[0]) < mails or len(self.about(about)[1]) < webhooks:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
                 self._lock.wait(left)
         return True
+
+    def about(self, text: str | None) -> tuple[list[Mail], list[Webhook]]:
+        """(mails, webhooks) so far whose subject or text names ``text`` (all of them: None)."""
+        if text is None:
+            return list(self.mails), list(self.webhooks)
+        return ([m for m in self.mails if text in m.subject],
+                [w for w in self.webhooks if text in json.dumps(w.payload)])
 
     def _next_file(self, kind: str, ext: str) -> str:
         """The next free ``<kind>-NNNN<ext>`` in the folder: earlier sessions' messages are kept."""

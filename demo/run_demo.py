@@ -4,7 +4,7 @@
   Garden export -> validation in a temporary TF Serving -> publish the next version, Asset event)
   for the classifier (trained first) -> a second run finds nothing new and skips -> a broken checkpoint
   fails validation, publishes nothing and alerts (Slack webhook + e-mail, to local receivers) -> the
-  segmenter and the detector are released as their trainings end -> an earlier detector checkpoint,
+  segmenter and the detector are released side by side as their trainings end -> an earlier detector checkpoint,
   released on purpose, is blocked by the regression gate (worse than the published version) ->
   tfs-release sync fills a TF Serving model_base_path -> a production TF Serving (stand-in) on it
   confirms each model's newest version (tfs-release confirm) and the rollout records are printed.
@@ -15,6 +15,7 @@ plus the serving image and the alert channels); the alerts land in .run/demo/ale
 """
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -57,8 +58,30 @@ BASE_PATH = os.path.join(DEMO, "model_base_path")
 EMAIL_TO = "ml-oncall@example.com"
 
 
+_held = threading.local()
+_print = threading.Lock()
+
+
 def say(msg: str) -> None:
-    print(msg, flush=True)
+    lines = getattr(_held, "lines", None)
+    if lines is not None:
+        lines.append(msg)
+        return
+    with _print:
+        print(msg, flush=True)
+
+
+@contextlib.contextmanager
+def held_output():
+    """This thread's say() lines are printed together when the block ends: two models' steps run
+    side by side and each one's story stays in one piece."""
+    _held.lines = []
+    try:
+        yield
+    finally:
+        lines, _held.lines = _held.lines, None
+        with _print:
+            print("\n".join(lines), flush=True)
 
 
 def cli(*args, check=True) -> dict:
@@ -282,17 +305,6 @@ class Training:
         self.done[kind].wait()
         return self.folder.get(kind)
 
-    def as_ready(self, names: list[str]):
-        """The model names, each as soon as its training is done (the first done first)."""
-        left = list(names)
-        while left:
-            ready = [n for n in left if self.done[KINDS[n]].is_set()]
-            if ready:
-                left.remove(ready[0])
-                yield ready[0]
-            else:
-                time.sleep(0.5)
-
 
 # the detector trains longest: its own lane, beside the classifier then the segmenter
 TRAINING_LANES = [["classification", "segmentation"], ["detection"]]
@@ -336,17 +348,29 @@ def main() -> int:
             raise SystemExit(f"airflow db migrate failed; log: {af.log}")
         conf = {"launcher": launcher}
         # the classifier trains first: its release, a run with nothing new and a broken checkpoint run
-        # while the segmenter and the detector still train; then those two as their trainings end
+        # while the segmenter and the detector still train; then those two side by side, each as its training ends
         first = "shapes-classifier"
         release_step(af, cfg, client, training, conf, out, first)
         skip_step(af, conf, out, first)  # both run whatever the release did, as before (each checks its own)
         broken_step(af, cfg, client, sinks, conf, out, first)
-        t0 = time.monotonic()
-        for name in training.as_ready([n for n in KINDS if n != first]):
-            if release_step(af, cfg, client, training, conf, out, name, waited=time.monotonic() - t0) \
-                    and name == "shapes-detector":
-                regression_step(af, cfg, client, sinks, training, conf, out)
-            t0 = time.monotonic()
+        later = [n for n in KINDS if n != first]
+        say(f"== {' and '.join(later)}: each released as soon as its training ends, side by side (each one's "
+            f"lines below once it is done; training log {os.path.relpath(training.log_path, ROOT)})")
+
+        def steps(name: str) -> None:
+            with held_output():
+                if release_step(af, cfg, client, training, conf, out, name) and name == "shapes-detector":
+                    regression_step(af, cfg, client, sinks, training, conf, out)
+
+        first_phase, t0 = len(out.phases), time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(len(later), thread_name_prefix="demo-release") as pool:
+            for f in [pool.submit(steps, n) for n in later]:
+                f.result()
+        out.rows.sort(key=lambda r: list(KINDS).index(r["model"]))  # they arrived side by side; stable sort
+        # the two models' phases overlap: the wall time first, then each model's own (indented)
+        side = sorted(out.phases[first_phase:], key=lambda p: later.index(p[0].split(":")[0]))
+        out.phases[first_phase:] = [(f"{' + '.join(later)} side by side (wall time)", time.monotonic() - t0)] + [
+            ("  " + n, dt) for n, dt in side]
 
     kid = services.signing_keys()[2]
     say(f"== sync committed versions into {BASE_PATH} (what production TF Serving serves); the sidecar "
@@ -422,10 +446,9 @@ def production_step(out) -> None:
             server.stop()
 
 
-def release_step(af, cfg, client, training, conf: dict, out, name: str, waited: float = 0.0) -> bool:
+def release_step(af, cfg, client, training, conf: dict, out, name: str) -> bool:
     """The model's training job writes its checkpoints (once its training is done); its release DAG
-    runs and publishes the newest one. Returns whether it did (or the checkpoint already was).
-    ``waited``: seconds already spent waiting for this training (Training.as_ready)."""
+    runs and publishes the newest one. Returns whether it did (or the checkpoint already was)."""
     kind = KINDS[name]
     m = cfg.model(name)
     row = {"model": name, "run": "release", "checkpoint": "-", "verdict": "-", "version": "-", "report": None}
@@ -433,7 +456,7 @@ def release_step(af, cfg, client, training, conf: dict, out, name: str, waited: 
     say(f"== {name}: the training job writes checkpoints to {m.checkpoints}")
     t0 = time.monotonic()
     folder = training.wait(kind)
-    waited += time.monotonic() - t0
+    waited = time.monotonic() - t0
     out.phases.append((f"{name}: training (waited for it)", waited))
     if folder is None:
         row["verdict"] = "no model"
@@ -545,7 +568,7 @@ def regression_step(af, cfg, client, sinks, training, conf: dict, out) -> None:
     say(f"   in process ckpt-{earlier['step']} passes every golden image; "
         + ", ".join(f"{k} {v:.3f} below the final's" for k, v in cand["drops"].items()))
     with out.phase(f"{name}: earlier checkpoint vs production (regression gate)"):
-        n_mail, n_hook = len(sinks.mails), len(sinks.webhooks)
+        n_mail, n_hook = (len(x) for x in sinks.about(name))  # the segmenter's run may alert meanwhile
         run_id, state, tasks, dt = af.dags_test(f"release__{name}", {**conf, "checkpoint": earlier["uri"]})
         say(f"   {state} in {dt:.0f}s  ({_tasks(tasks)})")
         verdict = af.xcom(f"release__{name}", run_id, "validate", key="verdict") or {}
@@ -560,7 +583,7 @@ def regression_step(af, cfg, client, sinks, training, conf: dict, out) -> None:
             + ("all passed: only the comparison with production blocks it" if not other else
                f"{len(other)} failed too, e.g. {other[0].get('name')}: {other[0].get('detail')}"))
         after = [v["version"] for v in cli("versions", name)["versions"]]
-        arrived = sinks.wait(mails=n_mail + 1, webhooks=n_hook + 1, timeout=60)
+        arrived = sinks.wait(mails=n_mail + 1, webhooks=n_hook + 1, timeout=60, about=name)
     out.rows.append({"model": name, "run": f"earlier ckpt-{earlier['step']} (param)",
                      "checkpoint": _short(earlier["uri"]),
                      "verdict": "BLOCKED by the regression gate" if gate.get("status") == "blocked" else
@@ -570,7 +593,7 @@ def regression_step(af, cfg, client, sinks, training, conf: dict, out) -> None:
                f"the regression gate blocks {name} ckpt-{earlier['step']} (run {state}, gate {gate.get('status')})")
     out.expect(after == versions_before, f"nothing published from the earlier checkpoint (versions {after})")
     out.expect(arrived, "the blocked run's e-mail and Slack alerts arrive")
-    for hook in sinks.webhooks[n_hook:]:
+    for hook in sinks.about(name)[1][n_hook:]:
         first = (hook.payload.get("text") or "").splitlines()[:1]
         say(f"   Slack: {first[0] if first else hook.payload}\n      {hook.file}")
 

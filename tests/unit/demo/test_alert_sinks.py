@@ -100,3 +100,24 @@ def test_in_process_api_decodes_html_mail_to_the_sent_text(tmp_path):
     [mail] = sinks.mails
     assert mail.text.strip() == "a <b> https://r/x?a=1&b=2"
     assert (mail.mail_from, mail.rcpt_tos, mail.subject) == ("bot@example.com", ["a@example.com"], "s")
+
+
+def test_wait_about_a_model_counts_only_its_alerts(tmp_path):
+    """The demo releases two models side by side: a wait for one model's alert is not met by the other's."""
+    import urllib.request
+    sys.path.insert(0, ROOT)
+    from demo.alert_sinks import AlertSinks
+    with AlertSinks(str(tmp_path / "b")) as sinks:
+        def post(text):
+            req = urllib.request.Request(sinks.webhook_url, data=json.dumps({"text": text}).encode(),
+                                         headers={"Content-Type": "application/json"})
+            urllib.request.urlopen(req, timeout=10).read()
+
+        post("[tfs-release] shapes-segmenter: release FAILED at validate")
+        assert sinks.wait(webhooks=1, timeout=10)
+        assert not sinks.wait(webhooks=1, timeout=0.2, about="shapes-detector")
+        post("[tfs-release] shapes-detector: release BLOCKED by the regression gate")
+        assert sinks.wait(webhooks=1, timeout=10, about="shapes-detector")
+        assert [w.payload["text"] for w in sinks.about("shapes-detector")[1]] == [
+            "[tfs-release] shapes-detector: release BLOCKED by the regression gate"]
+        assert len(sinks.about(None)[1]) == 2
