@@ -173,12 +173,18 @@ class AirflowUI:
         self.wait().until(lambda d: d.find_element(By.NAME, "dagRunId").get_attribute("value") == run_id,
                           "the run id box did not take the run id")
 
-    def conf_json_text(self) -> str:
-        """The "Configuration JSON" editor's text (the conf the form will send), as displayed."""
-        text = self.driver.execute_script(
-            "return Array.from(document.querySelectorAll('[role=dialog] .view-lines'))"
-            ".map(e => e.innerText).join('\\n')")
-        return (text or "").replace("\xa0", " ")
+    def conf_json_text(self, until: str = "", timeout: float = 30) -> str:
+        """The "Configuration JSON" editor's text (the conf the form will send), as displayed; the
+        editor draws its lines a moment after the advanced options open (on a loaded machine, seconds
+        later): waits up to ``timeout`` for it to show any text (with ``until``: that text)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            text = (self.driver.execute_script(
+                "return Array.from(document.querySelectorAll('[role=dialog] .view-lines'))"
+                ".map(e => e.innerText).join('\\n')") or "").replace("\xa0", " ")
+            if (text.strip() and until in text) or time.monotonic() > deadline:
+                return text
+            time.sleep(0.25)
 
     def submit_trigger(self, dag_id: str, run_id: str) -> None:
         """Trigger; the UI then navigates to the new run's page."""

@@ -114,7 +114,7 @@ def test_trigger_dry_run_from_the_ui_form_and_see_it_succeed(ui, standalone, air
         shots.append(ui.screenshot("03-trigger-form-dry-run.png"))
         ui.open_advanced_options()
         ui.set_run_id(run_id)
-        conf_text = ui.conf_json_text()
+        conf_text = ui.conf_json_text(until='"dry_run": true')
         assert '"dry_run": true' in conf_text, conf_text  # the form wrote the param into the conf
         shots.append(ui.screenshot("04-trigger-form-run-id-and-conf.png"))
 
