@@ -29,7 +29,7 @@ from standin import image as standin_image
 from standin.image import read_bytes, recipe_hash
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CACHE = os.environ.get("TFS_RELEASE_CACHE", os.path.expanduser("~/.cache/tfs-release"))
+CACHE = standin_image.CACHE  # the project cache (TFS_RELEASE_CACHE), as bin/venv uses it
 BASE_RECIPE = "1"  # bump when a base script below changes in a way the hash does not see
 # The official apache/airflow image ships these for its Postgres backend (sync + async engines).
 AIRFLOW_DB_DRIVERS = "psycopg2-binary==2.9.10 asyncpg==0.30.0"

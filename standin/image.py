@@ -115,7 +115,8 @@ def uv_binary() -> str | None:
 
 # The recipes install into /opt/venv with `pip_install ARGS` (pip's arguments): uv when bin/venv's uv
 # was copied in (parallel unpacking and bytecode compilation; its cache, the host's, is mounted),
-# else pip (the host's pip cache is mounted). The same packages either way.
+# else pip (the host's pip cache is mounted). The same packages either way. Not part of the recipe
+# hashes: a change here that changes what gets installed bumps BASE_RECIPE here and in deploy/local_images.py.
 PIP_INSTALL = """pip_install() {
   if [ -x /usr/local/bin/uv ]; then uv pip install --python /opt/venv/bin/python --compile-bytecode --quiet "$@"
   else /opt/venv/bin/pip install -q --upgrade pip && /opt/venv/bin/pip install -q "$@"; fi
