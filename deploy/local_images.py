@@ -115,7 +115,7 @@ PROJECT = ("cli.py", "registry", "tfs_api", "exporters", "serving", "validation"
 IMAGES = {
     "airflow": Image("TFSR_AIRFLOW_IMAGE", "tfs-release/airflow", "docker/airflow.Dockerfile", "airflow",
                      ("requirements.txt", "cli.py", "registry", "tfs_api", "serving", "validation", "production", "config", "dags", "plugins",
-                      "docker/airflow-init.sh")),
+                      "docker/airflow-init.sh", "docker/airflow-job-alive.py")),
     "worker": Image("TFSR_WORKER_IMAGE", "tfs-release/worker", "docker/worker.Dockerfile", "worker",
                     ("requirements-worker.txt", *PROJECT, "docker/tfs-release.sh", "docker/create-buckets.py"),
                     serving_arg=True),

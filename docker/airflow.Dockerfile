@@ -26,7 +26,10 @@ COPY config /opt/tfs-release/config
 COPY dags /opt/tfs-release/dags
 COPY plugins /opt/tfs-release/plugins
 COPY docker/airflow-init.sh /usr/local/bin/tfs-release-airflow-init
-RUN chmod -R a+rX /opt/tfs-release && chmod 0755 /usr/local/bin/tfs-release-airflow-init \
+# the dag-processor's and triggerer's compose health check (one query, no Airflow import)
+COPY docker/airflow-job-alive.py /usr/local/bin/tfs-release-job-alive
+RUN chmod -R a+rX /opt/tfs-release \
+ && chmod 0755 /usr/local/bin/tfs-release-airflow-init /usr/local/bin/tfs-release-job-alive \
  && mkdir -p /opt/airflow/logs /opt/airflow/auth && chown -R 50000:0 /opt/airflow
 ENV AIRFLOW_HOME=/opt/airflow \
     TFS_RELEASE_CONFIG=/opt/tfs-release/config/models.yaml \

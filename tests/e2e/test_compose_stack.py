@@ -60,6 +60,23 @@ def _stack(tmp_path, name, extra_files=(), **settings):
     return compose.Stack(project, path, files=(compose.DEFAULT_FILE, compose.LOCAL_FILE, *extra_files))
 
 
+def _job_health_check_decides(stack) -> None:
+    """The dag-processor's and triggerer's health check (docker/airflow-job-alive.py, one query and no
+    Airflow import) says alive for the running job, and not for a stale heartbeat or another host."""
+    for service, job in (("airflow-dag-processor", "DagProcessorJob"), ("airflow-triggerer", "TriggererJob")):
+        def check(*env):
+            args = [a for kv in env for a in ("--env", kv)]
+            return stack.compose("exec", "-T", *args, service, "tfs-release-job-alive", job, check=False, timeout=60)
+        ok = check()
+        assert ok.returncode == 0 and f"{job} on " in ok.stdout and "alive" in ok.stdout, (ok.stdout, ok.stderr)
+        section, option, _ = {"DagProcessorJob": ("DAG_PROCESSOR", "HEALTH_CHECK_THRESHOLD", 0),
+                              "TriggererJob": ("TRIGGERER", "TRIGGERER_HEALTH_CHECK_THRESHOLD", 0)}[job]
+        stale = check(f"AIRFLOW__{section}__{option}=0")
+        assert stale.returncode == 1 and "last heartbeat" in stale.stderr, (stale.stdout, stale.stderr)
+        other = check("HOSTNAME=not-this-host")
+        assert other.returncode == 1 and f"no running {job} on not-this-host" in other.stderr, other.stderr
+
+
 def _teardown(stack) -> None:
     t0 = time.monotonic()
     stack.down()
@@ -209,6 +226,7 @@ def test_release_through_the_stack(images, tmp_path):
     env = stack.env
     try:
         up_s = stack.up(timeout=600)
+        _job_health_check_decides(stack)
         api = f"http://127.0.0.1:{env['AIRFLOW_API_PORT']}"
         token = _http("POST", f"{api}/auth/token", {"username": env["AIRFLOW_ADMIN_USER"],
                                                     "password": env["AIRFLOW_ADMIN_PASSWORD"]})["access_token"]
