@@ -23,7 +23,7 @@ sys.path.insert(0, ROOT)
 
 import services  # noqa: E402
 
-pytest_plugins = ["tests.timeline"]  # where the wall time goes, printed at the session's end
+pytest_plugins = ["tests.timeline", "tests.cpu_profile"]  # where the wall time (and, opt-in, the CPU) goes
 
 
 def pytest_configure(config):
