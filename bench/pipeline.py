@@ -110,7 +110,7 @@ class Containers:
         self.filters = {"label": f"{LABEL_MODEL}={model}"}
 
     def existing(self) -> int:
-        return len(self.client.containers.list(all=True, filters=self.filters))
+        return len(self.client.containers.list(all=True, filters=self.filters, ignore_removed=True))
 
     def created(self, since: float, until: float) -> int:
         events = self.client.events(since=int(since), until=int(until) + 1, decode=True,
@@ -118,7 +118,7 @@ class Containers:
         return sum(1 for _ in events)
 
     def remove_all(self) -> None:
-        for c in self.client.containers.list(all=True, filters=self.filters):
+        for c in self.client.containers.list(all=True, filters=self.filters, ignore_removed=True):
             c.remove(force=True)
         self.client.close()
 

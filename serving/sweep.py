@@ -179,7 +179,9 @@ def sweep(client, roles: tuple[str, ...] = ("validation",), *, now: float | None
     me, hostname, running = host_id(), socket.gethostname(), _running_probe(client)
     removed = []
     for role in roles:
-        for c in client.containers.list(all=True, filters={"label": f"{ROLE}={role}"}):
+        # ignore_removed: a container removed between the listing and its inspect (its own validator
+        # cleaning up right now) is not an error, only gone
+        for c in client.containers.list(all=True, filters={"label": f"{ROLE}={role}"}, ignore_removed=True):
             remove, why = decide(c.labels or {}, now=now, my_host_id=me, my_hostname=hostname,
                                  alive=pid_alive, container_running=running)
             if not remove:
@@ -211,7 +213,7 @@ def remove_network(client, name: str) -> None:
 def dependents(client, container) -> list:
     """Containers whose owner is ``container`` (serving containers of a containerised validator)."""
     refs = {container.id[:12], container.name}
-    return [c for c in client.containers.list(all=True, filters={"label": OWNER_CONTAINER})
+    return [c for c in client.containers.list(all=True, filters={"label": OWNER_CONTAINER}, ignore_removed=True)
             if (c.labels or {}).get(OWNER_CONTAINER) in refs]
 
 

@@ -145,6 +145,14 @@ def airflow_env(seaweedfs, standin_image, airflow_bin, migrated_db, tmp_path_fac
     return af
 
 
+# The modules' `airflow standalone`: only the tests' own runs (no scheduled or checkpoint-event run
+# on unpause: tests/e2e/test_checkpoint_event.py tests those), and each DAG file parsed at the start
+# only: nothing a module does changes a DAG file or the config the DAGs read while its Airflow runs
+# (callbacks still run at once: Airflow queues their file first). Re-parsing the three files every
+# 30 s (Airflow's default, which `make airflow` keeps) costs ~0.05 of a core per running Airflow.
+MANUAL_ONLY = {"TFS_RELEASE_SCHEDULES": "off", "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "600"}
+
+
 def airflow_conns(airflow_env, aws: dict | None = None) -> dict:
     """The connections an Airflow started on ``airflow_env``'s config needs: ``aws_default`` (``aws``, or
     the module's own) and ``tfs_release_signing`` (the config's ``signing_conn_id``: publish signs)."""
@@ -174,7 +182,7 @@ def standalone(airflow_env):
     # manual-only DAGs: these tests trigger their own runs; unpausing must not also start one for the
     # checkpoint already uploaded (the checkpoint watcher; tests/e2e/test_checkpoint_event.py tests it)
     af = services.start_airflow(airflow_env.home, config=airflow_env.config, conns=airflow_conns(airflow_env),
-                                extra_env={"TFS_RELEASE_SCHEDULES": "off"})
+                                extra_env=MANUAL_ONLY)
     print(f"\nairflow standalone ready in {time.monotonic() - t0:.1f}s at {af.url} (log {af.log})")
     af.test_token = af.token()
     yield af

@@ -25,6 +25,7 @@ import yaml
 
 import services
 from tests.conftest import ROOT
+from tests.e2e.conftest import MANUAL_ONLY
 
 pytestmark = [pytest.mark.slow]
 MODEL, OTHER, BROKEN, NO_CONN = "shapes-classifier", "other-model", "bad-creds", "no-conn"
@@ -100,7 +101,7 @@ def stack(seaweedfs, tmp_path_factory):
     conns = {"aws_default": conn, "aws_other": conn, "aws_bad": bad}
     t0 = time.monotonic()
     af = services.start_airflow(str(tmp / "airflow-home"), config=str(config), conns=conns,
-                                extra_env={"TFS_RELEASE_SCHEDULES": "off"})
+                                extra_env=MANUAL_ONLY)
     print(f"\nairflow standalone ready in {time.monotonic() - t0:.1f}s at {af.url} (log {af.log})")
     try:
         af.test_token = af.token()

@@ -113,7 +113,8 @@ def airflow_python():
 
 def _step_containers(docker_engine, model=None):
     label = [f"tfs-release.model={model}"] if model else []
-    return docker_engine.containers.list(all=True, filters={"label": ["tfs-release.step", *label]})
+    return docker_engine.containers.list(all=True, filters={"label": ["tfs-release.step", *label]},
+                                        ignore_removed=True)  # removed between list and inspect: gone
 
 
 def test_a_step_runs_in_the_worker_image_and_its_result_comes_back(step_image, airflow_python, model_env,
