@@ -69,9 +69,9 @@ def _job_health_check_decides(stack) -> None:
             return stack.compose("exec", "-T", *args, service, "tfs-release-job-alive", job, check=False, timeout=60)
         ok = check()
         assert ok.returncode == 0 and f"{job} on " in ok.stdout and "alive" in ok.stdout, (ok.stdout, ok.stderr)
-        section, option, _ = {"DagProcessorJob": ("DAG_PROCESSOR", "HEALTH_CHECK_THRESHOLD", 0),
-                              "TriggererJob": ("TRIGGERER", "TRIGGERER_HEALTH_CHECK_THRESHOLD", 0)}[job]
-        stale = check(f"AIRFLOW__{section}__{option}=0")
+        threshold = {"DagProcessorJob": "AIRFLOW__DAG_PROCESSOR__HEALTH_CHECK_THRESHOLD",
+                     "TriggererJob": "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD"}[job]
+        stale = check(f"{threshold}=0")
         assert stale.returncode == 1 and "last heartbeat" in stale.stderr, (stale.stdout, stale.stderr)
         other = check("HOSTNAME=not-this-host")
         assert other.returncode == 1 and f"no running {job} on not-this-host" in other.stderr, other.stderr
